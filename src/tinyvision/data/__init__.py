@@ -1,0 +1,1 @@
+"""Data: annotation sources -> manifest -> decoded-image cache -> tf.data pipeline."""

@@ -1,0 +1,64 @@
+"""Class-per-folder images -> Manifest.
+
+Layouts: `root/<class>/<image>` (split later by `assign_splits`), or
+`root/{train,val,test}/<class>/<image>` (splits taken as given). An image file name present in
+several class folders of one split becomes one multi-label sample carrying all those labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinyvision.config import IMAGE_EXTENSIONS
+from tinyvision.data.manifest import SPLITS, Manifest, Sample
+from tinyvision.errors import DataError
+
+
+def load_folder(root: str | Path, extensions: tuple[str, ...] | list[str] = IMAGE_EXTENSIONS,
+                task: str = "auto") -> Manifest:
+    """Scan `root` and return a manifest; samples get a split only in the split-folder layout.
+
+    `task` is "auto" (multi-label when any file name is in several class folders, else
+    multi-class), "multiclass" or "multilabel".
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"Image folder {root} does not exist or is not a folder; set "
+                        "data.source.root to a folder holding one subfolder per class.")
+    extensions = tuple(e.lower() for e in extensions)
+    split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
+    if split_dirs:
+        layout = [(d.name, d) for d in split_dirs]
+    else:
+        layout = [("", root)]
+
+    samples: list[Sample] = []
+    classes: set[str] = set()
+    for split, folder in layout:
+        by_name: dict[str, tuple[str, list[str]]] = {}  # file name -> (first path, labels)
+        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for image in sorted(class_dir.iterdir()):
+                if not image.is_file() or image.suffix.lower() not in extensions:
+                    continue
+                classes.add(class_dir.name)
+                path, labels = by_name.setdefault(image.name, (str(image.resolve()), []))
+                if class_dir.name not in labels:
+                    labels.append(class_dir.name)
+        samples += [Sample(path, tuple(sorted(labels)), split) for path, labels in by_name.values()]
+
+    if not samples:
+        raise DataError(f"No images ({', '.join(extensions)}) found in class folders under {root}. "
+                        f"Expected {root}/<class>/<image> or {root}/train/<class>/<image>.")
+    if len(classes) < 2:
+        raise DataError(f"Found only one class folder ({sorted(classes)}) under {root}; a classifier "
+                        "needs at least two classes (add a folder of negative examples).")
+    multilabel = any(len(s.labels) > 1 for s in samples)
+    if task == "auto":
+        task = "multilabel" if multilabel else "multiclass"
+    elif task == "multiclass" and multilabel:
+        clash = next(s for s in samples if len(s.labels) > 1)
+        raise DataError(f"model.task=multiclass but {Path(clash.path).name} is in several class "
+                        f"folders {list(clash.labels)}; remove the duplicates or set "
+                        "model.task=multilabel.")
+    manifest = Manifest(sorted(classes), task, samples)
+    return manifest

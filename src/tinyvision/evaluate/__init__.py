@@ -1,0 +1,1 @@
+"""Evaluation: metrics on a split, printed tables and metrics.json."""

@@ -1,0 +1,1 @@
+"""Export: int8 LiteRT model, C source for it, float Keras model."""

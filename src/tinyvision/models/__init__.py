@@ -1,0 +1,1 @@
+"""Models: backbones (registry) and heads, assembled by `build.build_model`."""

@@ -1,0 +1,1 @@
+"""Training: two-stage transfer learning, callbacks and logs."""
