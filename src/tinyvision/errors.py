@@ -30,3 +30,7 @@ class VerifyError(TinyVisionError):
 
 class RunError(TinyVisionError):
     """A run directory is missing, incomplete or would be overwritten."""
+
+
+class RegistryError(TinyVisionError):
+    """The run registry (`runs/registry.sqlite`) is missing, locked, newer, or lacks a run."""
