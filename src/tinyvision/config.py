@@ -264,9 +264,14 @@ def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and part in _source_tags()
 
 
+def _source_models() -> tuple[type[BaseModel], ...]:
+    inner = get_args(DataSource)[0]
+    return get_args(inner) or (inner,)  # Union[X] of one member collapses to X
+
+
 def _source_tags() -> set[str]:
     if not _SOURCE_TAGS:
-        for member in get_args(get_args(DataSource)[0]):
+        for member in _source_models():
             _SOURCE_TAGS.update(get_args(member.model_fields["format"].annotation))
     return _SOURCE_TAGS
 
@@ -276,7 +281,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
     model: Any = RunConfig
     for part in loc:
         if _is_union_tag(part):
-            model = next(m for m in get_args(get_args(DataSource)[0])
+            model = next(m for m in _source_models()
                          if part in get_args(m.model_fields["format"].annotation))
             continue
         field = model.model_fields.get(part) if isinstance(model, type) else None

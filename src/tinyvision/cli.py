@@ -1,0 +1,200 @@
+"""The `tinyvision` command line. It only parses arguments and calls library functions.
+
+Errors a user can cause are printed as one message without a traceback (exit code 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from tinyvision.errors import TinyVisionError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info chatter
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="tinyvision",
+    help="Labelled images -> compact image models -> int8 models verified on TensorFlow Lite "
+         "Micro.\n\nA run is described by one YAML config; everything it produces is saved in "
+         "runs/<name>/.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[handler], force=True)
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def user_errors(func: Callable) -> Callable:
+    """Print a `TinyVisionError` as one red line (no traceback) and exit with status 1."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except TinyVisionError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True,
+                              soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def main_options(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                              help="Show debug messages.")) -> None:
+    _setup_logging(verbose)
+
+
+# ---- train -----------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def train(
+    config: Path = typer.Argument(..., help="Run config (YAML).", exists=True, dir_okay=False),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="Config overrides as dotted key=value, e.g. train.batch_size=32 "
+                   "model.input_size=128 name=person-v2.", show_default=False),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train, evaluate, export and verify: data -> two-stage training -> metrics -> int8 model and
+    C source -> check on TensorFlow Lite Micro. Results go to runs/<name>/ (a taken name gets a
+    numbered suffix unless overwrite=true)."""
+    from tinyvision.config import load_config
+    from tinyvision.workflow import full_run
+
+    cfg = load_config(config, overrides)
+    run, summary = full_run(cfg, console=None if quiet else console, progress=not quiet)
+    print_summary(summary)
+
+
+# ---- stages on an existing run ---------------------------------------------------------------
+RUN_ARG = typer.Argument(..., help="A run directory made by `tinyvision train`, e.g. runs/demo.",
+                         exists=True, file_okay=False)
+
+
+@app.command("eval")
+@user_errors
+def eval_command(run_dir: Path = RUN_ARG) -> None:
+    """Evaluate a run's float model on its test split: accuracy, per-class precision/recall/F1,
+    macro F1, confusion matrix; writes metrics.json."""
+    from tinyvision.evaluate.metrics import format_metrics_table
+    from tinyvision.workflow import evaluate_stage, load_run, prepare_data
+
+    cfg, run, manifest = load_run(run_dir)
+    data = prepare_data(cfg, run, manifest)
+    metrics = evaluate_stage(cfg, run, data)
+    console.print(format_metrics_table(metrics, title=f"float model on {metrics['split']}"))
+    _print_confusion(metrics, manifest.classes)
+
+
+@app.command("export")
+@user_errors
+def export_command(run_dir: Path = RUN_ARG) -> None:
+    """Export a run's float model to a full-integer int8 LiteRT model (int8 input and output)
+    calibrated on training images, plus a C source/header pair for it."""
+    from tinyvision.workflow import export_stage, load_run, prepare_data
+
+    cfg, run, manifest = load_run(run_dir)
+    result = export_stage(cfg, run, prepare_data(cfg, run, manifest))
+    console.print(f"int8 model: {run.int8_model} ({result['int8_bytes']:,} bytes); "
+                  f"C source: {run.c_source}, {run.c_header}")
+
+
+@app.command("verify")
+@user_errors
+def verify_command(run_dir: Path = RUN_ARG) -> None:
+    """Run a run's int8 model on TensorFlow Lite Micro: metrics beside the float model's, the
+    smallest tensor arena that works; fails if TFLM cannot run it or disagrees with LiteRT."""
+    from tinyvision.workflow import load_run, prepare_data, verify_stage
+
+    cfg, run, manifest = load_run(run_dir)
+    report = verify_stage(cfg, run, prepare_data(cfg, run, manifest))
+    console.print(f"TFLM ran {report['tflm_images']} images identically to the LiteRT reference "
+                  f"kernels ({report['reference_images']} scored); arena {report['arena_bytes']:,} "
+                  f"bytes; int8 accuracy {report['metrics']['accuracy']:.4f}")
+
+
+# ---- demo ------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def demo(
+    runs_dir: Path = typer.Option(Path("runs"), help="Where the run directory goes."),
+    data_dir: Optional[Path] = typer.Option(
+        None, help="Where to write the generated images (default: <runs-dir>/demo-data)."),
+    per_class: int = typer.Option(300, min=20, help="Images per class."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Generate a small shapes dataset (circle/square/triangle on noisy textures) and run the whole
+    pipeline on it offline: train from scratch, evaluate, export int8, verify on TFLM."""
+    from tinyvision.config import validate_config
+    from tinyvision.demo import demo_config, make_shapes_dataset
+    from tinyvision.workflow import full_run
+
+    data_dir = data_dir or runs_dir / "demo-data"
+    if not (data_dir / "circle").is_dir():
+        console.print(f"writing {3 * per_class} demo images to {data_dir}")
+        make_shapes_dataset(data_dir, per_class)
+    cfg = validate_config(demo_config(data_dir.resolve(), runs_dir), source="demo config")
+    run, summary = full_run(cfg, console=None if quiet else console, progress=not quiet)
+    print_summary(summary)
+
+
+# ---- output ----------------------------------------------------------------------------------
+def print_summary(summary: dict) -> None:
+    table = Table(title=f"run {summary['run']}")
+    table.add_column("")
+    table.add_column("float (Keras)", justify="right")
+    table.add_column("int8 on TFLM", justify="right")
+    table.add_column("delta", justify="right")
+    for key in ("accuracy", "macro_f1"):
+        if key in summary["float"]:
+            table.add_row(key, f"{summary['float'][key]:.4f}", f"{summary['int8_tflm'][key]:.4f}",
+                          f"{summary['delta'].get(key, 0.0):+.4f}")
+    table.add_row("model bytes", f"{summary['float_bytes']:,}", f"{summary['int8_bytes']:,}", "")
+    table.add_row("tensor arena bytes", "", f"{summary['arena_bytes']:,}", "")
+    console.print(table)
+    images = ", ".join(f"{k} {v}" for k, v in summary["images"].items())
+    console.print(f"images: {images}; bad images skipped: {summary['bad_images']}; "
+                  f"best epoch {summary['best_epoch']}; {summary['seconds']} s")
+
+
+def _print_confusion(metrics: dict, classes: list[str]) -> None:
+    matrix = metrics.get("confusion_matrix")
+    if not matrix or not isinstance(matrix[0], list) or isinstance(matrix[0][0], list):
+        return
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in classes:
+        table.add_column(name, justify="right")
+    for name, row in zip(classes, matrix):
+        table.add_row(name, *(str(v) for v in row))
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

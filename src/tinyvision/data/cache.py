@@ -1,0 +1,254 @@
+"""Decode every image once: uint8 at the model input size in a numpy memmap, reused across runs.
+
+`decode_image` is THE image decoder of tinyvision: the cache, evaluation and prediction all call it,
+so a model sees the same pixels at training time and at prediction time. The cache is keyed by the
+image files (path, size, mtime), the input size, colour mode, resize mode and crop settings; any
+change gives a new key and a rebuild, an unchanged dataset is a memmap open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from tinyvision.data.manifest import Manifest
+from tinyvision.runs import atomic_path, atomic_write_json
+
+log = logging.getLogger("tinyvision")
+
+CACHE_VERSION = 1
+MAX_PIXELS = 90_000_000  # larger images are refused as likely decompression bombs
+RESIZE_MODES = frozenset({"stretch", "center_crop", "letterbox"})
+COLOR_MODES = frozenset({"rgb", "grayscale"})
+LETTERBOX_FILL = 128  # mid-grey pads: 0 after the model's int8 input offset, neutral to the network
+
+
+class BadImage(Exception):
+    """An image file that cannot be decoded; the message says why."""
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """How images become model inputs: size (height, width), colour mode, resize mode, crop."""
+
+    size: tuple[int, int]
+    color_mode: str = "rgb"
+    resize: str = "stretch"
+    crop_to_box: bool = False
+    crop_margin: float = 0.1
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color_mode == "rgb" else 1
+
+    def key(self) -> dict:
+        return {"size": list(self.size), "color_mode": self.color_mode, "resize": self.resize,
+                "crop_to_box": self.crop_to_box, "crop_margin": self.crop_margin}
+
+
+# ---- decoding --------------------------------------------------------------------------------
+def decode_image(path: str | Path, spec: DecodeSpec,
+                 box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Decode one image file to uint8 (height, width, channels) as the model sees it.
+
+    Applies EXIF orientation, converts CMYK/palette/16-bit/alpha images to 8-bit RGB or L
+    (transparent pixels over white), optionally crops to `box` (pixel xyxy + margin) and resizes.
+    Raises `BadImage` for unreadable, truncated, or oversized (> 90 MP) files.
+    """
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if width * height > MAX_PIXELS:
+                raise BadImage(f"{width}x{height} pixels is over the {MAX_PIXELS // 1_000_000} MP "
+                               "limit (possible decompression bomb)")
+            orientation = im.getexif().get(0x0112, 1)
+            region = _source_region(_oriented_size(width, height, orientation), spec, box)
+            _draft(im, spec, region, orientation)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = _to_8bit(im, spec.color_mode)
+            # Draft mode may have decoded at 1/2, 1/4 or 1/8 scale: scale the region with it.
+            oriented_w, oriented_h = _oriented_size(width, height, orientation)
+            scale_x, scale_y = im.size[0] / oriented_w, im.size[1] / oriented_h
+            region = (region[0] * scale_x, region[1] * scale_y, region[2] * scale_x, region[3] * scale_y)
+            return _resize(im, spec, region)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"refused as a decompression bomb: {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for broken files: all mean "unreadable"
+        reason = str(exc) or type(exc).__name__
+        raise BadImage(f"cannot decode: {reason}") from exc
+
+
+def _oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """Size after EXIF transposition (orientations 5-8 swap the axes)."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _source_region(size: tuple[int, int], spec: DecodeSpec,
+                   box: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
+    """The part of the (oriented) image that is resized to the model input, as xyxy."""
+    width, height = size
+    x1, y1, x2, y2 = 0.0, 0.0, float(width), float(height)
+    if spec.crop_to_box and box is not None:
+        margin_x = (box[2] - box[0]) * spec.crop_margin
+        margin_y = (box[3] - box[1]) * spec.crop_margin
+        x1, y1 = max(0.0, box[0] - margin_x), max(0.0, box[1] - margin_y)
+        x2, y2 = min(float(width), box[2] + margin_x), min(float(height), box[3] + margin_y)
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            raise BadImage(f"crop box {list(box)} lies outside the {width}x{height} image")
+    if spec.resize == "center_crop":
+        target_h, target_w = spec.size
+        w, h = x2 - x1, y2 - y1
+        keep_w, keep_h = min(w, h * target_w / target_h), min(h, w * target_h / target_w)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        x1, x2, y1, y2 = cx - keep_w / 2, cx + keep_w / 2, cy - keep_h / 2, cy + keep_h / 2
+    return x1, y1, x2, y2
+
+
+def _draft(im: Image.Image, spec: DecodeSpec, region: tuple, orientation: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the output is that much smaller."""
+    if im.format != "JPEG":
+        return
+    target_h, target_w = spec.size
+    region_w, region_h = region[2] - region[0], region[3] - region[1]
+    want_w = int(im.size[0] * target_w / max(region_w, 1)) + 1
+    want_h = int(im.size[1] * target_h / max(region_h, 1)) + 1
+    if orientation in (5, 6, 7, 8):  # draft works in stored (unrotated) pixels
+        want_w = int(im.size[0] * target_h / max(region_h, 1)) + 1
+        want_h = int(im.size[1] * target_w / max(region_w, 1)) + 1
+    mode = "L" if spec.color_mode == "grayscale" and im.mode in ("L", "RGB") else im.mode
+    if mode not in ("L", "RGB"):
+        mode = None  # leave CMYK alone; _to_8bit converts it properly
+    im.draft(mode, (want_w, want_h))
+
+
+def _to_8bit(im: Image.Image, color_mode: str) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB or L with correct scaling."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0  # 16-bit range 0..65535 -> 0..255
+        im = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    elif im.mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        if values.max(initial=0) <= 1.0:
+            values = values * 255.0
+        im = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    target = "RGB" if color_mode == "rgb" else "L"
+    return im if im.mode == target else im.convert(target)
+
+
+def _resize(im: Image.Image, spec: DecodeSpec, region: tuple) -> np.ndarray:
+    target_h, target_w = spec.size
+    if spec.resize == "letterbox":
+        x1, y1, x2, y2 = region
+        w, h = x2 - x1, y2 - y1
+        scale = min(target_w / w, target_h / h)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = im.resize((new_w, new_h), Image.Resampling.BILINEAR, box=region, reducing_gap=None)
+        canvas = Image.new(im.mode, (target_w, target_h), LETTERBOX_FILL if im.mode == "L"
+                           else (LETTERBOX_FILL,) * 3)
+        canvas.paste(resized, ((target_w - new_w) // 2, (target_h - new_h) // 2))
+        im = canvas
+    else:
+        im = im.resize((target_w, target_h), Image.Resampling.BILINEAR, box=region)
+    array = np.asarray(im, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+# ---- the cache -------------------------------------------------------------------------------
+@dataclass
+class ImageCache:
+    """Decoded images of one manifest: `images[i]` is sample i; `valid[i]` is False for bad files."""
+
+    images: np.ndarray  # uint8 memmap (N, H, W, C)
+    valid: np.ndarray  # bool (N,)
+    bad: list[tuple[str, str]]  # (path, reason) of every image that could not be decoded
+    path: Path
+    reused: bool
+
+
+def cache_key(manifest: Manifest, spec: DecodeSpec) -> str:
+    """Hash of everything the cached pixels depend on; file size and mtime detect edits."""
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, spec.key()]).encode())
+    for sample in manifest.samples:
+        try:
+            stat = os.stat(sample.path)
+            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        box = sample.box if spec.crop_to_box else None
+        digest.update(f"{sample.path}\0{stamp}\0{box}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def build_cache(manifest: Manifest, spec: DecodeSpec, cache_dir: str | Path, workers: int = 0,
+                progress: bool = True) -> ImageCache:
+    """Open the cache for `manifest` if it is current, else decode all images in parallel into it."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(manifest, spec)
+    data_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
+    shape = (len(manifest), spec.size[0], spec.size[1], spec.channels)
+    if meta_path.exists() and data_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("shape") == list(shape):
+            images = np.memmap(data_path, np.uint8, "r", shape=shape)
+            bad = [tuple(b) for b in meta["bad"]]
+            return ImageCache(images, np.array(meta["valid"], bool), bad, data_path, reused=True)
+
+    valid = np.ones(len(manifest), bool)
+    bad: list[tuple[str, str]] = []
+    with atomic_path(data_path) as tmp:
+        images = np.memmap(tmp, np.uint8, "w+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
+        _decode_all(manifest, spec, images, valid, bad, workers, progress)
+        if shape[0]:
+            images.flush()
+            del images
+    # The metadata file is written last: its presence marks a complete cache.
+    atomic_write_json(meta_path, {"version": CACHE_VERSION, "shape": list(shape), "spec": spec.key(),
+                                  "valid": valid.tolist(), "bad": bad})
+    images = np.memmap(data_path, np.uint8, "r", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
+    return ImageCache(images, valid, bad, data_path, reused=False)
+
+
+def _decode_all(manifest: Manifest, spec: DecodeSpec, out: np.ndarray, valid: np.ndarray,
+                bad: list, workers: int, progress: bool) -> None:
+    """Decode every sample into `out` with a thread pool (Pillow releases the GIL while decoding)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    workers = workers or os.cpu_count() or 1
+
+    def work(i: int) -> None:
+        sample = manifest.samples[i]
+        try:
+            out[i] = decode_image(sample.path, spec, sample.box)
+        except BadImage as exc:
+            valid[i] = False
+            bad.append((sample.path, str(exc)))
+
+    columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar, \
+            ThreadPoolExecutor(workers) as pool:
+        task = bar.add_task("decode", total=len(manifest))
+        for _ in pool.map(work, range(len(manifest))):
+            bar.advance(task)
+    bad.sort()
+    for path, reason in bad:
+        log.warning("skipping bad image %s: %s", path, reason)

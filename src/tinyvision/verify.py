@@ -1,0 +1,188 @@
+"""Prove an int8 model runs on TensorFlow Lite Micro, measure its arena, and score it.
+
+TFLM (PyPI `tflite-micro`) is the truth for what the microcontroller computes. LiteRT's reference
+kernels (`OpResolverType.BUILTIN_REF`) are bit-exact with it and far faster, so they score the whole
+split, while TFLM runs a sample whose outputs must EQUAL the reference's. Any difference, or a model
+TFLM cannot run, is a `VerifyError`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyvision.errors import VerifyError
+
+MIN_ARENA_BYTES = 1024
+ARENA_RESOLUTION = 16  # TFLM aligns arena allocations to 16 bytes
+
+
+@dataclass(frozen=True)
+class Quantization:
+    scale: float
+    zero_point: int
+
+
+def quantize_images(images: np.ndarray, q: Quantization) -> np.ndarray:
+    """uint8 pixels -> the model's int8 input (pixel - 128 for tinyvision's own exports)."""
+    values = np.rint(images.astype(np.float32) / q.scale) + q.zero_point
+    return np.clip(values, -128, 127).astype(np.int8)
+
+
+def dequantize(outputs: np.ndarray, q: Quantization) -> np.ndarray:
+    return (outputs.astype(np.float32) - q.zero_point) * q.scale
+
+
+class ReferenceRunner:
+    """LiteRT with reference kernels (bit-exact with TFLM); NOT the default XNNPACK delegate."""
+
+    def __init__(self, model_path: str | Path) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        check_model(model_path)
+        self.interpreter = Interpreter(model_path=os.fspath(model_path),
+                                       experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        self.interpreter.allocate_tensors()
+        inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self.input_index, self.output_index = inp["index"], out["index"]
+        self.input_q = Quantization(*inp["quantization"])
+        self.output_q = Quantization(*out["quantization"])
+        self.input_shape = tuple(inp["shape"])
+
+    def run_int8(self, batch: np.ndarray) -> np.ndarray:
+        """int8 inputs (N, H, W, C) -> int8 outputs (N, classes), one invoke per image."""
+        outputs = []
+        for x in batch:
+            self.interpreter.set_tensor(self.input_index, x[None])
+            self.interpreter.invoke()
+            outputs.append(self.interpreter.get_tensor(self.output_index)[0].copy())
+        return np.stack(outputs) if outputs else np.zeros((0,), np.int8)
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images -> dequantised float scores."""
+        return dequantize(self.run_int8(quantize_images(images, self.input_q)), self.output_q)
+
+
+def run_tflm(model_path: str | Path, batch: np.ndarray, arena_bytes: int) -> np.ndarray:
+    """int8 inputs -> int8 outputs on the TFLM interpreter."""
+    from tflite_micro import runtime
+
+    try:
+        interpreter = runtime.Interpreter.from_file(os.fspath(model_path), arena_size=arena_bytes)
+        outputs = []
+        for x in batch:
+            interpreter.set_input(x[None], 0)
+            interpreter.invoke()
+            outputs.append(np.array(interpreter.get_output(0))[0])
+    except (RuntimeError, ValueError) as exc:
+        raise VerifyError(f"TensorFlow Lite Micro cannot run {model_path} with a {arena_bytes}-byte "
+                          f"arena: {exc}") from None
+    return np.stack(outputs)
+
+
+def _tflm_runs(model_path: str | Path, sample: np.ndarray, arena_bytes: int) -> bool:
+    from tflite_micro import runtime
+
+    try:
+        with _silence_stderr():  # TFLM reports each failed allocation on stderr: expected here
+            interpreter = runtime.Interpreter.from_file(os.fspath(model_path), arena_size=arena_bytes)
+            interpreter.set_input(sample[None], 0)
+            interpreter.invoke()
+        return True
+    except RuntimeError:
+        return False
+
+
+@contextmanager
+def _silence_stderr():
+    """Redirect file descriptor 2 (where C++ code writes) to /dev/null for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def find_arena_bytes(model_path: str | Path, sample: np.ndarray, max_bytes: int) -> int:
+    """Smallest tensor arena (to 16 bytes) with which TFLM allocates and invokes the model."""
+    if not _tflm_runs(model_path, sample, max_bytes):
+        raise VerifyError(f"TensorFlow Lite Micro cannot run {model_path} even with a "
+                          f"{max_bytes}-byte arena (verify.max_arena_bytes); the model may use an op "
+                          "TFLM lacks or need more memory. Raise verify.max_arena_bytes or shrink "
+                          "the model (model.alpha, model.input_size).")
+    low, high = MIN_ARENA_BYTES, max_bytes  # invariant: high works
+    if _tflm_runs(model_path, sample, low):
+        return low
+    while high - low > ARENA_RESOLUTION:
+        middle = (low + high) // 2
+        if _tflm_runs(model_path, sample, middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def check_model(model_path: str | Path) -> None:
+    """Refuse models the interpreters would abort the whole process on, with a reason.
+
+    A softmax whose input range collapsed to ~0 (an untrained or diverged model) makes both TFLM
+    and LiteRT abort in C++; say so instead.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(model_path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("SOFTMAX", "LOGISTIC"):
+            scale = tensors[int(op["inputs"][0])]["quantization"][0]
+            if 0 < scale < 1e-6:
+                raise VerifyError(f"{model_path}: the input of {op['op_name']} has quantisation "
+                                  f"scale {scale:.3g}, i.e. its activations are all ~0. The model "
+                                  "is untrained or its training diverged; retrain it.")
+
+
+def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
+                max_arena_bytes: int, seed: int = 0) -> dict:
+    """Run `images` (uint8) through the int8 model: all on LiteRT reference kernels, a seeded sample
+    also on TFLM, which must give identical int8 outputs. Returns scores and the runtime facts."""
+    if len(images) == 0:
+        raise VerifyError("No images to verify on; the split is empty.")
+    model_path = Path(model_path)
+    reference = ReferenceRunner(model_path)
+    int8_inputs = quantize_images(images, reference.input_q)
+    reference_out = reference.run_int8(int8_inputs)
+    arena = find_arena_bytes(model_path, int8_inputs[0], max_arena_bytes)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.permutation(len(images))[:tflm_samples])
+    tflm_out = run_tflm(model_path, int8_inputs[sample], arena)
+    mismatched = np.flatnonzero(np.any(tflm_out != reference_out[sample], axis=1))
+    if len(mismatched):
+        first = int(sample[mismatched[0]])
+        raise VerifyError(f"TFLM and the LiteRT reference kernels disagree on {len(mismatched)} of "
+                          f"{len(sample)} images (first: image {first}, TFLM "
+                          f"{tflm_out[mismatched[0]].tolist()} vs reference "
+                          f"{reference_out[first].tolist()}).")
+    from tinyvision.export.litert import op_names
+
+    return {
+        "scores": dequantize(reference_out, reference.output_q),
+        "tflm_images": int(len(sample)),
+        "reference_images": int(len(images)),
+        "tflm_equals_reference": True,
+        "arena_bytes": int(arena),
+        "model_bytes": model_path.stat().st_size,
+        "ops": dict(Counter(op_names(model_path))),
+        "input_quantization": {"scale": reference.input_q.scale,
+                               "zero_point": reference.input_q.zero_point},
+    }

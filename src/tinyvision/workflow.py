@@ -1,0 +1,200 @@
+"""The stages of a run, end to end: data -> train -> evaluate -> export -> verify.
+
+Each stage is a function over a run directory, so `tinyvision train` runs them all and
+`tinyvision eval|export|verify RUN` reruns one on an earlier run. The CLI only parses and calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyvision.config import RunConfig, load_config
+from tinyvision.data.cache import DecodeSpec, ImageCache, build_cache
+from tinyvision.data.manifest import Manifest
+from tinyvision.runs import RunDir, atomic_path, atomic_write_json, atomic_write_text, new_run_dir
+
+log = logging.getLogger("tinyvision")
+
+
+@dataclass
+class PreparedData:
+    manifest: Manifest
+    cache: ImageCache
+
+    def indices(self, split: str) -> np.ndarray:
+        """Sample indices of `split` whose image decoded."""
+        return np.array([i for i, s in enumerate(self.manifest.samples)
+                         if s.split == split and self.cache.valid[i]], np.int64)
+
+
+def decode_spec(cfg: RunConfig) -> DecodeSpec:
+    return DecodeSpec(tuple(cfg.model.input_size), cfg.model.color_mode, cfg.data.resize,
+                      cfg.data.crop_to_box if hasattr(cfg.data, "crop_to_box") else False,
+                      cfg.data.crop_margin if hasattr(cfg.data, "crop_margin") else 0.1)
+
+
+# ---- data ------------------------------------------------------------------------------------
+def prepare_data(cfg: RunConfig, run: RunDir, manifest: Manifest | None = None,
+                 progress: bool = True) -> PreparedData:
+    """Build (or load) the manifest, save it in the run, and open or build the image cache."""
+    if manifest is None:
+        from tinyvision.data.sources import build_manifest
+
+        manifest = build_manifest(cfg.data, cfg.seed, cfg.model.task)
+        manifest.save(run.manifest)
+    cache = build_cache(manifest, decode_spec(cfg), cfg.cache_dir, cfg.data.workers, progress)
+    atomic_write_text(run.bad_images, "".join(f"{path}\t{reason}\n" for path, reason in cache.bad))
+    data = PreparedData(manifest, cache)
+    if len(data.indices("train")) == 0:
+        from tinyvision.errors import DataError
+
+        raise DataError("No decodable training images; see bad_images.txt in the run directory.")
+    return data
+
+
+# ---- train -----------------------------------------------------------------------------------
+def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None):
+    from tinyvision.train.trainer import TrainData, train_model
+
+    train_data = TrainData(data.cache.images, data.manifest.label_matrix(), data.indices("train"),
+                           data.indices("val"), data.indices("test"), data.manifest.classes,
+                           data.manifest.task)
+    result = train_model(cfg, train_data, run, console)
+    with atomic_path(run.float_model, suffix=".keras") as tmp:
+        result.model.save(tmp)
+    return result
+
+
+# ---- evaluate --------------------------------------------------------------------------------
+def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) -> dict:
+    """Float model metrics on the test split (val when there is no test split) -> metrics.json."""
+    import keras
+
+    from tinyvision.evaluate.metrics import classification_metrics
+    from tinyvision.train.trainer import predict_scores
+
+    if model is None:
+        model = keras.models.load_model(run.require(run.float_model, f"tinyvision train"))
+    split, indices = _eval_split(data)
+    scores = predict_scores(model, data.cache.images, indices)
+    y_true = data.manifest.label_matrix()[indices]
+    metrics = classification_metrics(y_true, scores, data.manifest.classes, data.manifest.task)
+    metrics = {"split": split, "images": int(len(indices)), **metrics}
+    atomic_write_json(run.metrics, {"float": metrics})
+    return metrics
+
+
+def _eval_split(data: PreparedData) -> tuple[str, np.ndarray]:
+    for split in ("test", "val"):
+        indices = data.indices(split)
+        if len(indices):
+            return split, indices
+    from tinyvision.errors import DataError
+
+    raise DataError("Neither a test nor a val split has images to evaluate on; set "
+                    "data.test_fraction above 0 or add a test/ folder.")
+
+
+# ---- export ----------------------------------------------------------------------------------
+def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) -> dict:
+    """int8 LiteRT model calibrated on training images, plus its C source/header pair."""
+    import keras
+
+    from tinyvision.export.c_source import write_c_source
+    from tinyvision.export.litert import export_int8, tensor_quantization
+
+    if model is None:
+        model = keras.models.load_model(run.require(run.float_model, "tinyvision train"))
+    train = data.indices("train")
+    rng = np.random.default_rng(cfg.seed)
+    chosen = np.sort(rng.permutation(train)[:cfg.export.representative_samples])
+    if len(chosen) < cfg.export.representative_samples:
+        log.warning("export.representative_samples=%d but the training split has %d images; "
+                    "calibrating on all of them", cfg.export.representative_samples, len(chosen))
+    start = time.perf_counter()
+    model_bytes = export_int8(model, np.asarray(data.cache.images[chosen]), run.int8_model)
+    quantization = tensor_quantization(model_bytes)
+    write_c_source(model_bytes, run.c_header, run.c_source, cfg.export.c_array_name, quantization,
+                   data.manifest.classes)
+    return {"int8_bytes": len(model_bytes), "float_bytes": run.float_model.stat().st_size,
+            "calibration_images": int(len(chosen)), "quantization": quantization,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+# ---- verify ----------------------------------------------------------------------------------
+def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
+    """int8 model on TFLM (sample) and LiteRT reference kernels (whole split): metrics, arena."""
+    from tinyvision.evaluate.metrics import classification_metrics
+    from tinyvision.verify import verify_int8
+
+    model_path = run.require(run.int8_model, "tinyvision export")
+    split, indices = _eval_split(data)
+    images = np.asarray(data.cache.images[indices])
+    result = verify_int8(model_path, images, cfg.verify.tflm_samples, cfg.verify.max_arena_bytes,
+                         cfg.seed)
+    y_true = data.manifest.label_matrix()[indices]
+    metrics = classification_metrics(y_true, result.pop("scores"), data.manifest.classes,
+                                     data.manifest.task)
+    report = {"split": split, **result, "metrics": metrics}
+    float_metrics = _read_float_metrics(run)
+    if float_metrics:
+        report["delta"] = {key: metrics[key] - float_metrics[key]
+                           for key in ("accuracy", "macro_f1") if key in metrics and key in float_metrics}
+    atomic_write_json(run.verify, report)
+    return report
+
+
+def _read_float_metrics(run: RunDir) -> dict | None:
+    import json
+
+    if not run.metrics.exists():
+        return None
+    return json.loads(run.metrics.read_text()).get("float")
+
+
+# ---- the whole run ---------------------------------------------------------------------------
+def start_run(cfg: RunConfig) -> RunDir:
+    run = new_run_dir(cfg.runs_dir, cfg.name, cfg.overwrite)
+    atomic_write_text(run.config, cfg.to_yaml())
+    return run
+
+
+def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDir, dict]:
+    """Everything `tinyvision train` does; returns the run directory and its summary."""
+    run = start_run(cfg)
+    start = time.perf_counter()
+    data = prepare_data(cfg, run, progress=progress)
+    result = train_stage(cfg, run, data, console)
+    float_metrics = evaluate_stage(cfg, run, data, result.model)
+    exported = export_stage(cfg, run, data, result.model)
+    verified = verify_stage(cfg, run, data)
+    summary = {
+        "run": str(run.root), "classes": data.manifest.classes, "task": data.manifest.task,
+        "images": {split: int(len(data.indices(split))) for split in ("train", "val", "test")},
+        "bad_images": len(data.cache.bad), "best_epoch": result.best_epoch,
+        "float": _headline(float_metrics), "int8_tflm": _headline(verified["metrics"]),
+        "delta": verified.get("delta", {}), "int8_bytes": exported["int8_bytes"],
+        "float_bytes": exported["float_bytes"], "arena_bytes": verified["arena_bytes"],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    atomic_write_json(run.summary, summary)
+    return run, summary
+
+
+def _headline(metrics: dict) -> dict:
+    return {key: metrics[key] for key in ("accuracy", "macro_f1") if key in metrics}
+
+
+def load_run(path: str | Path) -> tuple[RunConfig, RunDir, Manifest]:
+    """Config, paths and manifest of an existing run directory."""
+    from tinyvision.runs import open_run_dir
+
+    run = open_run_dir(path)
+    cfg = load_config(run.config)
+    manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
+    return cfg, run, manifest
