@@ -78,8 +78,9 @@ def list_runs(
                                   f"-float_accuracy. Columns: {', '.join(COLUMNS)}."),
     filters: Optional[list[str]] = typer.Option(
         None, "--filter", "-f", show_default=False,
-        help="Keep runs where COLUMN=VALUE (also !=, >=, <=, >, <; * globs text). Repeatable: "
-             "--filter backbone=mobilenet_v1 --filter float_accuracy>=0.9."),
+        help="Keep runs where COLUMN=VALUE (also !=, >=, <=, >, <; * globs text). Repeatable; "
+             "quote > and < from the shell: --filter backbone=mobilenet_v1 "
+             "--filter 'float_accuracy>=0.9'."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", dir_okay=False, show_default=False,
                                             help="Also write the table (every column) as CSV."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", file_okay=False,

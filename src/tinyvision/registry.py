@@ -77,7 +77,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         + "config_json TEXT NOT NULL, metrics_json TEXT)",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
 }
-_FILTER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
+_OPERATOR_RE = "|".join(re.escape(o) for o in sorted(FILTER_OPERATORS, key=len, reverse=True))
+_FILTER_RE = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*({_OPERATOR_RE})\s*(.*?)\s*$")
 _T = TypeVar("_T")
 
 
@@ -103,15 +104,15 @@ class Registry:
 
     def __init__(self, runs_dir: str | Path, *, create: bool = True, timeout: float = 30.0,
                  retries: int = 8) -> None:
+        if timeout <= 0 or retries < 1:
+            raise RegistryError(f"Expected timeout > 0 and retries >= 1, received "
+                                f"timeout={timeout!r}, retries={retries!r}.")
         self.path = Path(runs_dir) / REGISTRY_FILE
         if not self.path.is_file():
             if not create:
                 raise RegistryError(f"No run registry at {self.path}; train a run first, or pass "
                                     "--runs-dir with the folder that holds your runs.")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        if timeout <= 0 or retries < 1:
-            raise RegistryError(f"Expected timeout > 0 and retries >= 1, received "
-                                f"timeout={timeout!r}, retries={retries!r}.")
         self.timeout, self.retries = float(timeout), int(retries)
         self._retry(self._set_wal, write=False)
         self._retry(self._migrate, write=True)

@@ -418,29 +418,33 @@ def _check_box_scores(scores: Any, n: int) -> np.ndarray:
 
 # ---- tables ----------------------------------------------------------------------------------
 def format_metrics_table(metrics: dict, title: str | None = None) -> Table:
-    """A rich Table of per-class precision, recall, F1 and support, with macro/weighted footers."""
+    """A rich Table of per-class precision, recall, F1 and support, with macro/weighted footers.
+
+    An F-beta column is added when beta is not 1, a threshold column for multilabel metrics.
+    """
     if not isinstance(metrics, dict) or "per_class" not in metrics or "averages" not in metrics:
         received = sorted(metrics)[:8] if isinstance(metrics, dict) else type(metrics).__name__
         raise DataError("Expected the dict returned by classification_metrics (with 'per_class' "
                         f"and 'averages'), received {received}.")
     show_thresholds = "thresholds" in metrics
+    beta = metrics.get("beta", 1.0)
+    scores = ("precision", "recall", "f1") + (("fbeta",) if beta != 1.0 else ())
     caption = f"accuracy {metrics['accuracy']:.4f} · macro F1 {metrics['macro_f1']:.4f}"
     if "hamming_accuracy" in metrics:
         caption += f" · hamming accuracy {metrics['hamming_accuracy']:.4f}"
     table = Table(title=title or f"Per-class metrics ({metrics['n_samples']} samples)",
                   caption=caption)
-    for column in ("class", "precision", "recall", "F1", "support") + (("threshold",) if
-                                                                          show_thresholds else ()):
-        table.add_column(column, justify="left" if column == "class" else "right")
+    headers = {"precision": "precision", "recall": "recall", "f1": "F1", "fbeta": f"F{beta:g}"}
+    table.add_column("class")
+    for column in [headers[s] for s in scores] + ["support"] + ["threshold"] * show_thresholds:
+        table.add_column(column, justify="right")
     for index, (name, row) in enumerate(metrics["per_class"].items()):
-        cells = [name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
-                 str(row["support"])]
+        cells = [name, *(f"{row[s]:.3f}" for s in scores), str(row["support"])]
         table.add_row(*cells, *([f"{metrics['thresholds'][index]:.3f}"] if show_thresholds else []))
     table.add_section()
     total = sum(row["support"] for row in metrics["per_class"].values())
     for average in ("macro", "weighted"):
         row = metrics["averages"][average]
-        cells = [f"{average} avg", f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                 f"{row['f1']:.3f}", str(total)]
+        cells = [f"{average} avg", *(f"{row[s]:.3f}" for s in scores), str(total)]
         table.add_row(*cells, *([""] if show_thresholds else []), style="bold")
     return table
