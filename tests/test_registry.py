@@ -108,6 +108,16 @@ def test_compare_shows_keys_only_one_config_has(tmp_path):
     assert reg.compare("a", "b")[0] == [("model.dropout", ABSENT, 0.2)]
 
 
+def test_finish_with_workflow_summary(tmp_path):
+    reg = Registry(tmp_path)
+    reg.start_run("r", tmp_path / "r", {})
+    summary = {"float": {"accuracy": 0.9, "macro_f1": 0.8}, "int8_tflm": {"accuracy": 0.88,
+               "macro_f1": 0.79}, "int8_bytes": 50_000, "float_bytes": 200_000, "arena_bytes": 9}
+    reg.finish_run("r", summary)
+    row = reg.rows()[0]
+    assert (row["int8_accuracy"], row["int8_macro_f1"], row["model_bytes"]) == (0.88, 0.79, 50_000)
+
+
 def test_restart_replaces_row_and_unknown_run(registry, tmp_path):
     registry.start_run("base", tmp_path / "runs" / "base", _config(tmp_path, "base"))
     row = next(r for r in registry.rows() if r["name"] == "base")

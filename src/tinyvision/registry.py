@@ -48,15 +48,16 @@ CONFIG_COLUMNS = (
     ("head_lr", "REAL", "train.head.learning_rate"),
     ("fine_tune_lr", "REAL", "train.fine_tune.learning_rate"),
 )
-# (column, SQL type, dotted path in the metrics dict given to finish_run)
+# (column, SQL type, dotted paths in the metrics dict given to finish_run; the first present wins).
+# The alternatives read workflow.full_run's summary.json as it is.
 METRIC_COLUMNS = (
-    ("float_accuracy", "REAL", "float.accuracy"),
-    ("float_macro_f1", "REAL", "float.macro_f1"),
-    ("int8_accuracy", "REAL", "int8.accuracy"),
-    ("int8_macro_f1", "REAL", "int8.macro_f1"),
-    ("model_bytes", "INTEGER", "model_bytes"),
-    ("arena_bytes", "INTEGER", "arena_bytes"),
-    ("macs", "INTEGER", "macs"),
+    ("float_accuracy", "REAL", ("float.accuracy",)),
+    ("float_macro_f1", "REAL", ("float.macro_f1",)),
+    ("int8_accuracy", "REAL", ("int8.accuracy", "int8_tflm.accuracy")),
+    ("int8_macro_f1", "REAL", ("int8.macro_f1", "int8_tflm.macro_f1")),
+    ("model_bytes", "INTEGER", ("model_bytes", "int8_bytes")),
+    ("arena_bytes", "INTEGER", ("arena_bytes",)),
+    ("macs", "INTEGER", ("macs",)),
 )
 RUN_COLUMNS = (
     ("name", "TEXT", None), ("run_dir", "TEXT", None), ("status", "TEXT", None),
@@ -134,7 +135,8 @@ class Registry:
 
         `metrics` is stored whole as JSON; these paths also fill columns: `float.accuracy`,
         `float.macro_f1`, `int8.accuracy`, `int8.macro_f1` (classification_metrics dicts under
-        "float" and "int8"), `model_bytes`, `arena_bytes`, `macs`.
+        "float" and "int8"; "int8_tflm" also works), `model_bytes` (or `int8_bytes`),
+        `arena_bytes`, `macs`. Missing ones stay empty.
         """
         if status not in STATUSES - {"running"}:
             raise RegistryError(f"Expected status 'finished' or 'failed', received "
@@ -149,7 +151,8 @@ class Registry:
     def _end(self, name: str, status: str, metrics: dict | None, error: str | None) -> None:
         values: dict[str, Any] = {"status": status, "finished": _now(), "error": error}
         if metrics is not None:
-            values.update({c: _sql_value(_lookup(metrics, p)) for c, _, p in METRIC_COLUMNS})
+            values.update({c: _sql_value(_first(metrics, paths))
+                           for c, _, paths in METRIC_COLUMNS})
             values["metrics_json"] = json.dumps(metrics)
         assignments = ", ".join(f"{c} = ?" for c in values)
         sql = (f"UPDATE runs SET {assignments}, duration_s = ROUND((julianday(?) - "
@@ -215,7 +218,7 @@ class Registry:
         changes = [ConfigChange(k, flat_a.get(k, ABSENT), flat_b.get(k, ABSENT))
                    for k in {**flat_a, **flat_b} if flat_a.get(k, ABSENT) != flat_b.get(k, ABSENT)]
         metrics_a, metrics_b = (_numeric_leaves(r["metrics"] or {}) for r in (run_a, run_b))
-        first = [p for _, _, p in METRIC_COLUMNS]
+        first = [p for _, _, paths in METRIC_COLUMNS for p in paths]
         keys = [k for k in first if k in metrics_a] + [k for k in metrics_a if k not in first]
         deltas = [MetricDelta(k, metrics_a[k], metrics_b[k], metrics_b[k] - metrics_a[k])
                   for k in keys if k in metrics_b]
@@ -371,6 +374,10 @@ def _lookup(tree: Mapping[str, Any], path: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def _first(tree: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
+    return next((v for v in (_lookup(tree, p) for p in paths) if v is not None), None)
 
 
 def _sql_value(value: Any) -> Any:
