@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
@@ -44,7 +45,236 @@ class FolderSource(Section):
         return [e.lower() if e.startswith(".") else "." + e.lower() for e in value]
 
 
-DataSource = Annotated[Union[FolderSource], Field(discriminator="format")]
+# Options of the annotation sources, one frozen set each (the Literal types below spell the same).
+SOURCE_MODES = frozenset({"presence", "largest"})
+# What to do with crowd / difficult / truncated objects: count them like any object, ignore them
+# (they do not make a class present, but their image is never a negative), or drop their image.
+OBJECT_POLICIES = frozenset({"include", "ignore", "drop_image"})
+PROBLEM_POLICIES = frozenset({"error", "skip"})
+DEDUPE_MODES = frozenset({"content", "path", "none"})
+ObjectPolicy = Literal["include", "ignore", "drop_image"]
+_SPLIT_NAMES = ("train", "val", "test")
+
+
+class NegativeOptions(Section):
+    """An extra class of images that show none of the positive classes.
+
+    Images are sampled evenly across the other categories (round robin, seeded) so that the
+    negatives are not all kitchens; by default as many as the largest positive class has.
+    """
+
+    name: str = "negative"
+    size: int | None = Field(None, ge=1)  # total negatives; default: size of the largest class
+    from_categories: list[str] | None = None  # default: every category that is not positive
+    include_empty: bool = True  # images with no annotated object at all are candidates too
+    # False: an image with any object of a positive class (however small) is never a negative.
+    # True: images whose positive objects are all below `min_area` may be negatives (VWW style).
+    allow_small_positives: bool = False
+
+
+class AnnotationSource(Section):
+    """Options shared by the detection-annotation formats (COCO, Pascal VOC)."""
+
+    # presence: multi-label "is there a <class>" labels; largest: the largest object's class + box.
+    mode: Literal["presence", "largest"] = "presence"
+    # Output classes: names of categories, or {output class: [categories]} to group categories.
+    # Required for presence; for largest, default: every category that occurs.
+    classes: list[str] | dict[str, list[str]] | None = None
+    # Smallest object that counts, as a fraction of the image area: one number or {class: number}.
+    min_area: float | dict[str, float] = 0.0
+    negative: NegativeOptions | None = None
+    # At most this many images per class (seeded undersampling): one number or {class: number}.
+    max_per_class: int | dict[str, int] | None = None
+    # error: bad entries stop the build with one summary; skip: they are dropped, with a warning.
+    on_problem: Literal["error", "skip"] = "error"
+    check_images: bool = True  # check that every selected image file exists
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _single_category_groups(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("negative", mode="before")
+    @classmethod
+    def _negative_switch(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
+
+    @field_validator("min_area")
+    @classmethod
+    def _area_fractions(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        for v in (value.values() if isinstance(value, dict) else [value]):
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"an area is a fraction of the image area in [0, 1), got {v}")
+        return value
+
+    @field_validator("max_per_class")
+    @classmethod
+    def _positive_caps(cls, value: int | dict[str, int] | None) -> int | dict[str, int] | None:
+        for v in (value.values() if isinstance(value, dict) else [value] if value else []):
+            if v < 1:
+                raise ValueError(f"a cap is a number of images >= 1, got {v}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_classes(self) -> AnnotationSource:
+        groups = self.class_groups
+        if self.mode == "presence" and not groups:
+            raise ValueError("mode 'presence' needs `classes`, e.g. classes: [person, car]")
+        if self.negative is not None and self.mode != "presence":
+            raise ValueError("`negative` applies to mode 'presence' only; remove it")
+        if groups:
+            _check_groups(groups)
+            names = list(groups)
+            if self.negative is not None and self.negative.name in groups:
+                raise ValueError(f"negative.name={self.negative.name!r} is also a positive class; "
+                                 "pick another name")
+            for key in ("min_area", "max_per_class"):
+                value = getattr(self, key)
+                if isinstance(value, dict):
+                    _check_keys(key, value, names)
+        return self
+
+    @property
+    def class_groups(self) -> dict[str, list[str]] | None:
+        """{output class: [source categories]}, or None for "every category"."""
+        if self.classes is None:
+            return None
+        if isinstance(self.classes, dict):
+            return {k: list(v) for k, v in self.classes.items()}
+        return {c: [c] for c in self.classes}
+
+
+def _check_groups(groups: dict[str, list[str]]) -> None:
+    seen: dict[str, str] = {}
+    for name, members in groups.items():
+        if not members:
+            raise ValueError(f"class {name!r} lists no categories")
+        for member in members:
+            if member in seen:
+                raise ValueError(f"category {member!r} is in both {seen[member]!r} and {name!r}")
+            seen[member] = name
+
+
+def _check_keys(field: str, value: dict, names: list[str]) -> None:
+    for key in value:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{field} names {key!r}, which is not one of the classes "
+                             f"{names}.{hint}")
+
+
+class CocoSource(AnnotationSource):
+    """COCO instances JSON: one file split later (`annotations` + `images`), or given splits
+    (`train_annotations` + `train_images`, `val_...`, `test_...`; `images` is the default root)."""
+
+    format: Literal["coco"] = "coco"
+    annotations: Path | None = None
+    images: Path | None = None
+    train_annotations: Path | None = None
+    val_annotations: Path | None = None
+    test_annotations: Path | None = None
+    train_images: Path | None = None
+    val_images: Path | None = None
+    test_images: Path | None = None
+    # Crowd regions: default include for presence (a crowd shows the class), ignore for largest.
+    iscrowd: ObjectPolicy | None = None
+    area: Literal["box", "segmentation"] = "box"  # which area `min_area` and "largest" compare
+
+    @model_validator(mode="after")
+    def _files_and_roots(self) -> CocoSource:
+        split_files = [s for s in _SPLIT_NAMES if getattr(self, f"{s}_annotations")]
+        if self.annotations and split_files:
+            raise ValueError("give either `annotations` (one file, split later) or "
+                             f"{', '.join(s + '_annotations' for s in split_files)}, not both")
+        if not self.annotations and not split_files:
+            raise ValueError("`annotations` (a COCO instances JSON) is required, or "
+                             "train_annotations/val_annotations for given splits")
+        if split_files and "train" not in split_files:
+            raise ValueError("val/test annotation files need `train_annotations` too")
+        for split, _, images in self.annotation_files():
+            if images is None:
+                key = f"{split}_images" if split else "images"
+                raise ValueError(f"`{key}` (the folder its file_name entries are relative to) "
+                                 "is required")
+        return self
+
+    def annotation_files(self) -> list[tuple[str, Path, Path | None]]:
+        """(split or "", annotation file, images root) of each file."""
+        if self.annotations:
+            return [("", self.annotations, self.images)]
+        return [(s, getattr(self, f"{s}_annotations"), getattr(self, f"{s}_images") or self.images)
+                for s in _SPLIT_NAMES if getattr(self, f"{s}_annotations")]
+
+    @property
+    def crowd_policy(self) -> str:
+        return self.iscrowd or ("include" if self.mode == "presence" else "ignore")
+
+
+class VocSource(AnnotationSource):
+    """Pascal VOC XML: a VOCdevkit (`root` = VOCdevkit or VOC2012 folder; splits from
+    ImageSets/Main) or a plain layout (`root` with images/ and annotations/, or both given)."""
+
+    format: Literal["voc"] = "voc"
+    root: Path | None = None
+    annotations: Path | None = None
+    images: Path | None = None
+    # VOCdevkit only: {split: image set name}; default train/val/test lists that exist.
+    image_sets: dict[Literal["train", "val", "test"], str] | None = None
+    difficult: ObjectPolicy = "ignore"
+    truncated: ObjectPolicy = "include"
+
+    @model_validator(mode="after")
+    def _root_or_folders(self) -> VocSource:
+        if self.root is None and (self.annotations is None or self.images is None):
+            raise ValueError("give `root` (a VOCdevkit, VOC2012 or folder with images/ and "
+                             "annotations/), or both `annotations` and `images` folders")
+        return self
+
+
+class CsvSource(Section):
+    """CSV rows `path,label[;label...]` (classification) or `path,x1,y1,x2,y2,label` (one box per
+    row, pixel xyxy). An optional header names the columns (path, label, x1, y1, x2, y2, split)."""
+
+    format: Literal["csv"] = "csv"
+    path: Path
+    images: Path | None = None  # root of relative image paths; default: the CSV's folder
+    classes: list[str] | None = None  # class order and allow-list; default: sorted labels found
+    box_units: Literal["pixel", "normalized"] = "pixel"
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    label_separator: str = Field(";", min_length=1, max_length=1)
+    on_problem: Literal["error", "skip"] = "error"
+    check_images: bool = True
+
+
+InnerSource = Annotated[Union[FolderSource, CocoSource, VocSource, CsvSource],
+                        Field(discriminator="format")]
+
+
+class MergeInput(Section):
+    """One source of a merge and how its classes map onto the merged classes."""
+
+    source: InnerSource
+    # {source class: merged class}; null drops the class; "*" maps every class not listed.
+    class_map: dict[str, str | None] = Field(default_factory=dict)
+
+
+class MergeSource(Section):
+    """Several sources as one manifest; duplicates (same path, or same bytes with `content`) are
+    one sample whose labels are the union (the first source's box and split win)."""
+
+    format: Literal["merge"] = "merge"
+    inputs: list[MergeInput] = Field(min_length=1)
+    classes: list[str] | None = None  # merged class order; default: order of first appearance
+    dedupe: Literal["content", "path", "none"] = "content"
+
+
+DataSource = Annotated[Union[FolderSource, CocoSource, VocSource, CsvSource, MergeSource],
+                       Field(discriminator="format")]
 
 
 class DataConfig(Section):
@@ -54,6 +284,10 @@ class DataConfig(Section):
     cache_dir: Path | None = None  # default: <runs_dir>/.cache
     workers: int = Field(0, ge=0)  # decoding workers; 0 = one per CPU core
     resize: Literal["stretch", "center_crop", "letterbox"] = "stretch"
+    # Crop each image to its sample's box enlarged by `crop_margin` x the box's width (height) on
+    # each side, clipped to the image, before resizing; samples without a box keep the whole image.
+    crop_to_box: bool = False
+    crop_margin: float = Field(0.1, ge=0.0, le=2.0)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -284,7 +518,10 @@ def _allowed_keys(loc: tuple) -> list[str]:
             model = next(m for m in _source_models()
                          if part in get_args(m.model_fields["format"].annotation))
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if isinstance(part, int):  # an item of a list of sections (merge inputs)
+            continue
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        field = model.model_fields.get(part) if is_model else None
         if field is None:
             return []
         model = _section_type(field.annotation)
@@ -292,19 +529,38 @@ def _allowed_keys(loc: tuple) -> list[str]:
 
 
 def _section_type(annotation: Any) -> Any:
+    """The section model behind `X`, `Annotated[X, ...]`, `list[X]` or `X | None`."""
     if get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
+    if get_origin(annotation) is list:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    members = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(members) == 1:
+        annotation = members[0]
     return annotation
+
+
+# Keys of a data source that hold paths (relative to the config file's folder).
+_SOURCE_PATH_KEYS = ("root", "annotations", "images", "path", "train_annotations",
+                     "val_annotations", "test_annotations", "train_images", "val_images",
+                     "test_images")
 
 
 def _resolve_relative_paths(raw: dict, folder: Path) -> dict:
     """Make data paths in a config file relative to the file, not to the working directory."""
     data = raw.get("data")
-    if isinstance(data, dict):
-        source = data.get("source")
-        if isinstance(source, dict):
-            for key in ("root", "annotations", "images", "path"):
-                value = source.get(key)
-                if isinstance(value, str) and value and not Path(value).is_absolute():
-                    source[key] = str((folder / value).resolve())
+    if isinstance(data, dict) and isinstance(data.get("source"), dict):
+        _resolve_source_paths(data["source"], folder)
     return raw
+
+
+def _resolve_source_paths(source: dict, folder: Path) -> None:
+    for key in _SOURCE_PATH_KEYS:
+        value = source.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            source[key] = str((folder / value).resolve())
+    for item in source.get("inputs") or []:  # a merge: resolve each input's source as well
+        if isinstance(item, dict) and isinstance(item.get("source"), dict):
+            _resolve_source_paths(item["source"], folder)

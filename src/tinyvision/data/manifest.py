@@ -28,18 +28,24 @@ class Sample:
     """One image and what it shows.
 
     `box` is the object's box in pixels of the original (EXIF-rotated) image, as (x1, y1, x2, y2)
-    with x2 > x1 and y2 > y1; only detection manifests have one.
+    with x2 > x1 and y2 > y1; detection manifests have one, and so may classification samples
+    that are cropped to their object (`data.crop_to_box`). `size` is the image's (width, height)
+    as its annotation gave it, when known (COCO, VOC): it lets tools relate boxes to the image
+    without decoding it.
     """
 
     path: str
     labels: tuple[str, ...]
     split: str = ""
     box: tuple[float, float, float, float] | None = None
+    size: tuple[int, int] | None = None
 
     def to_json(self) -> dict:
         row: dict = {"path": self.path, "labels": list(self.labels), "split": self.split}
         if self.box is not None:
             row["box"] = [float(v) for v in self.box]
+        if self.size is not None:
+            row["size"] = [int(v) for v in self.size]
         return row
 
 
@@ -158,7 +164,9 @@ class Manifest:
                     continue
                 row = json.loads(line)
                 box = tuple(row["box"]) if row.get("box") is not None else None
-                samples.append(Sample(row["path"], tuple(row["labels"]), row.get("split", ""), box))
+                size = tuple(row["size"]) if row.get("size") is not None else None
+                samples.append(Sample(row["path"], tuple(row["labels"]), row.get("split", ""), box,
+                                      size))
         except (ValueError, KeyError, TypeError) as exc:
             where = f"line {number}" if "number" in locals() else "line 1 (header)"
             raise DataError(f"Manifest {path} is malformed at {where}: {exc}.") from exc

@@ -7,22 +7,50 @@ from dataclasses import replace
 
 from tinyvision.config import DataConfig
 from tinyvision.data.manifest import Manifest, assign_splits
+from tinyvision.errors import DataError
 
 
-def load_source(data: DataConfig, task: str = "auto") -> Manifest:
-    """The manifest of the configured source, splits as the source gives them (possibly none)."""
-    source = data.source
+def load_source(data: DataConfig, task: str = "auto", seed: int = 0) -> Manifest:
+    """The manifest of the configured source, splits as the source gives them (possibly none).
+
+    `seed` drives the seeded undersampling (caps) and negative sampling of annotation sources.
+    """
+    return load_one(data.source, task, seed, data.crop_to_box)
+
+
+def load_one(source, task: str = "auto", seed: int = 0, crop_to_box: bool = False) -> Manifest:
+    """The manifest of one source config (any member of `DataSource`); formats load lazily."""
     if source.format == "folder":
         from tinyvision.data.sources.folder import load_folder
 
         return load_folder(source.root, source.extensions, task)
+    if source.format == "coco":
+        from tinyvision.data.sources.coco import load_coco
+
+        return load_coco(source, task, seed, crop_to_box)
+    if source.format == "voc":
+        from tinyvision.data.sources.voc import load_voc
+
+        return load_voc(source, task, seed, crop_to_box)
+    if source.format == "csv":
+        from tinyvision.data.sources.csv import load_csv
+
+        return load_csv(source, task, crop_to_box)
+    if source.format == "merge":
+        from tinyvision.data.sources.merge import load_merge
+
+        return load_merge(source, task, lambda inner: load_one(inner, task, seed, crop_to_box))
     raise AssertionError(f"unhandled source format {source.format!r}")  # config validation prevents
 
 
 def build_manifest(data: DataConfig, seed: int, task: str = "auto") -> Manifest:
     """Load the source, then split it: splits the source gave are kept; a missing val or test
     split is carved from train (seeded, stratified by class)."""
-    manifest = load_source(data, task)
+    manifest = load_source(data, task, seed)
+    if data.crop_to_box and manifest.samples and all(s.box is None for s in manifest.samples):
+        raise DataError("data.crop_to_box is set but no sample has a box; use a source with "
+                        "boxes (coco/voc with mode: largest, or a CSV with x1,y1,x2,y2 columns) "
+                        "or set data.crop_to_box: false.")
     present = {s.split for s in manifest.samples}
     if present <= {""}:
         samples = assign_splits(manifest.samples, data.val_fraction, data.test_fraction, seed)
