@@ -28,10 +28,11 @@ app = typer.Typer(
     name="tinyvision",
     help="Labelled images -> compact image models -> int8 models verified on TensorFlow Lite "
          "Micro.\n\nA run is described by one YAML config; everything it produces is saved in "
-         "runs/<name>/.",
+         "runs/NAME/.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # joins wrapped docstring lines into paragraphs
 )
 
 
@@ -61,6 +62,12 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
+def _mount_subcommands() -> None:
+    from tinyvision.cli_runs import runs_app
+
+    app.add_typer(runs_app, name="runs")
+
+
 @app.callback()
 def main_options(verbose: bool = typer.Option(False, "--verbose", "-v",
                                               help="Show debug messages.")) -> None:
@@ -77,9 +84,12 @@ def train(
                    "model.input_size=128 name=person-v2.", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Train, evaluate, export and verify: data -> two-stage training -> metrics -> int8 model and
-    C source -> check on TensorFlow Lite Micro. Results go to runs/<name>/ (a taken name gets a
-    numbered suffix unless overwrite=true)."""
+    """Train, evaluate, export and verify a model from a run config.
+
+    Data -> two-stage training -> metrics -> int8 model and C source -> check on TensorFlow Lite
+    Micro. Everything goes to runs/NAME/ (a taken name gets a numbered suffix unless
+    overwrite=true).
+    """
     from tinyvision.config import load_config
     from tinyvision.workflow import full_run
 
@@ -96,8 +106,11 @@ RUN_ARG = typer.Argument(..., help="A run directory made by `tinyvision train`, 
 @app.command("eval")
 @user_errors
 def eval_command(run_dir: Path = RUN_ARG) -> None:
-    """Evaluate a run's float model on its test split: accuracy, per-class precision/recall/F1,
-    macro F1, confusion matrix; writes metrics.json."""
+    """Evaluate a run's float model on its test split.
+
+    Prints accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix; writes
+    metrics.json.
+    """
     from tinyvision.evaluate.metrics import format_metrics_table
     from tinyvision.workflow import evaluate_stage, load_run, prepare_data
 
@@ -111,8 +124,11 @@ def eval_command(run_dir: Path = RUN_ARG) -> None:
 @app.command("export")
 @user_errors
 def export_command(run_dir: Path = RUN_ARG) -> None:
-    """Export a run's float model to a full-integer int8 LiteRT model (int8 input and output)
-    calibrated on training images, plus a C source/header pair for it."""
+    """Export a run's float model to int8 LiteRT and C source.
+
+    Full-integer quantisation (int8 input and output) calibrated on training images; writes
+    export/model_int8.tflite and export/model_int8.h/.cc.
+    """
     from tinyvision.workflow import export_stage, load_run, prepare_data
 
     cfg, run, manifest = load_run(run_dir)
@@ -124,8 +140,11 @@ def export_command(run_dir: Path = RUN_ARG) -> None:
 @app.command("verify")
 @user_errors
 def verify_command(run_dir: Path = RUN_ARG) -> None:
-    """Run a run's int8 model on TensorFlow Lite Micro: metrics beside the float model's, the
-    smallest tensor arena that works; fails if TFLM cannot run it or disagrees with LiteRT."""
+    """Check a run's int8 model on TensorFlow Lite Micro.
+
+    Reports its metrics beside the float model's and the smallest tensor arena that works; fails
+    if TFLM cannot run it or disagrees with the LiteRT reference kernels. Writes verify.json.
+    """
     from tinyvision.workflow import load_run, prepare_data, verify_stage
 
     cfg, run, manifest = load_run(run_dir)
@@ -141,12 +160,15 @@ def verify_command(run_dir: Path = RUN_ARG) -> None:
 def demo(
     runs_dir: Path = typer.Option(Path("runs"), help="Where the run directory goes."),
     data_dir: Optional[Path] = typer.Option(
-        None, help="Where to write the generated images (default: <runs-dir>/demo-data)."),
+        None, help="Where to write the generated images (default: RUNS_DIR/demo-data)."),
     per_class: int = typer.Option(300, min=20, help="Images per class."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Generate a small shapes dataset (circle/square/triangle on noisy textures) and run the whole
-    pipeline on it offline: train from scratch, evaluate, export int8, verify on TFLM."""
+    """Run the whole pipeline offline on a generated shapes dataset.
+
+    Writes circle/square/triangle images on noisy textures, trains MobileNet V1 0.25 from scratch,
+    evaluates, exports int8 and verifies it on TFLM, then prints a summary table.
+    """
     from tinyvision.config import validate_config
     from tinyvision.demo import demo_config, make_shapes_dataset
     from tinyvision.workflow import full_run
@@ -190,6 +212,9 @@ def _print_confusion(metrics: dict, classes: list[str]) -> None:
     for name, row in zip(classes, matrix):
         table.add_row(name, *(str(v) for v in row))
     console.print(table)
+
+
+_mount_subcommands()
 
 
 def main() -> None:

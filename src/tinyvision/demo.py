@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle")
 IMAGE_SIZE = 128
@@ -32,28 +32,26 @@ def make_shapes_dataset(root: str | Path, per_class: int = 300, seed: int = 0,
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
-    """A colour gradient, blurred blobs and pixel noise: texture the network must learn to ignore."""
+    """A colour gradient, soft stripes and pixel noise: texture the network must learn to ignore."""
     y, x = np.mgrid[0:size, 0:size] / size
-    base = rng.uniform(0, 255, 3)
-    slope = rng.uniform(-80, 80, (2, 3))
-    pixels = base + x[..., None] * slope[0] + y[..., None] * slope[1]
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(3, 8)):
-        cx, cy, r = rng.uniform(0, size, 2).tolist() + [float(rng.uniform(size / 10, size / 3))]
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(rng.integers(0, 256, 3).tolist()))
-    image = image.filter(ImageFilter.GaussianBlur(size / 12))
-    noise = rng.normal(0, 12, (size, size, 3))
-    return Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
+    base = rng.uniform(40, 215, 3)
+    slope = rng.uniform(-50, 50, (2, 3))
+    angle, period = rng.uniform(0, np.pi), rng.uniform(6, 20)
+    stripes = 15 * np.sin((x * np.cos(angle) + y * np.sin(angle)) * size / period * 2 * np.pi)
+    pixels = base + x[..., None] * slope[0] + y[..., None] * slope[1] + stripes[..., None]
+    pixels += rng.normal(0, 10, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def _draw_shape(image: Image.Image, shape: str, rng: np.random.Generator) -> None:
     size = image.size[0]
-    radius = rng.uniform(0.15, 0.35) * size
+    radius = rng.uniform(0.2, 0.38) * size
     cx, cy = rng.uniform(radius, size - radius, 2)
     angle = rng.uniform(0, 2 * math.pi)
-    colour = tuple(rng.integers(0, 256, 3).tolist())
-    outline = tuple(255 - c for c in colour)
+    # A colour that stands out from the background around the shape's centre.
+    local = np.asarray(image)[int(cy), int(cx)].astype(int)
+    colour = tuple(int(v) for v in np.where(local > 127, rng.integers(0, 60, 3), rng.integers(195, 256, 3)))
+    outline = colour
     draw = ImageDraw.Draw(image)
     if shape == "circle":
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour,

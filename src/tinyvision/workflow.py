@@ -158,15 +158,39 @@ def _read_float_metrics(run: RunDir) -> dict | None:
 
 
 # ---- the whole run ---------------------------------------------------------------------------
-def start_run(cfg: RunConfig) -> RunDir:
+def start_run(cfg: RunConfig) -> tuple[RunConfig, RunDir]:
+    """Create the run directory and save the resolved config in it.
+
+    Paths in the saved config are absolute, so `tinyvision eval|export|verify RUN` work from any
+    working directory and find the same image cache.
+    """
+    cfg = cfg.model_copy(update={"runs_dir": cfg.runs_dir.resolve(),
+                                 "data": cfg.data.model_copy(update={"cache_dir": cfg.cache_dir.resolve()})})
     run = new_run_dir(cfg.runs_dir, cfg.name, cfg.overwrite)
     atomic_write_text(run.config, cfg.to_yaml())
-    return run
+    return cfg, run
 
 
 def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDir, dict]:
-    """Everything `tinyvision train` does; returns the run directory and its summary."""
-    run = start_run(cfg)
+    """Everything `tinyvision train` does; returns the run directory and its summary.
+
+    The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
+    failed with the error (the error is re-raised)."""
+    from tinyvision.registry import Registry
+
+    cfg, run = start_run(cfg)
+    registry = Registry(cfg.runs_dir)
+    registry.start_run(run.name, run.root, cfg.model_dump(mode="json"))
+    try:
+        summary = _all_stages(cfg, run, console, progress)
+    except BaseException as exc:
+        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}")
+        raise
+    registry.finish_run(run.name, summary)
+    return run, summary
+
+
+def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool) -> dict:
     start = time.perf_counter()
     data = prepare_data(cfg, run, progress=progress)
     result = train_stage(cfg, run, data, console)
@@ -183,7 +207,7 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
         "seconds": round(time.perf_counter() - start, 1),
     }
     atomic_write_json(run.summary, summary)
-    return run, summary
+    return summary
 
 
 def _headline(metrics: dict) -> dict:
