@@ -54,8 +54,9 @@ def write_coco(folder: Path, images: list[dict], annotations: list[tuple], name:
     path = folder / name
     path.write_text(json.dumps(doc, indent=indent))
     if write_images:
-        for image in images:
-            write_png(folder / "images" / image["file_name"], (image["width"], image["height"]))
+        for i, image in enumerate(images):  # distinct colours: distinct bytes
+            write_png(folder / "images" / image["file_name"], (image["width"], image["height"]),
+                      (i % 256, (i // 256) % 256, 200))
     return path
 
 

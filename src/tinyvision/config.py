@@ -114,7 +114,7 @@ class AnnotationSource(Section):
     @field_validator("max_per_class")
     @classmethod
     def _positive_caps(cls, value: int | dict[str, int] | None) -> int | dict[str, int] | None:
-        for v in (value.values() if isinstance(value, dict) else [value] if value else []):
+        for v in (value.values() if isinstance(value, dict) else [] if value is None else [value]):
             if v < 1:
                 raise ValueError(f"a cap is a number of images >= 1, got {v}")
         return value

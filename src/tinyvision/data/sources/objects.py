@@ -157,6 +157,8 @@ def select(table: ObjectTable, source: AnnotationSource, policies: dict[int, str
     `policies` maps FLAG_* bits to "include" / "ignore" / "drop_image". Problems found here and
     by the reader are reported together at the end (one `DataError`, or warnings when skipping).
     """
+    if problems.fatal:  # unsafe paths first: nothing else about the file can be trusted
+        problems.report(what, skip=False)
     classes, cls_of_cat = _class_index(table, source, what)
     objects = _check_objects(table, cls_of_cat, problems)
     rng = np.random.default_rng(seed)
