@@ -34,8 +34,7 @@ class PreparedData:
 
 def decode_spec(cfg: RunConfig) -> DecodeSpec:
     return DecodeSpec(tuple(cfg.model.input_size), cfg.model.color_mode, cfg.data.resize,
-                      cfg.data.crop_to_box if hasattr(cfg.data, "crop_to_box") else False,
-                      cfg.data.crop_margin if hasattr(cfg.data, "crop_margin") else 0.1)
+                      cfg.data.crop_to_box, cfg.data.crop_margin)
 
 
 # ---- data ------------------------------------------------------------------------------------
