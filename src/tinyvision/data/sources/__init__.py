@@ -46,7 +46,12 @@ def load_one(source, task: str = "auto", seed: int = 0, crop_to_box: bool = Fals
 def build_manifest(data: DataConfig, seed: int, task: str = "auto") -> Manifest:
     """Load the source, then split it: splits the source gave are kept; a missing val or test
     split is carved from train (seeded, stratified by class)."""
-    manifest = load_source(data, task, seed)
+    return finish_manifest(load_source(data, task, seed), data, seed)
+
+
+def finish_manifest(manifest: Manifest, data: DataConfig, seed: int) -> Manifest:
+    """Assign the splits a loaded manifest lacks and validate it (the second half of
+    `build_manifest`, for callers that loaded the source themselves)."""
     if data.crop_to_box and manifest.samples and all(s.box is None for s in manifest.samples):
         raise DataError("data.crop_to_box is set but no sample has a box; use a source with "
                         "boxes (coco/voc with mode: largest, or a CSV with x1,y1,x2,y2 columns) "
