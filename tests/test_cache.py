@@ -167,3 +167,21 @@ def test_interrupted_cache_build_is_not_reused(tmp_path):
     cache = build_cache(manifest, RGB16, tmp_path / "cache", progress=False)
     cache.path.with_suffix(".json").unlink()  # as if the build died before its metadata landed
     assert not build_cache(manifest, RGB16, tmp_path / "cache", progress=False).reused
+
+
+@pytest.mark.parametrize("resize, expected", [
+    ("stretch", [0.25, 0.5, 0.5, 1.0]),
+    # 40x20 image letterboxed into 20x20: scale 0.5, 5-pixel bands above and below.
+    ("letterbox", [0.25, 0.5, 0.5, 0.75]),
+    # center crop keeps x 10..30 of the 40-pixel width: the box's x 10..20 -> 0..0.5.
+    ("center_crop", [0.0, 0.5, 0.5, 1.0]),
+])
+def test_boxes_follow_the_resize(tmp_path, resize, expected):
+    path = solid(tmp_path / "w.png", (9, 9, 9), size=(40, 20))
+    spec = DecodeSpec((20, 20), resize=resize)
+    manifest = Manifest(["a", "b"], "detection", [Sample(str(path), ("a",), "train", (10, 10, 20, 20))])
+    cache = build_cache(manifest, spec, tmp_path / "cache", progress=False)
+    np.testing.assert_allclose(cache.boxes[0], expected, atol=1e-6)
+    reused = build_cache(manifest, spec, tmp_path / "cache", progress=False)
+    assert reused.reused
+    np.testing.assert_allclose(reused.boxes[0], expected, atol=1e-6)

@@ -161,7 +161,7 @@ def demo(
     runs_dir: Path = typer.Option(Path("runs"), help="Where the run directory goes."),
     data_dir: Optional[Path] = typer.Option(
         None, help="Where to write the generated images (default: RUNS_DIR/demo-data)."),
-    per_class: int = typer.Option(300, min=20, help="Images per class."),
+    per_class: int = typer.Option(1200, min=20, help="Images per class (more: slower, more accurate)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole pipeline offline on a generated shapes dataset.

@@ -17,7 +17,7 @@ SHAPES = ("circle", "square", "triangle")
 IMAGE_SIZE = 128
 
 
-def make_shapes_dataset(root: str | Path, per_class: int = 300, seed: int = 0,
+def make_shapes_dataset(root: str | Path, per_class: int = 1200, seed: int = 0,
                         size: int = IMAGE_SIZE) -> Path:
     """Write `root/<shape>/<shape>_<i>.jpg` images; returns `root`. Deterministic for a seed."""
     root = Path(root)
@@ -73,10 +73,11 @@ def demo_config(data_root: Path, runs_dir: Path, name: str = "demo") -> dict:
                  "val_fraction": 0.15, "test_fraction": 0.15},
         "model": {"backbone": "mobilenet_v1", "alpha": 0.25, "input_size": 96, "weights": "none"},
         "train": {
-            "batch_size": 64, "patience": 8,
-            "head": {"epochs": 2, "learning_rate": 2e-3},
-            # From scratch there is nothing to keep frozen: fine-tune the whole network.
-            "fine_tune": {"epochs": 30, "learning_rate": 2e-3, "unfreeze_from": 0}},
+            "batch_size": 64, "patience": 6,
+            # A random backbone has no features worth freezing, so the head stage is skipped and
+            # the whole network trains; with ImageNet weights both stages run.
+            "head": {"epochs": 0},
+            "fine_tune": {"epochs": 20, "learning_rate": 2e-3, "unfreeze_from": 0}},
         "export": {"representative_samples": 200},
         "verify": {"tflm_samples": 60},
     }

@@ -63,6 +63,14 @@ def decode_image(path: str | Path, spec: DecodeSpec,
     (transparent pixels over white), optionally crops to `box` (pixel xyxy + margin) and resizes.
     Raises `BadImage` for unreadable, truncated, or oversized (> 90 MP) files.
     """
+    return decode_sample(path, spec, box)[0]
+
+
+def decode_sample(path: str | Path, spec: DecodeSpec,
+                  box: tuple[float, float, float, float] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """`decode_image` plus the sample's box mapped into the output image, normalised xyxy in 0..1
+    (None without a box): what a box head must predict for this input."""
     try:
         with Image.open(path) as im:
             width, height = im.size
@@ -70,16 +78,17 @@ def decode_image(path: str | Path, spec: DecodeSpec,
                 raise BadImage(f"{width}x{height} pixels is over the {MAX_PIXELS // 1_000_000} MP "
                                "limit (possible decompression bomb)")
             orientation = im.getexif().get(0x0112, 1)
-            region = _source_region(_oriented_size(width, height, orientation), spec, box)
+            oriented_w, oriented_h = _oriented_size(width, height, orientation)
+            region = _source_region((oriented_w, oriented_h), spec, box)
             _draft(im, spec, region, orientation)
             im.load()
             im = ImageOps.exif_transpose(im)
             im = _to_8bit(im, spec.color_mode)
             # Draft mode may have decoded at 1/2, 1/4 or 1/8 scale: scale the region with it.
-            oriented_w, oriented_h = _oriented_size(width, height, orientation)
             scale_x, scale_y = im.size[0] / oriented_w, im.size[1] / oriented_h
-            region = (region[0] * scale_x, region[1] * scale_y, region[2] * scale_x, region[3] * scale_y)
-            return _resize(im, spec, region)
+            scaled = (region[0] * scale_x, region[1] * scale_y, region[2] * scale_x, region[3] * scale_y)
+            mapped = None if box is None else map_box(box, region, spec)
+            return _resize(im, spec, scaled), mapped
     except BadImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -87,6 +96,23 @@ def decode_image(path: str | Path, spec: DecodeSpec,
     except Exception as exc:  # Pillow raises many types for broken files: all mean "unreadable"
         reason = str(exc) or type(exc).__name__
         raise BadImage(f"cannot decode: {reason}") from exc
+
+
+def map_box(box: tuple[float, float, float, float], region: tuple[float, float, float, float],
+            spec: DecodeSpec) -> np.ndarray:
+    """A pixel xyxy box of the oriented image -> normalised xyxy in the resized output image."""
+    rx1, ry1, rx2, ry2 = region
+    target_h, target_w = spec.size
+    if spec.resize == "letterbox":
+        scale = min(target_w / (rx2 - rx1), target_h / (ry2 - ry1))
+        new_w, new_h = max(1, round((rx2 - rx1) * scale)), max(1, round((ry2 - ry1) * scale))
+        off_x, off_y = (target_w - new_w) // 2, (target_h - new_h) // 2
+        xs = [(off_x + (v - rx1) * new_w / (rx2 - rx1)) / target_w for v in (box[0], box[2])]
+        ys = [(off_y + (v - ry1) * new_h / (ry2 - ry1)) / target_h for v in (box[1], box[3])]
+    else:
+        xs = [(v - rx1) / (rx2 - rx1) for v in (box[0], box[2])]
+        ys = [(v - ry1) / (ry2 - ry1) for v in (box[1], box[3])]
+    return np.clip(np.array([xs[0], ys[0], xs[1], ys[1]], np.float32), 0.0, 1.0)
 
 
 def _oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
@@ -179,6 +205,7 @@ class ImageCache:
 
     images: np.ndarray  # uint8 memmap (N, H, W, C)
     valid: np.ndarray  # bool (N,)
+    boxes: np.ndarray  # float32 (N, 4): each sample's box in its cached image, normalised xyxy; NaN if none
     bad: list[tuple[str, str]]  # (path, reason) of every image that could not be decoded
     path: Path
     reused: bool
@@ -211,25 +238,30 @@ def build_cache(manifest: Manifest, spec: DecodeSpec, cache_dir: str | Path, wor
         if meta.get("shape") == list(shape):
             images = np.memmap(data_path, np.uint8, "r", shape=shape)
             bad = [tuple(b) for b in meta["bad"]]
-            return ImageCache(images, np.array(meta["valid"], bool), bad, data_path, reused=True)
+            boxes = np.array([[np.nan] * 4 if b is None else b for b in meta["boxes"]],
+                             np.float32).reshape(-1, 4)
+            return ImageCache(images, np.array(meta["valid"], bool), boxes, bad, data_path,
+                              reused=True)
 
     valid = np.ones(len(manifest), bool)
+    boxes = np.full((len(manifest), 4), np.nan, np.float32)
     bad: list[tuple[str, str]] = []
     with atomic_path(data_path) as tmp:
         images = np.memmap(tmp, np.uint8, "w+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
-        _decode_all(manifest, spec, images, valid, bad, workers, progress)
+        _decode_all(manifest, spec, images, boxes, valid, bad, workers, progress)
         if shape[0]:
             images.flush()
             del images
     # The metadata file is written last: its presence marks a complete cache.
     atomic_write_json(meta_path, {"version": CACHE_VERSION, "shape": list(shape), "spec": spec.key(),
-                                  "valid": valid.tolist(), "bad": bad})
+                                  "valid": valid.tolist(), "bad": bad,
+                                  "boxes": [None if np.isnan(b[0]) else b.tolist() for b in boxes]})
     images = np.memmap(data_path, np.uint8, "r", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
-    return ImageCache(images, valid, bad, data_path, reused=False)
+    return ImageCache(images, valid, boxes, bad, data_path, reused=False)
 
 
-def _decode_all(manifest: Manifest, spec: DecodeSpec, out: np.ndarray, valid: np.ndarray,
-                bad: list, workers: int, progress: bool) -> None:
+def _decode_all(manifest: Manifest, spec: DecodeSpec, out: np.ndarray, boxes: np.ndarray,
+                valid: np.ndarray, bad: list, workers: int, progress: bool) -> None:
     """Decode every sample into `out` with a thread pool (Pillow releases the GIL while decoding)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -238,7 +270,9 @@ def _decode_all(manifest: Manifest, spec: DecodeSpec, out: np.ndarray, valid: np
     def work(i: int) -> None:
         sample = manifest.samples[i]
         try:
-            out[i] = decode_image(sample.path, spec, sample.box)
+            out[i], box = decode_sample(sample.path, spec, sample.box)
+            if box is not None:
+                boxes[i] = box
         except BadImage as exc:
             valid[i] = False
             bad.append((sample.path, str(exc)))
