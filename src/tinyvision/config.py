@@ -392,6 +392,12 @@ class VerifyConfig(Section):
     max_arena_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # upper end of the arena search
 
 
+class EvaluateConfig(Section):
+    beta: float = Field(1.0, gt=0.0)  # F-beta weight of recall for multi-label thresholds (2: recall)
+    tta: bool = False  # test-time augmentation: average scores over the image and its mirror image
+    worst_n: int = Field(8, ge=1)  # most confident wrong predictions kept per class
+
+
 class RunConfig(Section):
     name: str = "run"
     seed: int = 0
@@ -402,6 +408,7 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @property
     def cache_dir(self) -> Path:
