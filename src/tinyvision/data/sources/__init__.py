@@ -3,8 +3,6 @@ from the config, assigns the splits the source did not give, and validates the r
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from tinyvision.config import DataConfig
 from tinyvision.data.manifest import Manifest, assign_splits
 from tinyvision.errors import DataError
@@ -63,7 +61,7 @@ def finish_manifest(manifest: Manifest, data: DataConfig, seed: int) -> Manifest
         val = 0.0 if "val" in present else data.val_fraction
         test = 0.0 if "test" in present else data.test_fraction
         # Train samples (or unsplit ones) become candidates again for the missing splits.
-        pool = [replace(s, split="") if s.split in ("train", "") else s for s in manifest.samples]
+        pool = [s.with_split("") if s.split in ("train", "") else s for s in manifest.samples]
         samples = assign_splits(pool, val, test, seed)
     manifest = Manifest(manifest.classes, manifest.task, samples)
     manifest.validate()

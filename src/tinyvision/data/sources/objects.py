@@ -459,7 +459,7 @@ def existing_files(paths: list[str]) -> np.ndarray:
     listings: dict[str, set[str]] = {}
     keep = np.ones(len(paths), bool)
     for row, path in enumerate(paths):
-        folder, name = os.path.split(path)
+        folder, _, name = path.rpartition(os.sep)
         listing = listings.get(folder)
         if listing is None:
             try:
