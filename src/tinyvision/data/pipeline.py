@@ -1,25 +1,71 @@
-"""tf.data datasets fed from the image cache: shuffle indices, gather a batch, prefetch.
+"""tf.data datasets fed from the image cache: shuffle indices, gather a batch, augment, prefetch.
 
 Images are gathered from the memmap a batch at a time (sorted reads, one numpy call), so the input
-pipeline costs a memory copy per batch and the training step stays the bottleneck.
+pipeline costs a memory copy per batch and the training step stays the bottleneck. Augmentation
+(training only: pass `augment` for the training split and never for val/test/calibration) runs in
+the same parallel map, vectorised over the batch and seeded per batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import tensorflow as tf
 
+from tinyvision.data.augment import Augmenter
+
 
 def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, batch_size: int,
-                  shuffle: bool = False, seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+                  shuffle: bool = False, seed: int = 0, repeat: bool = False,
+                  augment: Sequence | None = None,
+                  boxes: np.ndarray | None = None) -> tf.data.Dataset:
     """Batches of (float32 images 0..255, targets) for the samples `indices` of `images`.
 
     The model normalises its own input, so pixels stay in 0..255 here. With `shuffle`, the order
-    is reshuffled every epoch from `seed` (deterministic for a given seed).
+    is reshuffled every epoch from `seed` (deterministic for a given seed). `augment`: the
+    `train.augment` ops (dicts or config models), applied on the fly, seeded from `seed`.
+    `boxes` (detection): float32 (len(indices), 4) normalised xyxy aligned with `targets`, NaN
+    rows for samples without a box; targets become `(class_targets, box)` and geometric ops move
+    the box with the image.
     """
     indices = np.asarray(indices, np.int64)
-    targets = tf.constant(np.asarray(targets, np.float32))
+    columns = {"targets": np.asarray(targets, np.float32)}
+    if boxes is not None:
+        columns["boxes"] = np.asarray(boxes, np.float32).reshape(-1, 4)
+    _check_lengths(len(indices), columns)
+    augmenter = (Augmenter(augment, images.shape[1:], detection=boxes is not None)
+                 if augment else None)
+    read = _batch_reader(images, indices)
+    tables = {name: tf.constant(values) for name, values in columns.items()}
+
+    def load(positions: tf.Tensor, rnd: tf.Tensor | None = None):
+        x = tf.cast(read(positions), tf.float32)
+        col = {name: tf.gather(table, positions) for name, table in tables.items()}
+        box = col.get("boxes")
+        if augmenter is not None:
+            x, box = augmenter(x, box, tf.stack([rnd, tf.constant(seed, tf.int64)]))
+        y = col["targets"] if box is None else (col["targets"], box)
+        return x, y
+
+    ds = tf.data.Dataset.range(len(indices))
+    if shuffle:
+        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size)
+    if augmenter is not None:  # one random seed per batch, new ones each epoch
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed, rerandomize_each_iteration=True))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _batch_reader(images: np.ndarray, indices: np.ndarray):
+    """positions (B,) -> uint8 (B, H, W, C) images of `indices[positions]`, read from `images`."""
     height, width, channels = images.shape[1:]
+    rows_of = tf.constant(indices)
 
     def gather(batch_idx: np.ndarray) -> np.ndarray:
         order = np.argsort(batch_idx)
@@ -27,18 +73,17 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, 
         out[order] = images[batch_idx[order]]  # sorted reads are sequential in the memmap
         return out
 
-    def load(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        rows = tf.gather(tf.constant(indices), positions)
-        batch = tf.numpy_function(gather, [rows], tf.uint8, stateful=False)
+    def read(positions: tf.Tensor) -> tf.Tensor:
+        batch = tf.numpy_function(gather, [tf.gather(rows_of, positions)], tf.uint8,
+                                  stateful=False)
         batch.set_shape([None, height, width, channels])
-        return tf.cast(batch, tf.float32), tf.gather(targets, positions)
+        return batch
 
-    ds = tf.data.Dataset.range(len(indices))
-    if shuffle:
-        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return read
+
+
+def _check_lengths(n: int, columns: dict[str, np.ndarray]) -> None:
+    for name, values in columns.items():
+        if len(values) != n:
+            raise ValueError(f"cache_dataset: `{name}` has {len(values)} rows but `indices` has "
+                             f"{n}; pass one row per index (e.g. {name}[indices]).")
