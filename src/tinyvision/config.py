@@ -507,11 +507,70 @@ AugmentList = Annotated[list[AugmentEntry], BeforeValidator(_check_augment_entri
 
 
 # ---- training --------------------------------------------------------------------------------
+# Options of training, one frozen set each (the Literal types below spell the same; docs/training.md).
+OPTIMIZERS = frozenset({"adam", "adamw", "sgd", "rmsprop"})
+SCHEDULES = frozenset({"constant", "step", "cosine", "one_cycle", "plateau"})
+LOSSES = frozenset({"auto", "cross_entropy", "bce", "focal", "soft_f1"})
+BOX_LOSSES = frozenset({"l1", "smooth_l1", "giou"})
+CLASS_WEIGHT_MODES = frozenset({"none", "balanced"})
+LR_FIND_STAGES = frozenset({"head", "fine_tune"})
+
+
+class ScheduleConfig(Section):
+    """Learning-rate schedule of one stage; a plain string (`schedule: step`) names one with its
+    defaults. Each parameter is read only by the schedules named in its comment."""
+
+    name: Literal["constant", "step", "cosine", "one_cycle", "plateau"] = "cosine"
+    # constant, step, cosine: linear warm-up from 1% of the rate; None: train.warmup_epochs.
+    warmup_epochs: float | None = Field(None, ge=0.0)
+    step_epochs: float = Field(3.0, gt=0.0)  # step: multiply the rate by `factor` this often
+    factor: float = Field(0.1, gt=0.0, lt=1.0)  # step, plateau: the multiplier of each decay
+    patience: int = Field(2, ge=1)  # plateau: epochs without improvement of train.monitor
+    min_learning_rate: float = Field(1e-7, ge=0.0)  # plateau: the floor
+    final_fraction: float = Field(0.01, gt=0.0, le=1.0)  # cosine: the last rate / learning_rate
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0)  # one_cycle: fraction of steps spent rising
+    div_factor: float = Field(25.0, gt=1.0)  # one_cycle: starts at learning_rate / div_factor
+    final_div_factor: float = Field(1e4, gt=1.0)  # one_cycle: ends at the start / this
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_only(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class LrMultipliers(Section):
+    """Discriminative learning rates: the stage's rate times a multiplier per layer group."""
+
+    early: float = Field(1.0, gt=0.0)  # backbone layers before `lr_split`
+    late: float = Field(1.0, gt=0.0)  # backbone layers from `lr_split` on
+    head: float = Field(1.0, gt=0.0)  # the head (layers named head_*)
+
+
+class LrFindConfig(Section):
+    """`tinyvision lr-find`: an exponential sweep of the learning rate over `steps` steps."""
+
+    start: float = Field(1e-7, gt=0.0)
+    end: float = Field(10.0, gt=0.0)
+    steps: int = Field(200, ge=10, le=10000)
+    stage: Literal["head", "fine_tune"] = "head"  # which layers train during the sweep
+
+    @model_validator(mode="after")
+    def _increasing(self) -> LrFindConfig:
+        if self.end <= self.start:
+            raise ValueError(f"lr_find.end must be above lr_find.start; got start={self.start:g}, "
+                             f"end={self.end:g}")
+        return self
+
+
 class HeadStage(Section):
     """Stage 1: the backbone is frozen and only the head learns."""
 
     epochs: int = Field(10, ge=0)
     learning_rate: float = Field(1e-3, gt=0.0)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    # Compute the frozen backbone's features once and train the head on them (only when the
+    # stage uses no augmentation, which would change the features every epoch).
+    cache_features: bool = True
 
 
 class FineTuneStage(Section):
@@ -524,14 +583,34 @@ class FineTuneStage(Section):
     # frozen: BatchNorm stays in inference mode (right for pretrained weights); train: it updates;
     # auto: frozen with pretrained weights, train when the backbone starts from random weights.
     batchnorm: Literal["auto", "frozen", "train"] = "auto"
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    # Per layer group, e.g. {early: 0.1, late: 0.5, head: 1.0}; None: one rate for all.
+    lr_multipliers: LrMultipliers | None = None
+    # Where "late" starts (same forms as unfreeze_from); None: halfway from unfreeze_from to the head.
+    lr_split: str | int | None = None
 
 
 class TrainConfig(Section):
     batch_size: int = Field(64, ge=1, le=4096)
-    optimizer: Literal["adam", "adamw"] = "adamw"
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adamw"
+    # Decoupled weight decay of adamw, sgd and rmsprop (adam has none: use adamw for it).
     weight_decay: float = Field(1e-4, ge=0.0)
-    warmup_epochs: float = Field(1.0, ge=0.0)  # linear warm-up, then cosine decay, in each stage
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd and rmsprop
+    nesterov: bool = False  # sgd
+    warmup_epochs: float = Field(1.0, ge=0.0)  # default warm-up of each stage's schedule
+    # auto: cross_entropy for multi-class (and the class of a detection), bce for multi-label.
+    loss: Literal["auto", "cross_entropy", "bce", "focal", "soft_f1"] = "auto"
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)  # cross_entropy, bce, focal
+    focal_gamma: float = Field(2.0, ge=0.0)
+    # Multi-label: positives weighted alpha, negatives 1 - alpha; multi-class: a constant factor
+    # (as Keras). None: no balancing.
+    focal_alpha: float | None = Field(None, gt=0.0, lt=1.0)
+    box_loss: Literal["l1", "smooth_l1", "giou"] = "giou"  # detection: loss of the box output
+    box_loss_weight: float = Field(1.0, ge=0.0)  # total = class loss + weight x box loss
+    # none | balanced (inverse class frequency) | {class: weight}; multi-label: positive weights.
+    class_weights: Literal["none", "balanced"] | dict[str, float] = "none"
+    oversample: bool = False  # repeat rarer-class training samples so classes are seen equally
+    lr_find: LrFindConfig = Field(default_factory=LrFindConfig)
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
     patience: int = Field(5, ge=1)  # early stopping: epochs without improvement of `monitor`
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap for quick trials and tests
@@ -539,6 +618,22 @@ class TrainConfig(Section):
     fine_tune: FineTuneStage = Field(default_factory=FineTuneStage)
     # Training-only augmentation ops, in order (docs/augmentation.md); empty: none.
     augment: AugmentList = Field(default_factory=list)
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _class_weight_values(cls, value: Any) -> Any:
+        """One clear message instead of one per member of the union."""
+        if isinstance(value, str) and value not in CLASS_WEIGHT_MODES:
+            close = difflib.get_close_matches(value, sorted(CLASS_WEIGHT_MODES), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"expected 'none', 'balanced' or a mapping {{class: weight}}, got "
+                             f"{value!r}.{hint}")
+        if isinstance(value, dict):
+            bad = {k: v for k, v in value.items()
+                   if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+            if bad:
+                raise ValueError(f"class weights must be numbers > 0; got {bad}")
+        return value
 
 
 # ---- export and verification -----------------------------------------------------------------

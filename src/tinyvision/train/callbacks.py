@@ -25,6 +25,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best_epoch: int | None = None
         self.stage = ""
         self.epoch_offset = 0
+        self.target: keras.Model | None = None  # the model to save when fit trains a sub-model
 
     def improved(self, value: float) -> bool:
         return value > self.best if self.mode_max else value < self.best
@@ -35,7 +36,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         self.best, self.best_epoch = float(value), self.epoch_offset + epoch + 1
         with atomic_path(self.path, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
+            (self.target or self.model).save_weights(tmp)
 
 
 class EpochLog(keras.callbacks.Callback):

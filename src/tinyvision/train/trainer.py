@@ -3,7 +3,9 @@
 Stage 1 ("head") freezes the backbone and trains the head. Stage 2 ("fine_tune") unfreezes the
 backbone from a block, layer name or index and trains on at a lower learning rate, BatchNorm kept in
 inference mode for pretrained weights. One best checkpoint spans both stages; the best weights are
-restored at the end. Each stage has linear warm-up then cosine decay, and early stopping.
+restored at the end. Each stage has its optimizer and schedule (default: AdamW, linear warm-up then
+cosine decay; train/optimizers.py, train/schedules.py) and early stopping. Losses and class
+weights come from train/losses.py and train/imbalance.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from tinyvision.data.pipeline import cache_dataset
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
 from tinyvision.runs import RunDir
 from tinyvision.train.callbacks import BestCheckpoint, EpochLog, RichProgress
+from tinyvision.train.features import extract_features, feature_dataset, split_at_features
+from tinyvision.train.imbalance import balance_training_data
+from tinyvision.train.losses import build_loss, build_loss_weights
+from tinyvision.train.optimizers import build_optimizer
+from tinyvision.train.schedules import schedule_callbacks
 
 
 @dataclass
@@ -48,7 +55,8 @@ def train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None) -> T
     """Build the model from `cfg.model` and train it in two stages; returns the best model."""
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
-    monitor = cfg.train.monitor if len(data.val) else cfg.train.monitor.removeprefix("val_")
+    data, class_weight = balance_training_data(cfg, data)
+    monitor = _monitor_name(cfg, data)
     checkpoint = BestCheckpoint(run.best_weights, monitor)
     epoch_log = EpochLog(run.log)
     stages = [("head", cfg.train.head.epochs, cfg.train.head.learning_rate),
@@ -59,28 +67,52 @@ def train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None) -> T
             continue
         _set_trainable(model, cfg, stage)
         steps = _steps_per_epoch(len(data.train), cfg)
-        model.compile(optimizer=_optimizer(cfg, learning_rate, steps * epochs, steps),
-                      loss=_loss(cfg, data.task), metrics=_metrics(data.task))
+        fit_model, train_ds, val_ds = _stage_inputs(cfg, data, model, stage, seed=cfg.seed + done_epochs)
+        fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, steps, epochs),
+                          loss=build_loss(cfg.train, data.task, class_weight),
+                          loss_weights=build_loss_weights(cfg.train, data.task),
+                          metrics=_metrics(data.task))
+        checkpoint.target = model
         for callback in (checkpoint, epoch_log):
             callback.stage, callback.epoch_offset = stage, done_epochs
         callbacks = [checkpoint, epoch_log,
                      keras.callbacks.EarlyStopping(monitor, patience=cfg.train.patience,
-                                                   mode="min" if monitor.endswith("loss") else "max")]
+                                                   mode="min" if monitor.endswith("loss") else "max"),
+                     *schedule_callbacks(getattr(cfg.train, stage).schedule, monitor)]
         if console is not None:
             callbacks.append(RichProgress(console, steps, epochs, stage))
-        train_ds = cache_dataset(data.images, data.train, data.targets[data.train],
-                                 cfg.train.batch_size, shuffle=True, seed=cfg.seed + done_epochs,
-                                 repeat=True)
-        val_ds = (cache_dataset(data.images, data.val, data.targets[data.val], cfg.train.batch_size)
-                  if len(data.val) else None)
-        history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, validation_data=val_ds,
-                            callbacks=callbacks, verbose=0, shuffle=False)
+        history = fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps,
+                                validation_data=val_ds, callbacks=callbacks, verbose=0,
+                                shuffle=False)
         done_epochs += len(history.epoch)
         if run.best_weights.exists():  # the next stage starts from the best weights so far
             _load_weights(model, run.best_weights)
     return TrainResult(model, checkpoint.best_epoch,
                        None if checkpoint.best_epoch is None else checkpoint.best,
                        monitor, epoch_log.rows)
+
+
+def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str, seed: int):
+    """(model to fit, train dataset, val dataset) for a stage.
+
+    The head stage without augmentation fits only the head, on backbone features computed once
+    (`train.head.cache_features`); otherwise the whole model is fitted on images from the cache.
+    """
+    batch = cfg.train.batch_size
+    if stage == "head" and cfg.train.head.cache_features and not getattr(cfg.train, "augment", None):
+        extractor, head = split_at_features(model)
+        train_features = extract_features(extractor, data.images, data.train)
+        val_features = extract_features(extractor, data.images, data.val)
+        train_ds = feature_dataset(train_features, data.targets[data.train], batch, shuffle=True,
+                                   seed=seed, repeat=True)
+        val_ds = (feature_dataset(val_features, data.targets[data.val], batch)
+                  if len(data.val) else None)
+        return head, train_ds, val_ds
+    train_ds = cache_dataset(data.images, data.train, data.targets[data.train], batch, shuffle=True,
+                             seed=seed, repeat=True)
+    val_ds = (cache_dataset(data.images, data.val, data.targets[data.val], batch)
+              if len(data.val) else None)
+    return model, train_ds, val_ds
 
 
 def _load_weights(model: keras.Model, path) -> None:
@@ -108,25 +140,18 @@ def _steps_per_epoch(n_train: int, cfg: RunConfig) -> int:
     return min(steps, cfg.train.max_steps_per_epoch or steps)
 
 
-def _optimizer(cfg: RunConfig, learning_rate: float, total_steps: int,
-               steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    warmup = min(int(cfg.train.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate * 0.01 if warmup else learning_rate,
-        decay_steps=max(total_steps - warmup, 1), alpha=0.01,
-        warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
-    if cfg.train.optimizer == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay)
-    return keras.optimizers.Adam(schedule)
+def _monitor_name(cfg: RunConfig, data: TrainData) -> str:
+    """`train.monitor` as Keras logs it: without `val_` when there is no val split; a detection
+    model's accuracy is its class output's (`class_accuracy`)."""
+    monitor = cfg.train.monitor if len(data.val) else cfg.train.monitor.removeprefix("val_")
+    if data.task == "detection" and monitor.endswith("accuracy"):
+        monitor = monitor.replace("accuracy", "class_accuracy")
+    return monitor
 
 
-def _loss(cfg: RunConfig, task: str) -> keras.losses.Loss:
-    if task == "multilabel":
-        return keras.losses.BinaryCrossentropy(label_smoothing=cfg.train.label_smoothing)
-    return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing)
-
-
-def _metrics(task: str) -> list:
+def _metrics(task: str) -> list | dict:
+    if task == "detection":
+        return {"class": [keras.metrics.CategoricalAccuracy(name="accuracy")]}
     if task == "multilabel":
         return [keras.metrics.BinaryAccuracy(name="accuracy")]
     return [keras.metrics.CategoricalAccuracy(name="accuracy")]

@@ -1,0 +1,58 @@
+"""Fast head stage: with the backbone frozen and no augmentation, the backbone maps each image to
+the same features every epoch, so compute them once and train the head on them.
+
+The split point is the output of the head's global pooling (`head_pool`) when the head has one, so
+the stored features are one vector per image, else the input of the first head layer.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tinyvision.data.pipeline import cache_dataset
+from tinyvision.models.build import is_head_layer
+
+
+def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(extractor, head): extractor(images) -> features, head(features) -> model outputs.
+
+    Both share the layer objects of `model`, so training `head` trains `model`'s head.
+    """
+    names = [layer.name for layer in model.layers]
+    if "head_pool" in names:
+        features = model.get_layer("head_pool").output
+    else:
+        first = next(layer for layer in model.layers if is_head_layer(layer))
+        features = first.input
+    extractor = keras.Model(model.inputs, features, name="feature_extractor")
+    head = keras.Model(features, model.outputs, name="head_on_features")
+    return extractor, head
+
+
+def extract_features(extractor: keras.Model, images: np.ndarray, indices: np.ndarray,
+                     batch_size: int = 128) -> np.ndarray:
+    """Backbone features of `images[indices]` (inference mode), float32, in order."""
+    if len(indices) == 0:
+        return np.zeros((0, *extractor.output_shape[1:]), np.float32)
+    dummy = np.zeros((len(indices), 1), np.float32)
+    ds = cache_dataset(images, indices, dummy, batch_size).map(lambda x, y: x)
+    return extractor.predict(ds, verbose=0).astype(np.float32)
+
+
+def feature_dataset(features: np.ndarray, targets, batch_size: int, shuffle: bool = False,
+                    seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """Batches of (features, targets) from memory; same shuffling scheme as `cache_dataset`."""
+    positions = tf.data.Dataset.range(len(features))
+    if shuffle:
+        positions = positions.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        positions = positions.repeat()
+    feats = tf.constant(features)
+    targets = tf.nest.map_structure(lambda t: tf.constant(np.asarray(t, np.float32)), targets)
+
+    def gather(p):
+        return tf.gather(feats, p), tf.nest.map_structure(lambda t: tf.gather(t, p), targets)
+
+    return positions.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
