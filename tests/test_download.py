@@ -269,3 +269,18 @@ def test_download_coco_argument_checks(tmp_path):
     with pytest.raises(DataError, match=r"Could not download http://127.0.0.1:9/none.zip: URLError"):
         download_coco(tmp_path, ["person"], annotations_url="http://127.0.0.1:9/none.zip",
                       timeout=2, retries=0)
+
+
+def test_cli_download_reports_failures_and_exits_1(fake_coco, tmp_path):
+    from typer.testing import CliRunner
+
+    from tinyvision.cli_data import data_app
+
+    url = fake_coco.url + "/annotations/annotations_trainval2017.zip"
+    result = CliRunner().invoke(data_app, [
+        "download", "coco", "--classes", "person,car", "--no-negative", "--min-area", "0.01",
+        "--out", str(tmp_path / "coco"), "--annotations-url", url, "--workers", "2"])
+    assert result.exit_code == 1
+    assert "5 downloaded, 0 already present, 1 failed" in result.output
+    assert "t007.png: HTTP 404" in result.output and "run the same command again" in result.output
+    assert (tmp_path / "coco" / "coco2017.yaml").is_file()
