@@ -364,7 +364,16 @@ def test_unusual_segmentations_fall_back_to_a_full_parse(tmp_path):
 def test_area_from_segmentation(threshold_coco):
     # The fixture's segmentation area is half the box: img000's person (1 %) becomes 0.5 %.
     by_box = load_coco(source(threshold_coco, classes=["person"], min_area=0.006))
-    by_mask = load_coco(source(threshold_coco, classes=["person"], min_area=0.006,
-                               area="segmentation"))
     assert labels_by_name(by_box) == {"img000.png": ("person",)}
-    assert labels_by_name(by_mask) == {}
+    with pytest.raises(DataError, match=r"no image has an object of \['person'\]"):
+        load_coco(source(threshold_coco, classes=["person"], min_area=0.006, area="segmentation"))
+
+
+def test_nothing_qualifies_is_an_error_and_an_empty_class_a_warning(threshold_coco, caplog):
+    with pytest.raises(DataError, match=r"no image has an object of \['person', 'car'\] that "
+                                        r"passes the options"):
+        load_coco(source(threshold_coco, min_area=0.5))
+    with caplog.at_level(logging.WARNING):
+        manifest = load_coco(source(threshold_coco, min_area={"car": 0.5}))
+    assert manifest.classes == ["person", "car"]
+    assert "no image of class(es) ['car'] passes the options" in caplog.text

@@ -174,8 +174,21 @@ def select(table: ObjectTable, source: AnnotationSource, policies: dict[int, str
         chosen, labels = chosen[keep], labels[keep]
         boxes = boxes[keep] if boxes is not None else None
     problems.report(what, source.on_problem == "skip")
+    _check_counts(labels, classes, what)
     samples = _samples(table, chosen, labels, boxes, classes)
     return Manifest(classes, task, samples), chosen
+
+
+def _check_counts(labels: np.ndarray, classes: list[str], what: str) -> None:
+    """No image at all is an error; a class without images is a warning (a dead output)."""
+    if not len(labels):
+        raise DataError(f"{what}: no image has an object of {classes} that passes the options "
+                        "(min_area, iscrowd/difficult/truncated, caps); loosen them or check "
+                        "`classes`.")
+    empty = [c for c, n in zip(classes, labels.sum(axis=0).tolist()) if n == 0]
+    if empty:
+        logger.warning("%s: no image of class(es) %s passes the options; the model would never "
+                       "see them.", what, empty)
 
 
 def _presence_task(task: str, what: str) -> str:
