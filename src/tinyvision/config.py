@@ -614,6 +614,8 @@ class TrainConfig(Section):
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
     patience: int = Field(5, ge=1)  # early stopping: epochs without improvement of `monitor`
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap for quick trials and tests
+    # tf.distribute strategy: none | mirrored (GPUs, or logical CPUs) | multi_worker (TF_CONFIG).
+    strategy: Literal["none", "mirrored", "multi_worker"] = "none"
     head: HeadStage = Field(default_factory=HeadStage)
     fine_tune: FineTuneStage = Field(default_factory=FineTuneStage)
     # Training-only augmentation ops, in order (docs/augmentation.md); empty: none.

@@ -22,6 +22,7 @@ from tinyvision.data.pipeline import cache_dataset
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
 from tinyvision.runs import RunDir
 from tinyvision.train.callbacks import BestCheckpoint, EpochLog, RichProgress
+from tinyvision.train.distribute import make_strategy
 from tinyvision.train.features import extract_features, feature_dataset, split_at_features
 from tinyvision.train.imbalance import balance_training_data
 from tinyvision.train.losses import build_loss, build_loss_weights
@@ -52,7 +53,15 @@ class TrainResult:
 
 
 def train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None) -> TrainResult:
-    """Build the model from `cfg.model` and train it in two stages; returns the best model."""
+    """Build the model from `cfg.model` and train it in two stages; returns the best model.
+
+    Model, optimizer and training run inside the `train.strategy` tf.distribute scope.
+    """
+    with make_strategy(cfg.train.strategy).scope():
+        return _train_model(cfg, data, run, console)
+
+
+def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None) -> TrainResult:
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
     data, class_weight = balance_training_data(cfg, data)
