@@ -71,21 +71,77 @@ def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None):
 
 # ---- evaluate --------------------------------------------------------------------------------
 def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) -> dict:
-    """Float model metrics on the test split (val when there is no test split) -> metrics.json."""
+    """Float model metrics on the test split (val when there is no test split) -> metrics.json.
+
+    Multi-label runs first tune per-class thresholds on the val split (F-beta, `evaluate.beta`)
+    and save them as thresholds.json in the run and in export/. `evaluate.tta` averages each
+    image's scores with its mirror image's. metrics.json also lists the worst predictions, and
+    eval_scores.npz keeps the scores for the report.
+    """
     import keras
 
-    from tinyvision.evaluate.metrics import classification_metrics
-    from tinyvision.train.trainer import predict_scores
+    from tinyvision.evaluate.metrics import classification_metrics, worst_predictions
+    from tinyvision.evaluate.report import save_eval_scores
 
     if model is None:
-        model = keras.models.load_model(run.require(run.float_model, f"tinyvision train"))
+        model = keras.models.load_model(run.require(run.float_model, "tinyvision train"))
+    manifest, tta = data.manifest, cfg.evaluate.tta
+    thresholds = _tune_thresholds(cfg, run, data, model) if manifest.task == "multilabel" else None
     split, indices = _eval_split(data)
-    scores = predict_scores(model, data.cache.images, indices)
-    y_true = data.manifest.label_matrix()[indices]
-    metrics = classification_metrics(y_true, scores, data.manifest.classes, data.manifest.task)
-    metrics = {"split": split, "images": int(len(indices)), **metrics}
-    atomic_write_json(run.metrics, {"float": metrics})
+    scores = _float_scores(model, data.cache.images, indices, tta)
+    y_true = manifest.label_matrix()[indices]
+    metrics = classification_metrics(y_true, scores, manifest.classes, manifest.task,
+                                     thresholds=thresholds, beta=cfg.evaluate.beta)
+    metrics = {"split": split, "images": int(len(indices)), "tta": tta, **metrics}
+    worst = worst_predictions(y_true, scores, [manifest.samples[i].path for i in indices],
+                              manifest.classes, manifest.task, cfg.evaluate.worst_n, thresholds)
+    save_eval_scores(run, split, indices, scores)
+    atomic_write_json(run.metrics, {"float": metrics, "worst_predictions": worst})
     return metrics
+
+
+def _float_scores(model, images: np.ndarray, indices: np.ndarray, tta: bool) -> np.ndarray:
+    """Float model scores of `images[indices]`; with `tta`, averaged with the mirror images."""
+    from tinyvision.train.trainer import predict_scores
+
+    if not tta:
+        return predict_scores(model, images, indices)
+    from tinyvision.evaluate.tta import keras_scorer, tta_outputs
+
+    return tta_outputs(keras_scorer(model), np.asarray(images[indices]))
+
+
+def _tune_thresholds(cfg: RunConfig, run: RunDir, data: PreparedData, model) -> np.ndarray:
+    """Multi-label thresholds tuned on the val split, saved in the run and export/ folders."""
+    from tinyvision.evaluate.thresholds import (DEFAULT_THRESHOLD, THRESHOLDS_FILE,
+                                                save_thresholds, tune_thresholds)
+
+    val, classes = data.indices("val"), data.manifest.classes
+    if len(val):
+        scores = _float_scores(model, data.cache.images, val, cfg.evaluate.tta)
+        thresholds = tune_thresholds(data.manifest.label_matrix()[val], scores, cfg.evaluate.beta)
+    else:
+        log.warning("no validation images to tune multi-label thresholds on; every class keeps "
+                    "%g (set data.val_fraction above 0 to tune them)", DEFAULT_THRESHOLD)
+        thresholds = np.full(len(classes), DEFAULT_THRESHOLD)
+    for folder in (run.root, run.export_dir):
+        save_thresholds(folder / THRESHOLDS_FILE, classes, thresholds, cfg.evaluate.beta)
+    return thresholds
+
+
+def run_thresholds(run: RunDir, manifest: Manifest) -> np.ndarray | None:
+    """The run's tuned multi-label thresholds (None for multi-class); 0.5 with a warning when
+    the run has no thresholds.json yet."""
+    from tinyvision.evaluate.thresholds import DEFAULT_THRESHOLD, THRESHOLDS_FILE, load_thresholds
+
+    if manifest.task != "multilabel":
+        return None
+    path = run.root / THRESHOLDS_FILE
+    if not path.exists():
+        log.warning("%s does not exist; every class keeps threshold %g. Run `tinyvision eval %s` "
+                    "to tune them.", path, DEFAULT_THRESHOLD, run.root)
+        return np.full(len(manifest.classes), DEFAULT_THRESHOLD)
+    return load_thresholds(path, manifest.classes).as_array()
 
 
 def _eval_split(data: PreparedData) -> tuple[str, np.ndarray]:
@@ -118,28 +174,50 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) ->
     start = time.perf_counter()
     model_bytes = export_int8(model, np.asarray(data.cache.images[chosen]), run.int8_model)
     quantization = tensor_quantization(model_bytes)
+    thresholds = _export_thresholds(run, data.manifest)
     write_c_source(model_bytes, run.c_header, run.c_source, cfg.export.c_array_name, quantization,
-                   data.manifest.classes)
+                   data.manifest.classes, thresholds)
     return {"int8_bytes": len(model_bytes), "float_bytes": run.float_model.stat().st_size,
             "calibration_images": int(len(chosen)), "quantization": quantization,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+def _export_thresholds(run: RunDir, manifest: Manifest) -> list[float] | None:
+    """Multi-label: the run's thresholds, copied to export/thresholds.json; None for multi-class."""
+    from tinyvision.evaluate.thresholds import THRESHOLDS_FILE
+
+    thresholds = run_thresholds(run, manifest)
+    if thresholds is None:
+        return None
+    if (run.root / THRESHOLDS_FILE).exists():
+        atomic_write_text(run.export_dir / THRESHOLDS_FILE, (run.root / THRESHOLDS_FILE).read_text())
+    return thresholds.tolist()
+
+
 # ---- verify ----------------------------------------------------------------------------------
 def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
-    """int8 model on TFLM (sample) and LiteRT reference kernels (whole split): metrics, arena."""
+    """int8 model on TFLM (sample) and LiteRT reference kernels (whole split): metrics, arena.
+
+    Metrics use the run's multi-label thresholds and, with `evaluate.tta`, flip averaging on the
+    reference kernels, as the float evaluation does."""
     from tinyvision.evaluate.metrics import classification_metrics
-    from tinyvision.verify import verify_int8
+    from tinyvision.verify import ReferenceRunner, verify_int8
 
     model_path = run.require(run.int8_model, "tinyvision export")
     split, indices = _eval_split(data)
     images = np.asarray(data.cache.images[indices])
     result = verify_int8(model_path, images, cfg.verify.tflm_samples, cfg.verify.max_arena_bytes,
                          cfg.seed)
+    scores = result.pop("scores")
+    if cfg.evaluate.tta:
+        from tinyvision.evaluate.tta import int8_scorer, tta_outputs
+
+        scores = tta_outputs(int8_scorer(ReferenceRunner(model_path)), images)
     y_true = data.manifest.label_matrix()[indices]
-    metrics = classification_metrics(y_true, result.pop("scores"), data.manifest.classes,
-                                     data.manifest.task)
-    report = {"split": split, **result, "metrics": metrics}
+    metrics = classification_metrics(y_true, scores, data.manifest.classes, data.manifest.task,
+                                     thresholds=run_thresholds(run, data.manifest),
+                                     beta=cfg.evaluate.beta)
+    report = {"split": split, "tta": cfg.evaluate.tta, **result, "metrics": metrics}
     float_metrics = _read_float_metrics(run)
     if float_metrics:
         report["delta"] = {key: metrics[key] - float_metrics[key]
@@ -154,6 +232,15 @@ def _read_float_metrics(run: RunDir) -> dict | None:
     if not run.metrics.exists():
         return None
     return json.loads(run.metrics.read_text()).get("float")
+
+
+# ---- report ----------------------------------------------------------------------------------
+def report_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> Path:
+    """report.html: a self-contained page on the run (after evaluate; export, verify and
+    summary.json add their sections when present). Returns its path."""
+    from tinyvision.evaluate.report import write_report
+
+    return write_report(cfg, run, data.manifest, data.cache)
 
 
 # ---- the whole run ---------------------------------------------------------------------------

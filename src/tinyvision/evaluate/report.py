@@ -1,0 +1,338 @@
+"""`report.html`: one self-contained page per run, readable offline.
+
+Every image is embedded as a base64 data URI and the styles are inline; there is no script and no
+external file, so the page can be mailed or archived. It is built from what the stages left in the
+run directory (config.yaml, manifest, log.csv, lr_find.png, metrics.json, eval_scores.npz,
+thresholds.json, verify.json, summary.json) plus the image cache; a missing file leaves its
+section with a note on which command produces it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from tinyvision.config import RunConfig
+from tinyvision.data.cache import ImageCache
+from tinyvision.data.manifest import SPLITS, Manifest
+from tinyvision.evaluate import plots
+from tinyvision.runs import RunDir, atomic_path, atomic_write_text
+
+REPORT_FILE = "report.html"
+EVAL_SCORES_FILE = "eval_scores.npz"
+LR_FIND_FILE = "lr_find.png"
+SAMPLES_PER_CLASS = 6
+MAX_GRID_CLASSES = 30
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
+max-width:1200px;padding:0 1rem;color:#222}
+h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.25rem .6rem}
+th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.note{color:#777;font-style:italic}.grid{display:flex;flex-wrap:wrap;gap:.5rem}
+figure{margin:0;text-align:center;font-size:.8rem;max-width:260px}
+img{max-width:100%}pre{background:#f7f7f7;padding:.6rem;overflow-x:auto;font-size:.8rem}
+.muted{color:#777}
+"""
+
+
+# ---- scores saved by the evaluate stage -------------------------------------------------------
+def save_eval_scores(run: RunDir, split: str, indices: np.ndarray, scores: np.ndarray) -> Path:
+    """Keep the evaluated split's sample indices and float scores for the report (atomic)."""
+    path = run.root / EVAL_SCORES_FILE
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, split=np.array(split), indices=np.asarray(indices, np.int64),
+                 scores=np.asarray(scores, np.float32))
+    return path
+
+
+def load_eval_scores(run: RunDir) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(split, indices, scores) saved by the evaluate stage, or None if it has not run."""
+    path = run.root / EVAL_SCORES_FILE
+    if not path.exists():
+        return None
+    with np.load(path) as saved:
+        return str(saved["split"]), saved["indices"], saved["scores"]
+
+
+# ---- the page --------------------------------------------------------------------------------
+def write_report(cfg: RunConfig, run: RunDir, manifest: Manifest, cache: ImageCache) -> Path:
+    """Build report.html for the run and write it atomically; returns its path."""
+    path = run.root / REPORT_FILE
+    atomic_write_text(path, build_report(cfg, run, manifest, cache))
+    return path
+
+
+def build_report(cfg: RunConfig, run: RunDir, manifest: Manifest, cache: ImageCache) -> str:
+    """The report as one HTML string."""
+    files = _RunFiles.read(run)
+    sections = [
+        _config_section(cfg, run),
+        _data_section(manifest, cache, cfg.seed),
+        _training_section(run),
+        _evaluation_section(manifest, files),
+        _worst_section(manifest, cache, files),
+        _deployment_section(run, files),
+    ]
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"tinyvision run {run.name}"
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{escape(title)}</h1><p class=\"muted\">{escape(manifest.task)}, "
+            f"{len(manifest.classes)} classes, {len(manifest)} images &middot; report written "
+            f"{stamp} &middot; {escape(str(run.root))}</p>{''.join(sections)}</body></html>\n")
+
+
+class _RunFiles:
+    """The JSON and score files of a run (None where absent)."""
+
+    def __init__(self, metrics, verify, summary, scores) -> None:
+        self.metrics, self.verify, self.summary, self.scores = metrics, verify, summary, scores
+
+    @classmethod
+    def read(cls, run: RunDir) -> _RunFiles:
+        return cls(_json(run.metrics), _json(run.verify), _json(run.summary), load_eval_scores(run))
+
+    @property
+    def float_metrics(self) -> dict | None:
+        return (self.metrics or {}).get("float")
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---- html helpers ----------------------------------------------------------------------------
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{escape(title)}</h2>{body}</section>"
+
+
+def _note(text: str) -> str:
+    return f"<p class=\"note\">{escape(text)}</p>"
+
+
+def _img(data: bytes, alt: str, mime: str = "image/png") -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f"<img src=\"data:{mime};base64,{encoded}\" alt=\"{escape(alt)}\">"
+
+
+def _figure(data: bytes, caption: str) -> str:
+    return f"<figure>{_img(data, caption)}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    """A table; numbers (and the '–' of a missing value) are right-aligned."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _td(value) -> str:
+    numeric = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)) \
+        or (isinstance(value, str) and value[:1] in "+-" and value[1:2].isdigit())
+    return f"<td class=\"n\">{escape(_cell(value))}</td>" if numeric else \
+        f"<td>{escape(_cell(value))}</td>"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+# ---- sections --------------------------------------------------------------------------------
+def _config_section(cfg: RunConfig, run: RunDir) -> str:
+    m, t = cfg.model, cfg.train
+    rows = [["backbone", f"{m.backbone} alpha {m.alpha:g}"],
+            ["input", f"{m.input_size[0]}x{m.input_size[1]} {m.color_mode}, resize {cfg.data.resize}"],
+            ["weights", m.weights], ["task", m.task],
+            ["optimizer", f"{t.optimizer}, batch {t.batch_size}, label smoothing {t.label_smoothing:g}"],
+            ["head stage", f"{t.head.epochs} epochs at lr {t.head.learning_rate:g}"],
+            ["fine-tune stage", f"{t.fine_tune.epochs} epochs at lr {t.fine_tune.learning_rate:g} "
+                                f"from {t.fine_tune.unfreeze_from}"],
+            ["evaluation", f"beta {cfg.evaluate.beta:g}, TTA {'on' if cfg.evaluate.tta else 'off'}"],
+            ["seed", str(cfg.seed)]]
+    text = run.config.read_text() if run.config.exists() else cfg.to_yaml()
+    return _section("Configuration", _table(["setting", "value"], rows)
+                    + f"<details><summary>config.yaml</summary><pre>{escape(text)}</pre></details>")
+
+
+def _data_section(manifest: Manifest, cache: ImageCache, seed: int) -> str:
+    counts = manifest.counts()
+    rows = [[name, *(counts.get(s, {}).get(name, 0) for s in SPLITS),
+             sum(counts.get(s, {}).get(name, 0) for s in SPLITS)] for name in manifest.classes]
+    body = _table(["class", *SPLITS, "total"], rows)
+    body += f"<p>{len(manifest)} images; {len(cache.bad)} could not be decoded.</p>"
+    if cache.bad:
+        listed = "".join(f"<li>{escape(p)}: {escape(r)}</li>" for p, r in cache.bad[:50])
+        body += f"<details><summary>undecodable images</summary><ul>{listed}</ul></details>"
+    body += "<h3>Samples (as the model sees them)</h3>" + _sample_grid(manifest, cache, seed)
+    return _section("Data", body)
+
+
+def _sample_grid(manifest: Manifest, cache: ImageCache, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    figures = []
+    for name in manifest.classes[:MAX_GRID_CLASSES]:
+        members = [i for i, s in enumerate(manifest.samples) if name in s.labels and cache.valid[i]]
+        for i in sorted(rng.permutation(members)[:SAMPLES_PER_CLASS].tolist()):
+            sample = manifest.samples[i]
+            image = plots.thumbnail(cache.images[i], boxes=_true_box(cache, i))
+            figures.append(_figure(plots.encode_image(image),
+                                   f"{', '.join(sample.labels)} · {Path(sample.path).name}"))
+    return f"<div class=\"grid\">{''.join(figures)}</div>" if figures else _note("No images.")
+
+
+def _true_box(cache: ImageCache, index: int) -> list:
+    box = cache.boxes[index]
+    return [] if np.isnan(box[0]) else [(box.tolist(), plots.TRUE_COLOUR)]
+
+
+def _training_section(run: RunDir) -> str:
+    body = ""
+    rows = _log_rows(run.log)
+    chart = plots.training_curves(rows) if rows else None
+    body += _img(chart, "training curves") if chart else _note("No log.csv: the model was not "
+                                                              "trained in this run directory.")
+    lr_find = run.root / LR_FIND_FILE
+    if lr_find.exists():
+        body += "<h3>Learning-rate finder</h3>" + _img(lr_find.read_bytes(), "learning-rate finder")
+    return _section("Training", body)
+
+
+def _log_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _evaluation_section(manifest: Manifest, files: _RunFiles) -> str:
+    metrics = files.float_metrics
+    if metrics is None:
+        return _section("Evaluation", _note("No metrics.json: run `tinyvision eval RUN`."))
+    body = (f"<p>Float model on the {escape(metrics.get('split', '?'))} split "
+            f"({metrics.get('images', metrics['n_samples'])} images"
+            f"{', flip TTA' if metrics.get('tta') else ''}): accuracy {metrics['accuracy']:.4f}, "
+            f"macro F1 {metrics['macro_f1']:.4f}.</p>")
+    body += _per_class_table(metrics)
+    if metrics.get("confusion_matrix"):
+        body += "<h3>Confusion matrix</h3>" + _img(
+            plots.confusion_matrix_plot(metrics["confusion_matrix"], metrics["classes"]),
+            "confusion matrix")
+    if "label_confusion" in metrics:
+        body += "<h3>Per-label confusion</h3>" + _label_confusion_table(metrics)
+    body += "<h3>Precision-recall curves</h3>" + _pr_section(manifest, files, metrics)
+    return _section("Evaluation", body)
+
+
+def _per_class_table(metrics: dict) -> str:
+    thresholds = metrics.get("thresholds")
+    beta = metrics.get("beta", 1.0)
+    scores = ("precision", "recall", "f1") + (("fbeta",) if beta != 1.0 else ())
+    headers = ["class", "precision", "recall", "F1", f"F{beta:g}"][:len(scores) + 1]
+    headers += ["support", "ROC-AUC", "PR-AUC"] + (["threshold"] if thresholds else [])
+    rows = []
+    for k, (name, row) in enumerate(metrics["per_class"].items()):
+        rows.append([name, *(row[s] for s in scores), row["support"], row.get("roc_auc"),
+                     row.get("pr_auc")] + ([thresholds[k]] if thresholds else []))
+    for average in ("macro", "weighted"):
+        row = metrics["averages"][average]
+        rows.append([f"{average} avg", *(row[s] for s in scores), None,
+                     metrics.get(f"roc_auc_{average}"), metrics.get(f"pr_auc_{average}")]
+                    + ([None] if thresholds else []))
+    caption = (f"<p>Thresholds tuned on the validation split to maximise F{beta:g}.</p>"
+               if thresholds else "")
+    return _table(headers, rows) + caption
+
+
+def _label_confusion_table(metrics: dict) -> str:
+    rows = [[name, tn, fp, fn, tp] for name, ((tn, fp), (fn, tp))
+            in metrics["label_confusion"].items()]
+    return _table(["class", "true neg.", "false pos.", "false neg.", "true pos."], rows)
+
+
+def _pr_section(manifest: Manifest, files: _RunFiles, metrics: dict) -> str:
+    if files.scores is None:
+        return _note("No eval_scores.npz: run `tinyvision eval RUN` to draw the curves.")
+    _, indices, scores = files.scores
+    indicator = manifest.label_matrix()[indices].astype(np.int64)
+    chart = plots.pr_curves(indicator, scores, manifest.classes, metrics.get("thresholds"))
+    return _img(chart, "precision-recall curves") if chart else _note(
+        "No class has both positive and negative images in the evaluated split.")
+
+
+def _worst_section(manifest: Manifest, cache: ImageCache, files: _RunFiles) -> str:
+    worst = (files.metrics or {}).get("worst_predictions")
+    if worst is None:
+        return _section("Worst predictions", _note("None recorded: run `tinyvision eval RUN`."))
+    index_of = {s.path: i for i, s in enumerate(manifest.samples)}
+    body = ""
+    for name, entries in worst.items():
+        figures = [_worst_figure(entry, cache, index_of.get(entry["path"])) for entry in entries]
+        body += f"<h3>{escape(name)}</h3>" + (f"<div class=\"grid\">{''.join(figures)}</div>"
+                                              if figures else _note("No wrong predictions."))
+    return _section("Worst predictions (most confident mistakes per class)", body)
+
+
+def _worst_figure(entry: dict, cache: ImageCache, index: int | None) -> str:
+    true, pred = (", ".join(v) if isinstance(v, list) else v for v in (entry["true"], entry["pred"]))
+    lines = [f"true: {true or '-'}", f"pred: {pred or '-'}", f"score {entry['score']:.3f}"]
+    caption = f"{entry.get('error', '').replace('_', ' ')} {Path(entry['path']).name}".strip()
+    if index is None or not cache.valid[index]:
+        return f"<figure>{escape(' · '.join(lines))}<figcaption>{escape(caption)}</figcaption></figure>"
+    image = plots.thumbnail(cache.images[index], lines, _true_box(cache, index), min_side=160)
+    return _figure(plots.encode_image(image), caption)
+
+
+def _deployment_section(run: RunDir, files: _RunFiles) -> str:
+    float_m, verify, summary = files.float_metrics, files.verify, files.summary or {}
+    int8_m = (verify or {}).get("metrics")
+    body = ""
+    if float_m or int8_m:
+        keys = [("accuracy", "accuracy"), ("macro F1", "macro_f1"),
+                ("ROC-AUC (macro)", "roc_auc_macro"), ("PR-AUC (macro)", "pr_auc_macro")]
+        rows = [[label, _get(float_m, key), _get(int8_m, key), _delta(float_m, int8_m, key)]
+                for label, key in keys]
+        body += _table(["metric", "float (Keras)", "int8 on TFLM", "delta"], rows)
+    if verify:
+        body += (f"<p>TFLM ran {verify['tflm_images']} images with outputs equal to the LiteRT "
+                 f"reference kernels, which scored all {verify['reference_images']}.</p>")
+    else:
+        body += _note("No verify.json: run `tinyvision verify RUN` for int8 metrics on TFLM.")
+    body += _table(["", "value"], _size_rows(run, verify, summary))
+    return _section("Float vs int8 on TensorFlow Lite Micro", body)
+
+
+def _size_rows(run: RunDir, verify: dict | None, summary: dict) -> list[list]:
+    int8_bytes = (verify or {}).get("model_bytes") or summary.get("int8_bytes")
+    if int8_bytes is None and run.int8_model.exists():
+        int8_bytes = run.int8_model.stat().st_size
+    float_bytes = run.float_model.stat().st_size if run.float_model.exists() else \
+        summary.get("float_bytes")
+    arena = (verify or {}).get("arena_bytes") or summary.get("arena_bytes")
+    macs = summary.get("macs")
+    ops = ", ".join(f"{k} x{v}" for k, v in sorted((verify or {}).get("ops", {}).items()))
+    return [["int8 model bytes", int8_bytes], ["float model bytes", float_bytes],
+            ["tensor arena bytes", arena], ["MACs per image", macs], ["int8 ops", ops or None]]
+
+
+def _get(metrics: dict | None, key: str):
+    return None if metrics is None else metrics.get(key)
+
+
+def _delta(a: dict | None, b: dict | None, key: str) -> str | None:
+    x, y = _get(a, key), _get(b, key)
+    return None if x is None or y is None else f"{y - x:+.4f}"

@@ -1,0 +1,102 @@
+"""Test-time augmentation: average a model's scores over an image and its mirror images.
+
+Works for any scorer that maps uint8 images (N, H, W, C) to class scores (N, classes), or to
+(class scores, boxes) for a box head: the float Keras model (`keras_scorer`) and the int8 model
+on the LiteRT reference kernels (`int8_scorer`). Boxes are normalised xyxy; a box predicted on a
+flipped image is flipped back before averaging.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Union
+
+import numpy as np
+
+from tinyvision.errors import ConfigError
+
+FLIPS = frozenset({"horizontal", "vertical"})
+DEFAULT_FLIPS = ("horizontal",)
+_AXES = {"horizontal": 2, "vertical": 1}  # NHWC: width is axis 2, height axis 1
+
+Outputs = Union[np.ndarray, tuple[np.ndarray, np.ndarray]]
+Scorer = Callable[[np.ndarray], Outputs]
+
+
+def check_flips(flips: Sequence[str]) -> tuple[str, ...]:
+    """`flips` as a tuple, or a ConfigError naming the allowed values and close matches."""
+    if isinstance(flips, str):
+        flips = (flips,)
+    flips = tuple(flips)
+    for flip in flips:
+        if flip not in FLIPS:
+            close = difflib.get_close_matches(str(flip), sorted(FLIPS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"Expected each TTA flip to be one of {sorted(FLIPS)}, received "
+                              f"flip={flip!r}.{hint}")
+    if len(set(flips)) != len(flips):
+        raise ConfigError(f"TTA flips must not repeat, received flips={list(flips)}.")
+    return flips
+
+
+def flip_images(images: np.ndarray, flip: str) -> np.ndarray:
+    """Mirror a batch (N, H, W, C) left-right ("horizontal") or top-bottom ("vertical")."""
+    check_flips((flip,))
+    return np.ascontiguousarray(np.flip(np.asarray(images), axis=_AXES[flip]))
+
+
+def unflip_boxes(boxes: np.ndarray, flip: str) -> np.ndarray:
+    """Normalised xyxy boxes predicted on a flipped image -> boxes of the original image."""
+    boxes = np.asarray(boxes, dtype=np.float32).copy()
+    if flip == "horizontal":
+        boxes[:, [0, 2]] = 1.0 - boxes[:, [2, 0]]
+    else:
+        boxes[:, [1, 3]] = 1.0 - boxes[:, [3, 1]]
+    return boxes
+
+
+def tta_outputs(scorer: Scorer, images: np.ndarray,
+                flips: Sequence[str] = DEFAULT_FLIPS) -> Outputs:
+    """Mean of `scorer` over the images and each flip of them (boxes flipped back first).
+
+    With `flips=()` this is just `scorer(images)`.
+    """
+    flips = check_flips(flips)
+    first = scorer(images)
+    if not flips:
+        return first
+    passes = [first] + [_unflipped(scorer(flip_images(images, f)), f) for f in flips]
+    if isinstance(first, tuple):
+        return _mean([p[0] for p in passes]), _mean([p[1] for p in passes])
+    return _mean(passes)
+
+
+def _mean(passes: list[np.ndarray]) -> np.ndarray:
+    """Mean of the passes as first + mean difference: exactly the first pass when all agree."""
+    base = np.asarray(passes[0])
+    return base + np.mean([np.asarray(p) - base for p in passes], axis=0).astype(base.dtype)
+
+
+def _unflipped(outputs: Outputs, flip: str) -> Outputs:
+    if isinstance(outputs, tuple):
+        return outputs[0], unflip_boxes(outputs[1], flip)
+    return outputs
+
+
+def keras_scorer(model, batch_size: int = 128) -> Scorer:
+    """uint8 images -> the float Keras model's outputs (scores, or (scores, boxes))."""
+
+    def score(images: np.ndarray) -> Outputs:
+        outputs = model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+        if isinstance(outputs, (list, tuple)):
+            return tuple(np.asarray(o, np.float32) for o in outputs[:2])
+        return np.asarray(outputs, np.float32)
+
+    return score
+
+
+def int8_scorer(runner) -> Scorer:
+    """uint8 images -> dequantised scores of an int8 model (a `verify.ReferenceRunner` or any
+    object with `.scores(uint8_images)`)."""
+    return runner.scores

@@ -1,0 +1,376 @@
+"""Run a trained model on new image files: labels, scores and (box models) pixel boxes.
+
+The model is a run's float `.keras` or int8 `.tflite` (the latter on the LiteRT reference kernels,
+bit-exact with TensorFlow Lite Micro). Everything else comes from the run directory: input size,
+colour mode and resize from config.yaml, class names from manifest.jsonl, multi-label thresholds
+from thresholds.json. Images go through `data.cache.decode_image` with the run's `DecodeSpec`, so
+the model sees exactly the pixels it was trained on.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinyvision.config import IMAGE_EXTENSIONS, RunConfig, load_config
+from tinyvision.data.cache import BadImage, DecodeSpec, decode_image
+from tinyvision.data.manifest import Manifest
+from tinyvision.errors import ConfigError, DataError, ModelError, RunError
+from tinyvision.runs import RunDir, atomic_path, atomic_write_text
+
+log = logging.getLogger("tinyvision")
+
+MODEL_KINDS = frozenset({"auto", "int8", "float"})
+OUTPUT_FORMATS = frozenset({"table", "json", "csv"})
+_SUFFIX_KIND = {".tflite": "int8", ".keras": "float"}
+BATCH = 64  # images decoded and scored at a time
+
+
+def check_choice(name: str, value: str, allowed: frozenset[str]) -> str:
+    """`value` if it is in `allowed`, else a ConfigError with the allowed values and a close match."""
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), sorted(allowed), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Expected {name} to be one of {sorted(allowed)}, received "
+                          f"{name}={value!r}.{hint}")
+    return value
+
+
+# ---- results ---------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """One image's answer: predicted labels, the top-k (class, score) pairs, and for box models
+    the box in pixel xyxy of the original (EXIF-rotated) image."""
+
+    path: str
+    labels: list[str]
+    top: list[tuple[str, float]]
+    box: list[float] | None = None
+    size: tuple[int, int] | None = None  # (width, height) of the original image, when known
+
+    def to_json(self) -> dict:
+        row: dict = {"path": self.path, "labels": self.labels,
+                     "scores": {name: round(score, 6) for name, score in self.top}}
+        if self.box is not None:
+            row["box"] = [round(v, 2) for v in self.box]
+        if self.size is not None:
+            row["width"], row["height"] = self.size
+        return row
+
+
+@dataclass
+class Predictor:
+    """A loaded model plus what the run says about its inputs and outputs."""
+
+    model_path: Path
+    kind: str  # "int8" or "float"
+    cfg: RunConfig
+    classes: list[str]
+    task: str
+    thresholds: np.ndarray | None  # multi-label only
+    spec: DecodeSpec  # how the run's cache decoded images: predict decodes the same way
+    scorer: object = field(repr=False)  # uint8 images -> scores or (scores, boxes)
+
+    def outputs(self, images: np.ndarray, tta: bool = False,
+                flips: Sequence[str] = ("horizontal",)) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores (N, classes) and normalised boxes (N, 4) or None, for uint8 model inputs."""
+        from tinyvision.evaluate.tta import tta_outputs
+
+        result = tta_outputs(self.scorer, images, flips if tta else ())
+        return (result[0], result[1]) if isinstance(result, tuple) else (result, None)
+
+    def predict(self, paths: Sequence[str | Path], tta: bool = False, top_k: int = 5,
+                flips: Sequence[str] = ("horizontal",)) -> list[Prediction]:
+        """Decode `paths` as the run's cache did and predict each; in input order."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"Expected top_k to be a positive integer, received top_k={top_k!r}.")
+        results: list[Prediction] = []
+        for start in range(0, len(paths), BATCH):
+            chunk = [Path(p) for p in paths[start:start + BATCH]]
+            scores, boxes = self.outputs(decode_images(chunk, self.spec), tta, flips)
+            for i, path in enumerate(chunk):
+                box = None if boxes is None else boxes[i]
+                results.append(self._prediction(path, scores[i], box, top_k))
+        return results
+
+    def _prediction(self, path: Path, scores: np.ndarray, box: np.ndarray | None,
+                    top_k: int) -> Prediction:
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        top = [(self.classes[k], float(scores[k])) for k in order]
+        if self.task == "multilabel":
+            labels = [c for c, s, t in zip(self.classes, scores, self.thresholds) if s >= t]
+        else:
+            labels = [self.classes[int(np.argmax(scores))]]
+        if box is None:
+            return Prediction(str(path), labels, top)
+        size = image_size(path)
+        return Prediction(str(path), labels, top, box_to_pixels(box, size, self.spec), size)
+
+
+# ---- loading ---------------------------------------------------------------------------------
+def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
+    """A run directory (its int8 model when exported, else the float one; `kind` chooses) or a
+    model file inside a run's export/ folder, ready to predict."""
+    from tinyvision.workflow import decode_spec
+
+    kind = check_choice("kind", kind, MODEL_KINDS)
+    model_path, run = resolve_model(Path(target), kind)
+    cfg = load_config(run.config)
+    manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
+    kind, spec = _SUFFIX_KIND[model_path.suffix], decode_spec(cfg)
+    scorer = _load_scorer(model_path, kind, spec, len(manifest.classes))
+    thresholds = _thresholds(model_path, run, manifest) if manifest.task == "multilabel" else None
+    if cfg.data.crop_to_box:
+        log.warning("the run trained on images cropped to their boxes (data.crop_to_box); predict "
+                    "sees whole images, so crop them to the object first for the same pixels")
+    return Predictor(model_path, kind, cfg, manifest.classes, manifest.task, thresholds, spec,
+                     scorer)
+
+
+def resolve_model(target: Path, kind: str = "auto") -> tuple[Path, RunDir]:
+    """(model file, its run directory) for a run directory or a model file in a run."""
+    from tinyvision.runs import open_run_dir
+
+    if target.is_dir():
+        run = open_run_dir(target)
+        if kind == "auto":
+            kind = "int8" if run.int8_model.exists() else "float"
+        path = run.int8_model if kind == "int8" else run.float_model
+        producer = "tinyvision export" if kind == "int8" else "tinyvision train"
+        return run.require(path, f"{producer} {run.root}"), run
+    if not target.exists():
+        raise RunError(f"MODEL={target} does not exist; pass a run directory (runs/NAME) or a "
+                       "model file in its export/ folder (model_int8.tflite, model_float.keras).")
+    if target.suffix not in _SUFFIX_KIND:
+        raise ModelError(f"MODEL={target} is neither a .tflite (int8) nor a .keras (float) model; "
+                         "pass a run directory or one of its export/ model files.")
+    if kind not in ("auto", _SUFFIX_KIND[target.suffix]):
+        raise ConfigError(f"kind={kind!r} does not match MODEL={target} (a "
+                          f"{_SUFFIX_KIND[target.suffix]} model); drop --kind or pass the run "
+                          "directory.")
+    return target, _run_of(target)
+
+
+def _run_of(model_path: Path) -> RunDir:
+    for folder in (model_path.parent, model_path.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return RunDir(folder)
+    raise RunError(f"{model_path} is not inside a run directory: predict reads the run's "
+                   "config.yaml (input size, colour mode, resize) and manifest.jsonl (class names) "
+                   "from the folder above export/. Keep the model in <run>/export/ or pass the run "
+                   "directory.")
+
+
+def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int):
+    from tinyvision.evaluate.tta import int8_scorer, keras_scorer
+
+    if kind == "int8":
+        model = Int8Model(model_path)
+        shapes, input_shape = model.output_shapes, model.input_shape
+        scorer = int8_scorer(model)
+    else:
+        import keras
+
+        try:
+            model = keras.models.load_model(model_path, compile=False)
+        except Exception as exc:  # Keras raises many types for a broken or foreign file
+            raise ModelError(f"Cannot load the Keras model {model_path}: {exc}") from None
+        outputs = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
+        shapes, input_shape = [tuple(s) for s in outputs], tuple(model.input_shape)
+        scorer = keras_scorer(model)
+    _check_shapes(model_path, input_shape, shapes, spec, n_classes)
+    return scorer
+
+
+def _check_shapes(model_path: Path, input_shape: tuple, output_shapes: list[tuple],
+                  spec: DecodeSpec, n_classes: int) -> None:
+    expected = (*spec.size, spec.channels)
+    if tuple(input_shape[1:]) != expected:
+        raise ModelError(f"{model_path} takes inputs of shape {list(input_shape[1:])} but the run's "
+                         f"config.yaml says {list(expected)} (model.input_size, model.color_mode); "
+                         "the model is not from this run.")
+    if output_shapes[0][-1] != n_classes or len(output_shapes) > 2 \
+            or (len(output_shapes) == 2 and output_shapes[1][-1] != 4):
+        raise ModelError(f"{model_path} has outputs {[list(s[1:]) for s in output_shapes]}, but the "
+                         f"run's manifest.jsonl lists {n_classes} classes (expected [{n_classes}] "
+                         "or [class, box] outputs); the model is not from this run.")
+
+
+def _thresholds(model_path: Path, run: RunDir, manifest: Manifest) -> np.ndarray:
+    from tinyvision.evaluate.thresholds import DEFAULT_THRESHOLD, THRESHOLDS_FILE, load_thresholds
+
+    for path in (model_path.parent / THRESHOLDS_FILE, run.root / THRESHOLDS_FILE):
+        if path.exists():
+            return load_thresholds(path, manifest.classes).as_array()
+    log.warning("no thresholds.json beside %s or in %s; every class uses %g. Run `tinyvision "
+                "eval %s` to tune them.", model_path, run.root, DEFAULT_THRESHOLD, run.root)
+    return np.full(len(manifest.classes), DEFAULT_THRESHOLD)
+
+
+class Int8Model:
+    """An int8 .tflite on the LiteRT reference kernels (bit-exact with TFLM), with one output
+    (class scores) or two ([class scores, box]); `.scores(uint8 images)` dequantises."""
+
+    def __init__(self, model_path: str | Path) -> None:
+        from tinyvision.verify import Quantization, ReferenceRunner
+
+        self.runner = ReferenceRunner(model_path)
+        details = self.runner.interpreter.get_output_details()
+        self.outputs = [(d["index"], Quantization(*d["quantization"])) for d in details]
+        self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in details]
+        self.input_shape = self.runner.input_shape
+
+    def scores(self, images: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        from tinyvision.verify import dequantize, quantize_images
+
+        if len(self.outputs) == 1:
+            return self.runner.scores(images)
+        interpreter, rows = self.runner.interpreter, []
+        for x in quantize_images(images, self.runner.input_q):
+            interpreter.set_tensor(self.runner.input_index, x[None])
+            interpreter.invoke()
+            rows.append([dequantize(interpreter.get_tensor(i)[0], q) for i, q in self.outputs])
+        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+# ---- images ----------------------------------------------------------------------------------
+def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Image files named directly, plus every image file under named folders (sorted)."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise DataError(f"Folder {item} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+            found += files
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise DataError(f"Image {item} does not exist; check the path.")
+    if not found:
+        raise DataError("No images given; pass image files or folders of images.")
+    return found
+
+
+def decode_images(paths: Sequence[Path], spec: DecodeSpec) -> np.ndarray:
+    """uint8 (N, H, W, C) model inputs, decoded exactly as the training cache was."""
+    batch = np.empty((len(paths), *spec.size, spec.channels), np.uint8)
+    for i, path in enumerate(paths):
+        if not Path(path).is_file():
+            raise DataError(f"Image {path} does not exist; check the path.")
+        try:
+            batch[i] = decode_image(path, spec)
+        except BadImage as exc:
+            raise DataError(f"Cannot read image {path}: {exc}. Pass only image files "
+                            f"({', '.join(IMAGE_EXTENSIONS)}) that open in an image viewer.") from None
+    return batch
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) after EXIF rotation, read from the header only."""
+    from PIL import Image
+
+    from tinyvision.data.cache import _oriented_size
+
+    with Image.open(path) as im:
+        return _oriented_size(*im.size, im.getexif().get(0x0112, 1))
+
+
+def box_to_pixels(box: Sequence[float], size: tuple[int, int], spec: DecodeSpec) -> list[float]:
+    """A normalised xyxy box of the model input -> pixel xyxy of the original image: the inverse
+    of the cache's mapping for each resize mode (stretch, center_crop, letterbox)."""
+    from tinyvision.data.cache import _source_region
+
+    rx1, ry1, rx2, ry2 = _source_region(size, spec, None)
+    target_h, target_w = spec.size
+    u = np.clip(np.asarray(box, np.float64), 0.0, 1.0)
+    if spec.resize == "letterbox":
+        scale = min(target_w / (rx2 - rx1), target_h / (ry2 - ry1))
+        new_w, new_h = max(1, round((rx2 - rx1) * scale)), max(1, round((ry2 - ry1) * scale))
+        off_x, off_y = (target_w - new_w) // 2, (target_h - new_h) // 2
+        xs = rx1 + (u[[0, 2]] * target_w - off_x) * (rx2 - rx1) / new_w
+        ys = ry1 + (u[[1, 3]] * target_h - off_y) * (ry2 - ry1) / new_h
+    else:
+        xs = rx1 + u[[0, 2]] * (rx2 - rx1)
+        ys = ry1 + u[[1, 3]] * (ry2 - ry1)
+    xs, ys = np.clip(xs, 0, size[0]), np.clip(ys, 0, size[1])
+    return [float(xs[0]), float(ys[0]), float(xs[1]), float(ys[1])]
+
+
+# ---- output ----------------------------------------------------------------------------------
+def to_json(predictions: Sequence[Prediction], predictor: Predictor, tta: bool) -> str:
+    return json.dumps({"model": str(predictor.model_path), "kind": predictor.kind,
+                       "task": predictor.task, "tta": tta,
+                       "predictions": [p.to_json() for p in predictions]}, indent=2) + "\n"
+
+
+def to_csv(predictions: Sequence[Prediction], top_k: int) -> str:
+    """path, labels (';'-joined), class_1, score_1, ... class_k, score_k[, x1, y1, x2, y2]."""
+    has_box = any(p.box is not None for p in predictions)
+    k = max((len(p.top) for p in predictions), default=0)
+    k = min(k, top_k)
+    header = ["path", "labels"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "score")]
+    header += ["x1", "y1", "x2", "y2"] if has_box else []
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for p in predictions:
+        row = [p.path, ";".join(p.labels)]
+        for name, score in p.top[:k]:
+            row += [name, f"{score:.6f}"]
+        row += [""] * (2 + 2 * k - len(row))
+        if has_box:
+            row += [f"{v:.2f}" for v in p.box] if p.box is not None else [""] * 4
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def write_annotated(predictions: Sequence[Prediction], folder: str | Path) -> list[Path]:
+    """Copies of the images with labels, scores and boxes drawn, written atomically to `folder`.
+
+    Names are kept (a repeated name gets -2, -3, ...); an input image is never overwritten."""
+    from PIL import Image, ImageOps
+
+    from tinyvision.evaluate.plots import PRED_COLOUR, annotate
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, taken = [], set()
+    for p in predictions:
+        target = _free_name(folder, Path(p.path), taken)
+        if target.resolve() == Path(p.path).resolve():
+            raise ConfigError(f"--annotate {folder} would overwrite the input image {p.path}; "
+                              "choose a folder that holds no input images.")
+        with Image.open(p.path) as im:
+            image = ImageOps.exif_transpose(im).convert("RGB")
+        lines = [", ".join(p.labels) or "(none)"] + [f"{n} {s:.3f}" for n, s in p.top[:3]]
+        boxes = [(p.box, PRED_COLOUR)] if p.box is not None else []
+        fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+        with atomic_path(target, suffix=target.suffix) as tmp:
+            annotate(image, lines, boxes).save(tmp, format=fmt)
+        written.append(target)
+    return written
+
+
+def _free_name(folder: Path, source: Path, taken: set[str]) -> Path:
+    name, number = source.name, 1
+    while name in taken:
+        number += 1
+        name = f"{source.stem}-{number}{source.suffix}"
+    taken.add(name)
+    return folder / name
+
+
+def save_text(path: str | Path, text: str) -> Path:
+    """Write an output file atomically."""
+    atomic_write_text(path, text)
+    return Path(path)
