@@ -55,7 +55,8 @@ def oversample_indices(indices: np.ndarray, targets: np.ndarray, task: str,
 
     Multi-class: every class gets exactly n_max rows (whole repeats plus a random remainder).
     Multi-label: a sample is repeated n_max / n_rarest-of-its-labels times on average (random
-    rounding); samples without labels appear once.
+    rounding); samples without labels appear once. Every label then appears about n_max times
+    or more: repeating an image repeats all its labels, so co-occurring labels grow as well.
     """
     indices = np.asarray(indices, np.int64)
     rows = np.asarray(targets, np.float32)

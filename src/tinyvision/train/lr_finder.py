@@ -1,0 +1,180 @@
+"""Learning-rate finder (`tinyvision lr-find`): raise the rate exponentially, one step each, and
+record the loss; suggest the rate where the smoothed loss falls fastest.
+
+The sweep stops once the smoothed loss exceeds 4x its minimum (or is not finite). The suggestion
+uses a centred moving average (no lag, unlike an online exponential average) and the steepest
+negative slope of loss over log10(rate) before the loss minimum. Seeded: the same config gives
+the same curve and suggestion.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import keras
+import numpy as np
+
+from tinyvision.config import RunConfig
+from tinyvision.runs import RunDir, atomic_path, atomic_write_text
+
+EXPLODE_FACTOR = 4.0  # stop when the smoothed loss exceeds this times its minimum
+ONLINE_BETA = 0.9  # online smoothing used only for the stop rule
+
+
+@dataclass
+class LrFindResult:
+    learning_rates: np.ndarray  # the rates actually tried (the sweep may stop early)
+    losses: np.ndarray  # training loss of each step's batch, before the step
+    smoothed: np.ndarray
+    suggestion: float | None  # None when the loss never fell
+    stopped_early: bool
+
+
+def sweep_rates(start: float, end: float, steps: int) -> np.ndarray:
+    """`steps` rates from `start` to `end`, equally spaced in log scale."""
+    return start * (end / start) ** (np.arange(steps) / max(steps - 1, 1))
+
+
+def smooth(losses: np.ndarray, window: int | None = None) -> np.ndarray:
+    """Centred moving average (odd window, edges padded with the end values)."""
+    losses = np.asarray(losses, np.float64)
+    n = len(losses)
+    if n == 0:
+        return losses
+    window = min((window or max(3, n // 15)) | 1, n if n % 2 else n - 1)
+    half = window // 2
+    padded = np.concatenate([np.full(half, losses[0]), losses, np.full(half, losses[-1])])
+    return np.convolve(padded, np.ones(window) / window, mode="valid")
+
+
+def suggest_rate(learning_rates: np.ndarray, smoothed: np.ndarray) -> float | None:
+    """The rate of steepest descent of `smoothed` against log10(rate), searched from the first
+    tenth of the sweep up to the loss minimum; None if the loss never fell."""
+    n = len(smoothed)
+    if n < 5:
+        return None
+    lowest = int(np.argmin(smoothed))
+    first = max(1, n // 10)
+    if lowest <= first:
+        return None
+    slope = np.gradient(smoothed, np.log10(learning_rates))
+    best = first + int(np.argmin(slope[first:lowest + 1]))
+    return float(learning_rates[best]) if slope[best] < 0 else None
+
+
+def lr_sweep(model: keras.Model, batches: Iterator, learning_rates: np.ndarray,
+             on_step: Callable[[int, float, float], None] | None = None) -> LrFindResult:
+    """Train a compiled `model` one batch per rate; `model.optimizer.learning_rate` must be a
+    variable (a float when compiled). `on_step(step, rate, loss)` reports progress."""
+    losses: list[float] = []
+    average, best = 0.0, math.inf
+    stopped = False
+    for step, rate in enumerate(learning_rates):
+        model.optimizer.learning_rate.assign(float(rate))
+        batch = next(batches)
+        logs = model.train_on_batch(*batch, return_dict=True)
+        loss = float(logs["loss"])
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step, float(rate), loss)
+        average = ONLINE_BETA * average + (1 - ONLINE_BETA) * loss
+        smoothed = average / (1 - ONLINE_BETA ** (step + 1))
+        best = min(best, smoothed)
+        if not math.isfinite(loss) or smoothed > EXPLODE_FACTOR * best:
+            stopped = step < len(learning_rates) - 1
+            break
+    rates = np.asarray(learning_rates[:len(losses)], np.float64)
+    values = np.asarray(losses, np.float64)
+    finite = np.isfinite(values)
+    rates, values = rates[finite], values[finite]
+    curve = smooth(values) if len(values) else values
+    return LrFindResult(rates, values, curve, suggest_rate(rates, curve), stopped)
+
+
+def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] | None = None
+            ) -> LrFindResult:
+    """The sweep of `train.lr_find` on a fresh model built from `cfg` and `data` (a `TrainData`),
+    with the configured optimizer, loss, class weights and oversampling."""
+    from tinyvision.data.pipeline import cache_dataset
+    from tinyvision.models.build import build_model
+    from tinyvision.train.imbalance import balance_training_data
+    from tinyvision.train.losses import build_loss, build_loss_weights
+    from tinyvision.train.optimizers import lr_multiplier_map, make_optimizer
+    from tinyvision.train.trainer import _set_trainable
+
+    settings = cfg.train.lr_find
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg.model, len(data.classes), data.task)
+    data, class_weight = balance_training_data(cfg, data)
+    _set_trainable(model, cfg, settings.stage)
+    multipliers = lr_multiplier_map(cfg, model) if settings.stage == "fine_tune" else None
+    model.compile(optimizer=make_optimizer(cfg.train, float(settings.start), multipliers),
+                  loss=build_loss(cfg.train, data.task, class_weight),
+                  loss_weights=build_loss_weights(cfg.train, data.task))
+    boxes = getattr(data, "boxes", None)  # detection: (N, 4) normalised xyxy
+    dataset = cache_dataset(data.images, data.train, data.targets[data.train],
+                            cfg.train.batch_size, shuffle=True, seed=cfg.seed, repeat=True,
+                            augment=cfg.train.augment or None,
+                            boxes=None if boxes is None else boxes[data.train])
+    rates = sweep_rates(settings.start, settings.end, settings.steps)
+    return lr_sweep(model, iter(dataset.as_numpy_iterator()), rates, on_step)
+
+
+def save_lr_find(result: LrFindResult, run: RunDir) -> tuple:
+    """Write `lr_find.csv` (step, rate, loss, smoothed) and `lr_find.png` into the run."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
+    for step, row in enumerate(zip(result.learning_rates, result.losses, result.smoothed)):
+        writer.writerow([step, *(f"{v:.6g}" for v in row)])
+    csv_path, png_path = run.root / "lr_find.csv", run.root / "lr_find.png"
+    atomic_write_text(csv_path, out.getvalue())
+    _plot(result, png_path)
+    return csv_path, png_path
+
+
+def _plot(result: LrFindResult, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(result.learning_rates, result.losses, color="0.75", lw=1, label="loss per step")
+    ax.plot(result.learning_rates, result.smoothed, color="C0", lw=2, label="smoothed")
+    if result.suggestion is not None:
+        ax.axvline(result.suggestion, color="C3", ls="--",
+                   label=f"suggested {result.suggestion:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    if len(result.smoothed):  # keep the explosion from flattening the interesting part
+        low = result.smoothed.min()
+        high = max(min(result.smoothed.max(), 2 * result.smoothed[0]), low + 1e-6)
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def run_lr_find(cfg: RunConfig, on_step: Callable[[int, float, float], None] | None = None,
+                progress: bool = True) -> tuple[RunDir, LrFindResult]:
+    """`tinyvision lr-find`: a run directory `<name>-lr-find` with config, manifest, CSV and plot."""
+    from tinyvision.train.trainer import TrainData
+    from tinyvision.workflow import prepare_data, start_run
+
+    cfg, run = start_run(cfg.model_copy(update={"name": f"{cfg.name}-lr-find"}))
+    prepared = prepare_data(cfg, run, progress=progress)
+    data = TrainData(prepared.cache.images, prepared.manifest.label_matrix(),
+                     prepared.indices("train"), prepared.indices("val"), prepared.indices("test"),
+                     prepared.manifest.classes, prepared.manifest.task)
+    result = find_lr(cfg, data, on_step)
+    save_lr_find(result, run)
+    return run, result
