@@ -151,6 +151,24 @@ def test_box_model_gives_pixel_boxes_and_tta_flips_them_back(colour_run, tmp_pat
         keras.backend.clear_session()
 
 
+@pytest.mark.slow
+def test_int8_box_model_finds_its_outputs_and_maps_the_box(colour_run):
+    from tinyvision.export.litert import export_int8
+
+    _, run, data, _ = colour_run
+    box_model = colour_model(data.manifest.classes, "multiclass", box=[0.1, 0.2, 0.6, 0.9])
+    path = run.export_dir / "model_box_int8.tflite"
+    export_int8(box_model, np.asarray(data.cache.images[data.indices("train")]), path)
+    try:
+        predictor = load_predictor(path)
+        sample = next(s for s in data.manifest.samples if s.labels == ("red",))
+        (prediction,) = predictor.predict([sample.path])
+        assert prediction.labels == ["red"]
+        np.testing.assert_allclose(prediction.box, [4.0, 6.0, 24.0, 27.0], atol=0.5)
+    finally:
+        path.unlink()
+
+
 # ---- the command ------------------------------------------------------------------------------
 def _app():
     from tinyvision.cli_predict import predict_command

@@ -173,7 +173,7 @@ def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int):
     from tinyvision.evaluate.tta import int8_scorer, keras_scorer
 
     if kind == "int8":
-        model = Int8Model(model_path)
+        model = Int8Model(model_path, n_classes)
         shapes, input_shape = model.output_shapes, model.input_shape
         scorer = int8_scorer(model)
     else:
@@ -217,13 +217,19 @@ def _thresholds(model_path: Path, run: RunDir, manifest: Manifest) -> np.ndarray
 
 class Int8Model:
     """An int8 .tflite on the LiteRT reference kernels (bit-exact with TFLM), with one output
-    (class scores) or two ([class scores, box]); `.scores(uint8 images)` dequantises."""
+    (class scores) or two ([class scores, box]); `.scores(uint8 images)` dequantises.
 
-    def __init__(self, model_path: str | Path) -> None:
+    The converter does not promise to keep Keras's output order, so with two outputs the class
+    output is the one with `n_classes` values and the box the one with 4 (the file's order when
+    both have 4)."""
+
+    def __init__(self, model_path: str | Path, n_classes: int) -> None:
         from tinyvision.verify import Quantization, ReferenceRunner
 
         self.runner = ReferenceRunner(model_path)
         details = self.runner.interpreter.get_output_details()
+        if len(details) == 2 and details[0]["shape"][-1] != n_classes:
+            details = details[::-1]
         self.outputs = [(d["index"], Quantization(*d["quantization"])) for d in details]
         self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in details]
         self.input_shape = self.runner.input_shape
