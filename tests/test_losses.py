@@ -162,17 +162,18 @@ def test_class_weights_go_into_the_loss():
 
 def test_detection_loss_is_class_plus_weighted_box():
     train = TrainConfig(box_loss="smooth_l1", box_loss_weight=5.0)
-    losses = build_loss(train, "detection")
-    assert set(losses) == {"class", "box"} and losses["box"].kind == "smooth_l1"
-    assert build_loss_weights(train, "detection") == {"class": 1.0, "box": 5.0}
+    class_loss, box_loss = build_loss(train, "detection")
+    assert isinstance(class_loss, keras.losses.CategoricalCrossentropy)
+    assert box_loss.kind == "smooth_l1"
+    assert build_loss_weights(train, "detection") == [1.0, 5.0]
     assert build_loss_weights(train, "multiclass") is None
 
 
 def test_detection_model_trains_with_the_combined_loss():
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(8, activation="relu")(inputs)
-    outputs = [keras.layers.Dense(2, activation="softmax", name="class")(hidden),
-               keras.layers.Dense(4, activation="sigmoid", name="box")(hidden)]
+    outputs = [keras.layers.Dense(2, activation="softmax", name="head_class_output")(hidden),
+               keras.layers.Dense(4, activation="sigmoid", name="head_box_output")(hidden)]
     model = keras.Model(inputs, outputs)
     train = TrainConfig(box_loss_weight=2.0)
     model.compile("sgd", loss=build_loss(train, "detection"),
@@ -181,7 +182,8 @@ def test_detection_model_trains_with_the_combined_loss():
     y = (np.eye(2, dtype=np.float32)[np.arange(8) % 2],
          np.tile(np.array([[0.1, 0.2, 0.6, 0.7]], np.float32), (8, 1)))
     logs = model.evaluate(x, y, return_dict=True, verbose=0)
-    assert logs["loss"] == pytest.approx(logs["class_loss"] + 2.0 * logs["box_loss"], rel=1e-4)
+    assert logs["loss"] == pytest.approx(
+        logs["head_class_output_loss"] + 2.0 * logs["head_box_output_loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize("loss", [BinaryLoss(2.0, 0.25, [1.0, 2.0], 0.1), MacroDoubleSoftF1([1.0, 2.0]),

@@ -195,19 +195,20 @@ def resolve_loss_name(train: TrainConfig, task: str) -> str:
 
 
 def build_loss(train: TrainConfig, task: str, class_weight: np.ndarray | None = None):
-    """The loss for `model.compile`: one loss, or {"class": ..., "box": ...} for detection.
+    """The loss for `model.compile`: one loss, or [class loss, box loss] for detection (the
+    detection model's two outputs, in that order).
 
     `class_weight`: one weight per class (multi-label: the weight of each label's positives).
     """
     class_loss = _class_loss(train, task, class_weight)
     if task == "detection":
-        return {"class": class_loss, "box": BoxLoss(train.box_loss)}
+        return [class_loss, BoxLoss(train.box_loss)]
     return class_loss
 
 
-def build_loss_weights(train: TrainConfig, task: str) -> dict[str, float] | None:
-    """Detection: {"class": 1, "box": train.box_loss_weight}; otherwise None."""
-    return {"class": 1.0, "box": train.box_loss_weight} if task == "detection" else None
+def build_loss_weights(train: TrainConfig, task: str) -> list[float] | None:
+    """Detection: [1, train.box_loss_weight] (class, box); otherwise None."""
+    return [1.0, train.box_loss_weight] if task == "detection" else None
 
 
 def _class_loss(train: TrainConfig, task: str, class_weight: np.ndarray | None):

@@ -172,9 +172,11 @@ def run_lr_find(cfg: RunConfig, on_step: Callable[[int, float, float], None] | N
 
     cfg, run = start_run(cfg.model_copy(update={"name": f"{cfg.name}-lr-find"}))
     prepared = prepare_data(cfg, run, progress=progress)
+    task = prepared.manifest.task
+    detection = {"boxes": prepared.cache.boxes} if task == "detection" else {}
     data = TrainData(prepared.cache.images, prepared.manifest.label_matrix(),
                      prepared.indices("train"), prepared.indices("val"), prepared.indices("test"),
-                     prepared.manifest.classes, prepared.manifest.task)
+                     prepared.manifest.classes, task, **detection)
     result = find_lr(cfg, data, on_step)
     save_lr_find(result, run)
     return run, result

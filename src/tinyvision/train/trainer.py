@@ -65,7 +65,7 @@ def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None) -> 
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
     data, class_weight = balance_training_data(cfg, data)
-    monitor = _monitor_name(cfg, data)
+    monitor = _monitor_name(cfg, data, model)
     checkpoint = BestCheckpoint(run.best_weights, monitor)
     epoch_log = EpochLog(run.log)
     stages = [("head", cfg.train.head.epochs, cfg.train.head.learning_rate),
@@ -149,18 +149,18 @@ def _steps_per_epoch(n_train: int, cfg: RunConfig) -> int:
     return min(steps, cfg.train.max_steps_per_epoch or steps)
 
 
-def _monitor_name(cfg: RunConfig, data: TrainData) -> str:
+def _monitor_name(cfg: RunConfig, data: TrainData, model: keras.Model) -> str:
     """`train.monitor` as Keras logs it: without `val_` when there is no val split; a detection
-    model's accuracy is its class output's (`class_accuracy`)."""
+    model's accuracy is its class output's (`<first output name>_accuracy`)."""
     monitor = cfg.train.monitor if len(data.val) else cfg.train.monitor.removeprefix("val_")
     if data.task == "detection" and monitor.endswith("accuracy"):
-        monitor = monitor.replace("accuracy", "class_accuracy")
+        monitor = monitor.replace("accuracy", f"{model.output_names[0]}_accuracy")
     return monitor
 
 
 def _metrics(task: str) -> list | dict:
-    if task == "detection":
-        return {"class": [keras.metrics.CategoricalAccuracy(name="accuracy")]}
+    if task == "detection":  # outputs [class, box]: accuracy of the class output only
+        return [[keras.metrics.CategoricalAccuracy(name="accuracy")], []]
     if task == "multilabel":
         return [keras.metrics.BinaryAccuracy(name="accuracy")]
     return [keras.metrics.CategoricalAccuracy(name="accuracy")]
