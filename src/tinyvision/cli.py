@@ -78,11 +78,15 @@ def main_options(verbose: bool = typer.Option(False, "--verbose", "-v",
 @app.command()
 @user_errors
 def train(
-    config: Path = typer.Argument(..., help="Run config (YAML).", exists=True, dir_okay=False),
+    config: Optional[Path] = typer.Argument(None, help="Run config (YAML).", exists=True,
+                                            dir_okay=False, show_default=False),
     overrides: Optional[list[str]] = typer.Argument(
         None, help="Config overrides as dotted key=value, e.g. train.batch_size=32 "
                    "model.input_size=128 name=person-v2.", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue a killed run (a folder under runs/) from its last saved "
+        "epoch instead of starting a new one; give no CONFIG.", file_okay=False, exists=True),
 ) -> None:
     """Train, evaluate, export and verify a model from a run config.
 
@@ -91,10 +95,20 @@ def train(
     overwrite=true).
     """
     from tinyvision.config import load_config
-    from tinyvision.workflow import full_run
+    from tinyvision.errors import ConfigError
+    from tinyvision.workflow import full_run, resume_run
 
-    cfg = load_config(config, overrides)
-    run, summary = full_run(cfg, console=None if quiet else console, progress=not quiet)
+    if resume is not None:
+        if config is not None or overrides:
+            raise ConfigError("--resume continues a run with the config saved in it; pass no "
+                              "CONFIG or overrides with it.")
+        run, summary = resume_run(resume, console=None if quiet else console, progress=not quiet)
+    elif config is None:
+        raise ConfigError("Give a run config: tinyvision train CONFIG [key=value ...], or "
+                          "--resume runs/NAME.")
+    else:
+        cfg = load_config(config, overrides)
+        run, summary = full_run(cfg, console=None if quiet else console, progress=not quiet)
     print_summary(summary)
 
 

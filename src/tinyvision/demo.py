@@ -77,7 +77,13 @@ def demo_config(data_root: Path, runs_dir: Path, name: str = "demo") -> dict:
             # A random backbone has no features worth freezing, so the head stage is skipped and
             # the whole network trains; with ImageNet weights both stages run.
             "head": {"epochs": 0},
-            "fine_tune": {"epochs": 20, "learning_rate": 2e-3, "unfreeze_from": 0}},
+            "fine_tune": {"epochs": 20, "learning_rate": 2e-3, "unfreeze_from": 0},
+            # A shape's class does not change when it is flipped, turned or moved: say so.
+            "augment": [{"op": "flip", "mode": "horizontal_and_vertical"},
+                        {"op": "rotation", "degrees": 180},
+                        {"op": "translation", "fraction": 0.1},
+                        {"op": "zoom", "range": 0.1},
+                        {"op": "contrast", "factor": 0.2}]},
         "export": {"representative_samples": 200},
         "verify": {"tflm_samples": 60},
     }

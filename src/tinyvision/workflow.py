@@ -57,13 +57,17 @@ def prepare_data(cfg: RunConfig, run: RunDir, manifest: Manifest | None = None,
 
 
 # ---- train -----------------------------------------------------------------------------------
-def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None):
+def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None,
+                resume: bool = False):
+    """Two-stage training (continuing from the last saved epoch with `resume`); saves the float
+    model as export/model_float.keras."""
     from tinyvision.train.trainer import TrainData, train_model
 
+    boxes = data.cache.boxes if data.manifest.task == "detection" else None
     train_data = TrainData(data.cache.images, data.manifest.label_matrix(), data.indices("train"),
                            data.indices("val"), data.indices("test"), data.manifest.classes,
-                           data.manifest.task)
-    result = train_model(cfg, train_data, run, console)
+                           data.manifest.task, boxes)
+    result = train_model(cfg, train_data, run, console, resume=resume)
     with atomic_path(run.float_model, suffix=".keras") as tmp:
         result.model.save(tmp)
     return result
@@ -198,8 +202,8 @@ def _export_thresholds(run: RunDir, manifest: Manifest) -> list[float] | None:
 def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     """int8 model on TFLM (sample) and LiteRT reference kernels (whole split): metrics, arena.
 
-    Metrics use the run's multi-label thresholds and, with `evaluate.tta`, flip averaging on the
-    reference kernels, as the float evaluation does."""
+    Metrics use the run's multi-label thresholds (snapped to the int8 output grid, as the
+    exported C arrays are) and, with `evaluate.tta`, flip averaging on the reference kernels."""
     from tinyvision.evaluate.metrics import classification_metrics
     from tinyvision.verify import ReferenceRunner, verify_int8
 
@@ -208,15 +212,20 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     images = np.asarray(data.cache.images[indices])
     result = verify_int8(model_path, images, cfg.verify.tflm_samples, cfg.verify.max_arena_bytes,
                          cfg.seed)
-    scores = result.pop("scores")
+    scores, reference = result.pop("scores"), ReferenceRunner(model_path)
     if cfg.evaluate.tta:
         from tinyvision.evaluate.tta import int8_scorer, tta_outputs
 
-        scores = tta_outputs(int8_scorer(ReferenceRunner(model_path)), images)
+        scores = tta_outputs(int8_scorer(reference), images)
     y_true = data.manifest.label_matrix()[indices]
+    thresholds = run_thresholds(run, data.manifest)
+    if thresholds is not None:
+        from tinyvision.export.c_source import device_thresholds
+
+        q = reference.output_q
+        thresholds = np.asarray(device_thresholds(thresholds, q.scale, q.zero_point)[1])
     metrics = classification_metrics(y_true, scores, data.manifest.classes, data.manifest.task,
-                                     thresholds=run_thresholds(run, data.manifest),
-                                     beta=cfg.evaluate.beta)
+                                     thresholds=thresholds, beta=cfg.evaluate.beta)
     report = {"split": split, "tta": cfg.evaluate.tta, **result, "metrics": metrics}
     float_metrics = _read_float_metrics(run)
     if float_metrics:
@@ -262,13 +271,32 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
 
     The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
     failed with the error (the error is re-raised)."""
+    cfg, run = start_run(cfg)
+    return _registered(cfg, run, console, progress, resume=False)
+
+
+def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[RunDir, dict]:
+    """Continue a killed `tinyvision train` from its last saved epoch, then finish every stage.
+
+    The result equals an uninterrupted run with the same seed (within float tolerance)."""
+    from tinyvision.errors import RunError
+    from tinyvision.train.callbacks import load_resume_state
+
+    cfg, run, _ = load_run(path)
+    if load_resume_state(run.checkpoints) is None:
+        raise RunError(f"{run.root} has no saved training state (checkpoints/state.json): it was "
+                       "killed before its first epoch ended. Start it again with `tinyvision train`.")
+    return _registered(cfg, run, console, progress, resume=True)
+
+
+def _registered(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
+                ) -> tuple[RunDir, dict]:
     from tinyvision.registry import Registry
 
-    cfg, run = start_run(cfg)
     registry = Registry(cfg.runs_dir)
     registry.start_run(run.name, run.root, cfg.model_dump(mode="json"))
     try:
-        summary = _all_stages(cfg, run, console, progress)
+        summary = _all_stages(cfg, run, console, progress, resume)
     except BaseException as exc:
         registry.fail_run(run.name, f"{type(exc).__name__}: {exc}")
         raise
@@ -276,10 +304,11 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
     return run, summary
 
 
-def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool) -> dict:
+def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool) -> dict:
     start = time.perf_counter()
-    data = prepare_data(cfg, run, progress=progress)
-    result = train_stage(cfg, run, data, console)
+    manifest = Manifest.load(run.manifest) if resume else None
+    data = prepare_data(cfg, run, manifest, progress=progress)
+    result = train_stage(cfg, run, data, console, resume=resume)
     float_metrics = evaluate_stage(cfg, run, data, result.model)
     exported = export_stage(cfg, run, data, result.model)
     verified = verify_stage(cfg, run, data)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from tinyvision.runs import atomic_path, atomic_write_text
 
@@ -110,3 +112,102 @@ class RichProgress(keras.callbacks.Callback):
 
 def _format(logs: dict | None) -> str:
     return "  ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+
+
+def seed_generators(model: keras.Model) -> list:
+    """Every keras.random.SeedGenerator held by a layer of `model` (Dropout and friends)."""
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        found += [value for value in vars(layer).values()
+                  if isinstance(value, keras.random.SeedGenerator)]
+    return found
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Set every layer's random state from (seed, epoch) at the start of each epoch, so an epoch's
+    dropout masks do not depend on how many epochs ran before in this process (resume)."""
+
+    def __init__(self, target: keras.Model, seed: int, epoch_offset: int) -> None:
+        super().__init__()
+        self.generators = seed_generators(target)
+        self.seed, self.epoch_offset = seed, epoch_offset
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        global_epoch = self.epoch_offset + epoch
+        for number, generator in enumerate(self.generators):
+            generator.state.assign(np.array([self.seed + 7919 * number, global_epoch], np.uint32)
+                                   .astype(generator.state.dtype))
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose counters can be restored when a killed run resumes mid-stage."""
+
+    def __init__(self, *args, restore: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.restore = restore
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.restore:
+            self.wait, self.best = self.restore["wait"], self.restore["best"]
+
+    def state(self) -> dict:
+        best = self.best
+        return {"wait": int(self.wait), "best": None if best is None else float(best)}
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """After each epoch: the model's weights, the optimizer's state and the trainer's counters, so
+    `tinyvision train --resume` continues where a killed run stopped. Weights and optimizer go to
+    files named by epoch; `state.json` is written last and names them, so a kill at any moment
+    leaves the previous complete state in place."""
+
+    def __init__(self, folder: Path, target: keras.Model, stage: str, epoch_offset: int,
+                 counters) -> None:
+        super().__init__()
+        self.folder, self.target, self.stage = Path(folder), target, stage
+        self.epoch_offset, self.counters = epoch_offset, counters
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        save_resume_state(self.folder, self.target, self.model.optimizer, self.stage, epoch + 1,
+                          self.epoch_offset, finished=False, counters=self.counters())
+
+
+def save_resume_state(folder: Path, target: keras.Model, optimizer, stage: str, stage_epochs: int,
+                      epoch_offset: int, finished: bool, counters: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"{stage}-{stage_epochs}{'-end' if finished else ''}"
+    weights, opt = folder / f"last-{tag}.weights.h5", folder / f"last-{tag}.optimizer.npz"
+    with atomic_path(weights, suffix=".weights.h5") as tmp:
+        target.save_weights(tmp)
+    if optimizer is not None:
+        with atomic_path(opt, suffix=".npz") as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, *[np.asarray(v.numpy()) for v in optimizer.variables])
+    state = {"version": 1, "stage": stage, "stage_epochs": stage_epochs,
+             "epoch_offset": epoch_offset, "finished": finished, "weights": weights.name,
+             "optimizer": opt.name if optimizer is not None else None, **counters}
+    atomic_write_text(folder / "state.json", json.dumps(state, indent=1))
+    for old in folder.glob("last-*"):  # only the files state.json names are kept
+        if old.name not in (weights.name, opt.name):
+            old.unlink(missing_ok=True)
+
+
+def load_resume_state(folder: Path) -> dict | None:
+    path = Path(folder) / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def restore_optimizer(optimizer, variables_file: Path, trainable_variables) -> None:
+    """Give a freshly compiled optimizer the saved state (moments, iteration count)."""
+    optimizer.build(trainable_variables)
+    with np.load(variables_file) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(optimizer.variables):
+        from tinyvision.errors import RunError
+
+        raise RunError(f"{variables_file} holds {len(values)} optimizer variables but the "
+                       f"optimizer has {len(optimizer.variables)}; the run's config changed since "
+                       "it was killed. Start a new run instead of resuming.")
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)

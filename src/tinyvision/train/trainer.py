@@ -21,7 +21,9 @@ from tinyvision.config import RunConfig
 from tinyvision.data.pipeline import cache_dataset
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
 from tinyvision.runs import RunDir
-from tinyvision.train.callbacks import BestCheckpoint, EpochLog, RichProgress
+from tinyvision.train.callbacks import (BestCheckpoint, EpochLog, EpochSeeds, ResumableEarlyStopping,
+                                       ResumeCheckpoint, RichProgress, load_resume_state,
+                                       restore_optimizer, save_resume_state)
 from tinyvision.train.distribute import make_strategy
 from tinyvision.train.features import extract_features, feature_dataset, split_at_features
 from tinyvision.train.imbalance import balance_training_data
@@ -41,6 +43,7 @@ class TrainData:
     test: np.ndarray
     classes: list[str]
     task: str
+    boxes: np.ndarray | None = None  # detection: float32 (N, 4) normalised xyxy in the cached image
 
 
 @dataclass
@@ -52,76 +55,135 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None) -> TrainResult:
+def train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None,
+                resume: bool = False) -> TrainResult:
     """Build the model from `cfg.model` and train it in two stages; returns the best model.
 
-    Model, optimizer and training run inside the `train.strategy` tf.distribute scope.
+    Model, optimizer and training run inside the `train.strategy` tf.distribute scope. With
+    `resume`, training continues from the run's last saved epoch (checkpoints/state.json) and ends
+    where an uninterrupted run with the same seed ends.
     """
     with make_strategy(cfg.train.strategy).scope():
-        return _train_model(cfg, data, run, console)
+        return _train_model(cfg, data, run, console, load_resume_state(run.checkpoints) if resume
+                            else None)
 
 
-def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None) -> TrainResult:
+STAGES = ("head", "fine_tune")
+
+
+def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console, state: dict | None
+                 ) -> TrainResult:
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
     data, class_weight = balance_training_data(cfg, data)
     monitor = _monitor_name(cfg, data, model)
     checkpoint = BestCheckpoint(run.best_weights, monitor)
     epoch_log = EpochLog(run.log)
-    stages = [("head", cfg.train.head.epochs, cfg.train.head.learning_rate),
-              ("fine_tune", cfg.train.fine_tune.epochs, cfg.train.fine_tune.learning_rate)]
+    if state is not None:
+        checkpoint.best, checkpoint.best_epoch = state["best"], state["best_epoch"]
+        epoch_log.rows = state["log"]
+        _load_weights(model, run.checkpoints / state["weights"])
     done_epochs = 0
-    for stage, epochs, learning_rate in stages:
-        if epochs == 0:
+    for stage in STAGES:
+        if getattr(cfg.train, stage).epochs == 0:
             continue
-        _set_trainable(model, cfg, stage)
-        steps = _steps_per_epoch(len(data.train), cfg)
-        fit_model, train_ds, val_ds = _stage_inputs(cfg, data, model, stage, seed=cfg.seed + done_epochs)
-        fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, steps, epochs),
-                          loss=build_loss(cfg.train, data.task, class_weight),
-                          loss_weights=build_loss_weights(cfg.train, data.task),
-                          metrics=_metrics(data.task))
-        checkpoint.target = model
-        for callback in (checkpoint, epoch_log):
-            callback.stage, callback.epoch_offset = stage, done_epochs
-        callbacks = [checkpoint, epoch_log,
-                     keras.callbacks.EarlyStopping(monitor, patience=cfg.train.patience,
-                                                   mode="min" if monitor.endswith("loss") else "max"),
-                     *schedule_callbacks(getattr(cfg.train, stage).schedule, monitor)]
-        if console is not None:
-            callbacks.append(RichProgress(console, steps, epochs, stage))
-        history = fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps,
-                                validation_data=val_ds, callbacks=callbacks, verbose=0,
-                                shuffle=False)
-        done_epochs += len(history.epoch)
+        first = 0
+        if state is not None:
+            if STAGES.index(stage) < STAGES.index(state["stage"]):
+                continue  # finished before the run was killed
+            done_epochs = state["epoch_offset"]
+            if state["finished"] or _stopped_early(state, cfg):
+                done_epochs += state["stage_epochs"]
+                state = None
+                continue
+            first = state["stage_epochs"]
+        history = _fit_stage(cfg, data, model, stage, done_epochs, first, class_weight, monitor,
+                             checkpoint, epoch_log, run, console, state)
+        stage_epochs = first + len(history.epoch)
         if run.best_weights.exists():  # the next stage starts from the best weights so far
             _load_weights(model, run.best_weights)
+        save_resume_state(run.checkpoints, model, None, stage, stage_epochs, done_epochs,
+                          finished=True, counters=_counters(checkpoint, epoch_log, None))
+        done_epochs += stage_epochs
+        state = None
     return TrainResult(model, checkpoint.best_epoch,
                        None if checkpoint.best_epoch is None else checkpoint.best,
                        monitor, epoch_log.rows)
 
 
-def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str, seed: int):
+def _fit_stage(cfg, data, model, stage, epoch_offset, first, class_weight, monitor, checkpoint,
+               epoch_log, run, console, state):
+    """Compile and fit one stage from its epoch `first` (0, or later when resuming)."""
+    _set_trainable(model, cfg, stage)
+    epochs = getattr(cfg.train, stage).epochs
+    steps = _steps_per_epoch(len(data.train), cfg)
+    fit_model, train_ds, val_ds = _stage_inputs(cfg, data, model, stage, epoch_offset + first, steps)
+    fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, steps, epochs),
+                      loss=build_loss(cfg.train, data.task, class_weight),
+                      loss_weights=build_loss_weights(cfg.train, data.task),
+                      metrics=_metrics(data.task))
+    if state is not None:
+        restore_optimizer(fit_model.optimizer, run.checkpoints / state["optimizer"],
+                          fit_model.trainable_variables)
+    checkpoint.target = model
+    for callback in (checkpoint, epoch_log):
+        callback.stage, callback.epoch_offset = stage, epoch_offset
+    stopping = ResumableEarlyStopping(monitor, patience=cfg.train.patience,
+                                      mode="min" if monitor.endswith("loss") else "max",
+                                      restore=state["early_stopping"] if state else None)
+    callbacks = [EpochSeeds(model, cfg.seed, epoch_offset), checkpoint, epoch_log, stopping,
+                 *schedule_callbacks(getattr(cfg.train, stage).schedule, monitor)]
+    if console is not None:
+        callbacks.append(RichProgress(console, steps, epochs, stage))
+    callbacks.append(ResumeCheckpoint(run.checkpoints, model, stage, epoch_offset,
+                                      lambda: _counters(checkpoint, epoch_log, stopping)))
+    return fit_model.fit(train_ds, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
+                         validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
+
+
+def _stopped_early(state: dict, cfg: RunConfig) -> bool:
+    """Early stopping had ended the stage when the run was killed."""
+    stopping = state.get("early_stopping") or {}
+    return stopping.get("wait", 0) >= cfg.train.patience and state["stage_epochs"] > 1
+
+
+def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping) -> dict:
+    return {"best": checkpoint.best, "best_epoch": checkpoint.best_epoch, "log": epoch_log.rows,
+            "early_stopping": stopping.state() if stopping is not None else None}
+
+
+def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str,
+                  first_epoch: int, steps: int):
     """(model to fit, train dataset, val dataset) for a stage.
 
     The head stage without augmentation fits only the head, on backbone features computed once
     (`train.head.cache_features`); otherwise the whole model is fitted on images from the cache.
     """
     batch = cfg.train.batch_size
-    if stage == "head" and cfg.train.head.cache_features and not getattr(cfg.train, "augment", None):
+    seed = cfg.seed + first_epoch
+    train_y, val_y = _targets(data, data.train), _targets(data, data.val)
+    if stage == "head" and cfg.train.head.cache_features and not cfg.train.augment:
         extractor, head = split_at_features(model)
         train_features = extract_features(extractor, data.images, data.train)
         val_features = extract_features(extractor, data.images, data.val)
-        train_ds = feature_dataset(train_features, data.targets[data.train], batch, shuffle=True,
-                                   seed=seed, repeat=True)
-        val_ds = (feature_dataset(val_features, data.targets[data.val], batch)
-                  if len(data.val) else None)
+        train_ds = feature_dataset(train_features, train_y, batch, shuffle=True, seed=seed,
+                                   repeat=True)
+        val_ds = feature_dataset(val_features, val_y, batch) if len(data.val) else None
         return head, train_ds, val_ds
+    boxes = (lambda idx: None) if data.boxes is None else (lambda idx: data.boxes[idx])
     train_ds = cache_dataset(data.images, data.train, data.targets[data.train], batch, shuffle=True,
-                             seed=seed, repeat=True)
-    val_ds = (cache_dataset(data.images, data.val, data.targets[data.val], batch)
-              if len(data.val) else None)
+                             seed=seed, repeat=True, augment=cfg.train.augment,
+                             boxes=boxes(data.train))
+    val_ds = (cache_dataset(data.images, data.val, data.targets[data.val], batch,
+                            boxes=boxes(data.val)) if len(data.val) else None)
     return model, train_ds, val_ds
+
+
+def _targets(data: TrainData, indices: np.ndarray):
+    """What the model is fitted to: class targets, plus the box for a detection model."""
+    if data.boxes is None:
+        return data.targets[indices]
+    return data.targets[indices], data.boxes[indices]
 
 
 def _load_weights(model: keras.Model, path) -> None:
