@@ -4,7 +4,8 @@ The model is a run's float `.keras` or int8 `.tflite` (the latter on the LiteRT 
 bit-exact with TensorFlow Lite Micro). Everything else comes from the run directory: input size,
 colour mode and resize from config.yaml, class names from manifest.jsonl, multi-label thresholds
 from thresholds.json. Images go through `data.cache.decode_image` with the run's `DecodeSpec`, so
-the model sees exactly the pixels it was trained on.
+the model sees exactly the pixels it was trained on. An int8 model's thresholds are snapped to
+its output grid, as in the exported C arrays, so predict answers as the device does.
 """
 
 from __future__ import annotations
@@ -126,8 +127,12 @@ def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
     cfg = load_config(run.config)
     manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
     kind, spec = _SUFFIX_KIND[model_path.suffix], decode_spec(cfg)
-    scorer = _load_scorer(model_path, kind, spec, len(manifest.classes))
+    scorer, output_q = _load_scorer(model_path, kind, spec, len(manifest.classes))
     thresholds = _thresholds(model_path, run, manifest) if manifest.task == "multilabel" else None
+    if thresholds is not None and output_q is not None:  # as on the device: the int8 output grid
+        from tinyvision.export.c_source import device_thresholds
+
+        thresholds = np.asarray(device_thresholds(thresholds, *output_q)[1])
     if cfg.data.crop_to_box:
         log.warning("the run trained on images cropped to their boxes (data.crop_to_box); predict "
                     "sees whole images, so crop them to the object first for the same pixels")
@@ -170,12 +175,15 @@ def _run_of(model_path: Path) -> RunDir:
 
 
 def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int):
+    """(uint8 images -> outputs, (scale, zero point) of the int8 class output or None)."""
     from tinyvision.evaluate.tta import int8_scorer, keras_scorer
 
+    output_q = None
     if kind == "int8":
         model = Int8Model(model_path, n_classes)
         shapes, input_shape = model.output_shapes, model.input_shape
-        scorer = int8_scorer(model)
+        scorer, q = int8_scorer(model), model.outputs[0][1]
+        output_q = (q.scale, q.zero_point)
     else:
         import keras
 
@@ -187,7 +195,7 @@ def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int):
         shapes, input_shape = [tuple(s) for s in outputs], tuple(model.input_shape)
         scorer = keras_scorer(model)
     _check_shapes(model_path, input_shape, shapes, spec, n_classes)
-    return scorer
+    return scorer, output_q
 
 
 def _check_shapes(model_path: Path, input_shape: tuple, output_shapes: list[tuple],
