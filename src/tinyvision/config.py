@@ -587,7 +587,14 @@ class FineTuneStage(Section):
     # Per layer group, e.g. {early: 0.1, late: 0.5, head: 1.0}; None: one rate for all.
     lr_multipliers: LrMultipliers | None = None
     # Where "late" starts (same forms as unfreeze_from); None: halfway from unfreeze_from to the head.
-    lr_split: str | int | None = None
+    lr_split: str | int | float | None = None
+
+    @field_validator("lr_split")
+    @classmethod
+    def _split_fraction(cls, value: str | int | float | None) -> str | int | float | None:
+        if isinstance(value, float) and not 0.0 < value < 1.0:
+            raise ValueError(f"a fraction of the backbone's layers must be in (0, 1), got {value}")
+        return value
 
 
 class TrainConfig(Section):
