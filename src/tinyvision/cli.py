@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from tinyvision.errors import TinyVisionError
@@ -52,7 +53,7 @@ def user_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except TinyVisionError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True,
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
                               soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
@@ -63,8 +64,10 @@ def user_errors(func: Callable) -> Callable:
 
 
 def _mount_subcommands() -> None:
+    from tinyvision.cli_data import data_app
     from tinyvision.cli_runs import runs_app
 
+    app.add_typer(data_app, name="data")
     app.add_typer(runs_app, name="runs")
 
 
