@@ -14,7 +14,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_class_folders, tiny_config, write_image
+from conftest import COLOURS, make_class_folders, tiny_config, write_image
 from tinyvision.config import validate_config
 from tinyvision.data.cache import DecodeSpec, _source_region, map_box
 from tinyvision.errors import ConfigError, DataError, ModelError, RunError
@@ -47,13 +47,34 @@ def colour_model(classes, task, size=32, box=None):
     return keras.Model(inputs, [scores, boxes], name="colour_box")
 
 
-def handbuilt_run(tmp, multilabel=False, **sections):
+DETECTION_BOX = [0.25, 0.25, 0.75, 0.75]  # the hand-built detection model's constant box
+
+
+def _box_images(root):
+    """Grey 40x30 images with one coloured rectangle each, listed in a `path,x1,y1,x2,y2,label`
+    CSV: a single-object detection data set."""
+    rows = []
+    for name in ("red", "green", "blue"):
+        for i in range(8):
+            pixels = np.full((30, 40, 3), 128, np.uint8)
+            x1, y1 = 2 + 2 * i, 1 + i
+            pixels[y1:y1 + 15, x1:x1 + 20] = COLOURS[name]
+            root.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / f"{name}_{i}.png")
+            rows.append(f"{name}_{i}.png,{x1},{y1},{x1 + 20},{y1 + 15},{name}")
+    (root / "boxes.csv").write_text("\n".join(rows) + "\n")
+    return {"source": {"format": "csv", "path": str(root / "boxes.csv")}}
+
+
+def handbuilt_run(tmp, multilabel=False, detection=False, **sections):
     """A run directory made by the real stages around a hand-built model (no training)."""
     from tinyvision.runs import atomic_path
     from tinyvision.workflow import (evaluate_stage, export_stage, prepare_data, start_run,
                                      verify_stage)
 
     root = make_class_folders(tmp / "images", per_class=8)
+    if detection:
+        sections["data"] = _box_images(tmp / "boxes")
     if multilabel:  # half-red, half-green images that are in both folders
         for i in range(6):
             path = write_image(root / "red" / f"mix_{i}.png", (220, 30, 30), seed=100 + i)
@@ -65,7 +86,8 @@ def handbuilt_run(tmp, multilabel=False, **sections):
                       verify={"tflm_samples": 3}, **sections)
     cfg, run = start_run(validate_config(raw))
     data = prepare_data(cfg, run, progress=False)
-    model = colour_model(data.manifest.classes, data.manifest.task)
+    model = colour_model(data.manifest.classes, data.manifest.task,
+                         box=DETECTION_BOX if detection else None)
     with atomic_path(run.float_model, suffix=".keras") as tmp_model:
         model.save(tmp_model)
     evaluate_stage(cfg, run, data, model)
@@ -167,6 +189,46 @@ def test_int8_box_model_finds_its_outputs_and_maps_the_box(colour_run):
         np.testing.assert_allclose(prediction.box, [4.0, 6.0, 24.0, 27.0], atol=0.5)
     finally:
         path.unlink()
+
+
+# ---- a detection run ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    return handbuilt_run(tmp_path_factory.mktemp("detection"), detection=True)
+
+
+@pytest.mark.slow
+def test_detection_run_has_box_metrics_float_and_int8(detection_run):
+    from tinyvision.evaluate.report import load_eval_scores
+
+    _, run, data, _ = detection_run
+    assert data.manifest.task == "detection"
+    float_boxes = json.loads(run.metrics.read_text())["float"]["boxes"]
+    int8_boxes = json.loads(run.verify.read_text())["metrics"]["boxes"]
+    assert 0.2 < float_boxes["mean_iou"] < 1.0  # a constant box overlaps every true box somewhat
+    assert int8_boxes["mean_iou"] == pytest.approx(float_boxes["mean_iou"], abs=0.02)
+    saved = load_eval_scores(run)
+    np.testing.assert_allclose(saved.boxes, np.tile(DETECTION_BOX, (len(saved.indices), 1)),
+                               atol=1e-6)
+
+
+@pytest.mark.slow
+def test_detection_report_shows_boxes(detection_run):
+    from tinyvision.workflow import report_stage
+
+    cfg, run, data, _ = detection_run
+    page = report_stage(cfg, run, data).read_text()
+    assert ">Boxes</h3>" in page and "mean IoU" in page
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["float", "int8"])
+def test_predict_on_a_detection_run_gives_pixel_boxes(detection_run, kind):
+    _, run, data, _ = detection_run
+    sample = next(s for s in data.manifest.samples if s.labels == ("blue",))
+    (prediction,) = load_predictor(run.root, kind).predict([sample.path])
+    assert prediction.labels == ["blue"] and prediction.size == (40, 30)
+    np.testing.assert_allclose(prediction.box, [10.0, 7.5, 30.0, 22.5], atol=0.3)
 
 
 # ---- the command ------------------------------------------------------------------------------

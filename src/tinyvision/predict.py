@@ -227,17 +227,16 @@ class Int8Model:
     """An int8 .tflite on the LiteRT reference kernels (bit-exact with TFLM), with one output
     (class scores) or two ([class scores, box]); `.scores(uint8 images)` dequantises.
 
-    The converter does not promise to keep Keras's output order, so with two outputs the class
-    output is the one with `n_classes` values and the box the one with 4 (the file's order when
-    both have 4)."""
+    The converter does not keep Keras's output order in the tensor list (a [class, box] model
+    lists the box first), so outputs are ordered by the file's serving signature (output_0,
+    output_1, ... in Keras order); without a signature, the output with `n_classes` values comes
+    first."""
 
     def __init__(self, model_path: str | Path, n_classes: int) -> None:
         from tinyvision.verify import Quantization, ReferenceRunner
 
         self.runner = ReferenceRunner(model_path)
-        details = self.runner.interpreter.get_output_details()
-        if len(details) == 2 and details[0]["shape"][-1] != n_classes:
-            details = details[::-1]
+        details = _keras_order(self.runner.interpreter, n_classes)
         self.outputs = [(d["index"], Quantization(*d["quantization"])) for d in details]
         self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in details]
         self.input_shape = self.runner.input_shape
@@ -253,6 +252,22 @@ class Int8Model:
             interpreter.invoke()
             rows.append([dequantize(interpreter.get_tensor(i)[0], q) for i, q in self.outputs])
         return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def _keras_order(interpreter, n_classes: int) -> list[dict]:
+    """Output details of a .tflite in the order of the Keras model it was converted from."""
+    details = interpreter.get_output_details()
+    if len(details) < 2:
+        return details
+    try:
+        named = interpreter.get_signature_runner().get_output_details()
+    except ValueError:  # no signature in the file
+        named = {}
+    by_index = {d["index"]: d for d in details}
+    keys = sorted(named, key=lambda k: (len(k), k))  # output_0, output_1, ..., output_10
+    if len(keys) == len(details) and all(named[k]["index"] in by_index for k in keys):
+        return [by_index[named[k]["index"]] for k in keys]
+    return sorted(details, key=lambda d: d["shape"][-1] != n_classes)
 
 
 # ---- images ----------------------------------------------------------------------------------

@@ -79,12 +79,12 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) 
 
     Multi-label runs first tune per-class thresholds on the val split (F-beta, `evaluate.beta`)
     and save them as thresholds.json in the run and in export/. `evaluate.tta` averages each
-    image's scores with its mirror image's. metrics.json also lists the worst predictions, and
-    eval_scores.npz keeps the scores for the report.
+    image's scores with its mirror image's. Detection runs add box metrics under "boxes".
+    metrics.json also lists the worst predictions; eval_scores.npz keeps the outputs for the report.
     """
     import keras
 
-    from tinyvision.evaluate.metrics import classification_metrics, worst_predictions
+    from tinyvision.evaluate.metrics import worst_predictions
     from tinyvision.evaluate.report import save_eval_scores
 
     if model is None:
@@ -92,20 +92,45 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) 
     manifest, tta = data.manifest, cfg.evaluate.tta
     thresholds = _tune_thresholds(cfg, run, data, model) if manifest.task == "multilabel" else None
     split, indices = _eval_split(data)
-    scores = _float_scores(model, data.cache.images, indices, tta)
-    y_true = manifest.label_matrix()[indices]
-    metrics = classification_metrics(y_true, scores, manifest.classes, manifest.task,
-                                     thresholds=thresholds, beta=cfg.evaluate.beta)
+    outputs = _float_scores(model, data.cache.images, indices, tta)
+    metrics, scores, boxes = _output_metrics(cfg, data, indices, outputs, thresholds)
     metrics = {"split": split, "images": int(len(indices)), "tta": tta, **metrics}
-    worst = worst_predictions(y_true, scores, [manifest.samples[i].path for i in indices],
-                              manifest.classes, manifest.task, cfg.evaluate.worst_n, thresholds)
-    save_eval_scores(run, split, indices, scores)
+    worst = worst_predictions(manifest.label_matrix()[indices], scores,
+                              [manifest.samples[i].path for i in indices], manifest.classes,
+                              _class_task(manifest.task), cfg.evaluate.worst_n, thresholds)
+    save_eval_scores(run, split, indices, scores, boxes)
     atomic_write_json(run.metrics, {"float": metrics, "worst_predictions": worst})
     return metrics
 
 
-def _float_scores(model, images: np.ndarray, indices: np.ndarray, tta: bool) -> np.ndarray:
-    """Float model scores of `images[indices]`; with `tta`, averaged with the mirror images."""
+def _class_task(task: str) -> str:
+    """The task of the class output: a detection model's class output is multi-class."""
+    return "multiclass" if task == "detection" else task
+
+
+def _output_metrics(cfg: RunConfig, data: PreparedData, indices: np.ndarray, outputs,
+                    thresholds: np.ndarray | None) -> tuple[dict, np.ndarray, np.ndarray | None]:
+    """(metrics, class scores, boxes or None) of a model's outputs on `indices`: classification
+    metrics, plus box metrics ("boxes") against the cached boxes for a [class, box] model."""
+    from tinyvision.evaluate.metrics import box_metrics, classification_metrics
+
+    if isinstance(outputs, (list, tuple)):
+        scores, boxes = np.asarray(outputs[0]), np.asarray(outputs[1])
+    else:
+        scores, boxes = np.asarray(outputs), None
+    y_true = data.manifest.label_matrix()[indices]
+    metrics = classification_metrics(y_true, scores, data.manifest.classes,
+                                     _class_task(data.manifest.task), thresholds=thresholds,
+                                     beta=cfg.evaluate.beta)
+    if boxes is not None:
+        metrics["boxes"] = box_metrics(data.cache.boxes[indices], boxes, y_true.argmax(axis=1),
+                                       scores.argmax(axis=1), scores.max(axis=1))
+    return metrics, scores, boxes
+
+
+def _float_scores(model, images: np.ndarray, indices: np.ndarray, tta: bool):
+    """Float model outputs (scores, or [scores, boxes]) of `images[indices]`; with `tta`,
+    averaged with the mirror images."""
     from tinyvision.train.trainer import predict_scores
 
     if not tta:
@@ -203,29 +228,27 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     """int8 model on TFLM (sample) and LiteRT reference kernels (whole split): metrics, arena.
 
     Metrics use the run's multi-label thresholds (snapped to the int8 output grid, as the
-    exported C arrays are) and, with `evaluate.tta`, flip averaging on the reference kernels."""
-    from tinyvision.evaluate.metrics import classification_metrics
-    from tinyvision.verify import ReferenceRunner, verify_int8
+    exported C arrays are) and, with `evaluate.tta`, flip averaging on the reference kernels;
+    a [class, box] model adds box metrics."""
+    from tinyvision.evaluate.tta import tta_outputs
+    from tinyvision.predict import Int8Model
+    from tinyvision.verify import verify_int8
 
     model_path = run.require(run.int8_model, "tinyvision export")
     split, indices = _eval_split(data)
     images = np.asarray(data.cache.images[indices])
     result = verify_int8(model_path, images, cfg.verify.tflm_samples, cfg.verify.max_arena_bytes,
                          cfg.seed)
-    scores, reference = result.pop("scores"), ReferenceRunner(model_path)
-    if cfg.evaluate.tta:
-        from tinyvision.evaluate.tta import int8_scorer, tta_outputs
-
-        scores = tta_outputs(int8_scorer(reference), images)
-    y_true = data.manifest.label_matrix()[indices]
+    outputs, int8 = result.pop("scores"), Int8Model(model_path, len(data.manifest.classes))
+    if cfg.evaluate.tta or len(int8.outputs) > 1:
+        outputs = tta_outputs(int8.scores, images, ("horizontal",) if cfg.evaluate.tta else ())
     thresholds = run_thresholds(run, data.manifest)
     if thresholds is not None:
         from tinyvision.export.c_source import device_thresholds
 
-        q = reference.output_q
+        q = int8.outputs[0][1]
         thresholds = np.asarray(device_thresholds(thresholds, q.scale, q.zero_point)[1])
-    metrics = classification_metrics(y_true, scores, data.manifest.classes, data.manifest.task,
-                                     thresholds=thresholds, beta=cfg.evaluate.beta)
+    metrics = _output_metrics(cfg, data, indices, outputs, thresholds)[0]
     report = {"split": split, "tta": cfg.evaluate.tta, **result, "metrics": metrics}
     float_metrics = _read_float_metrics(run)
     if float_metrics:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -44,22 +45,35 @@ img{max-width:100%}pre{background:#f7f7f7;padding:.6rem;overflow-x:auto;font-siz
 
 
 # ---- scores saved by the evaluate stage -------------------------------------------------------
-def save_eval_scores(run: RunDir, split: str, indices: np.ndarray, scores: np.ndarray) -> Path:
-    """Keep the evaluated split's sample indices and float scores for the report (atomic)."""
+@dataclass(frozen=True)
+class EvalScores:
+    """The float model's outputs on the evaluated split, as the evaluate stage saved them."""
+
+    split: str
+    indices: np.ndarray  # sample indices into the manifest
+    scores: np.ndarray  # (n, classes)
+    boxes: np.ndarray | None  # (n, 4) normalised xyxy for [class, box] models
+
+
+def save_eval_scores(run: RunDir, split: str, indices: np.ndarray, scores: np.ndarray,
+                     boxes: np.ndarray | None = None) -> Path:
+    """Keep the evaluated split's sample indices, float scores and boxes for the report."""
     path = run.root / EVAL_SCORES_FILE
+    extra = {} if boxes is None else {"boxes": np.asarray(boxes, np.float32)}
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, split=np.array(split), indices=np.asarray(indices, np.int64),
-                 scores=np.asarray(scores, np.float32))
+                 scores=np.asarray(scores, np.float32), **extra)
     return path
 
 
-def load_eval_scores(run: RunDir) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """(split, indices, scores) saved by the evaluate stage, or None if it has not run."""
+def load_eval_scores(run: RunDir) -> EvalScores | None:
+    """What `save_eval_scores` kept, or None if the evaluate stage has not run."""
     path = run.root / EVAL_SCORES_FILE
     if not path.exists():
         return None
     with np.load(path) as saved:
-        return str(saved["split"]), saved["indices"], saved["scores"]
+        boxes = saved["boxes"] if "boxes" in saved.files else None
+        return EvalScores(str(saved["split"]), saved["indices"], saved["scores"], boxes)
 
 
 # ---- the page --------------------------------------------------------------------------------
@@ -234,6 +248,8 @@ def _evaluation_section(manifest: Manifest, files: _RunFiles) -> str:
             "confusion matrix")
     if "label_confusion" in metrics:
         body += "<h3>Per-label confusion</h3>" + _label_confusion_table(metrics)
+    if "boxes" in metrics:
+        body += "<h3>Boxes</h3>" + _box_table(metrics["boxes"])
     body += "<h3>Precision-recall curves</h3>" + _pr_section(manifest, files, metrics)
     return _section("Evaluation", body)
 
@@ -264,12 +280,19 @@ def _label_confusion_table(metrics: dict) -> str:
     return _table(["class", "true neg.", "false pos.", "false neg.", "true pos."], rows)
 
 
+def _box_table(boxes: dict) -> str:
+    rows = [["mean IoU", boxes["mean_iou"]], ["accuracy at IoU >= 0.5", boxes["accuracy_iou50"]],
+            ["AP at IoU 0.50:0.95", boxes["ap50_95"]], ["AP at IoU 0.50", boxes["ap50"]],
+            ["AP at IoU 0.75", boxes["ap75"]]]
+    return _table(["box metric (class must be right too)", "value"], rows)
+
+
 def _pr_section(manifest: Manifest, files: _RunFiles, metrics: dict) -> str:
     if files.scores is None:
         return _note("No eval_scores.npz: run `tinyvision eval RUN` to draw the curves.")
-    _, indices, scores = files.scores
-    indicator = manifest.label_matrix()[indices].astype(np.int64)
-    chart = plots.pr_curves(indicator, scores, manifest.classes, metrics.get("thresholds"))
+    indicator = manifest.label_matrix()[files.scores.indices].astype(np.int64)
+    chart = plots.pr_curves(indicator, files.scores.scores, manifest.classes,
+                            metrics.get("thresholds"))
     return _img(chart, "precision-recall curves") if chart else _note(
         "No class has both positive and negative images in the evaluated split.")
 
@@ -279,21 +302,28 @@ def _worst_section(manifest: Manifest, cache: ImageCache, files: _RunFiles) -> s
     if worst is None:
         return _section("Worst predictions", _note("None recorded: run `tinyvision eval RUN`."))
     index_of = {s.path: i for i, s in enumerate(manifest.samples)}
+    predicted = {}  # sample index -> predicted box, for [class, box] models
+    if files.scores is not None and files.scores.boxes is not None:
+        predicted = dict(zip(files.scores.indices.tolist(), files.scores.boxes.tolist()))
     body = ""
     for name, entries in worst.items():
-        figures = [_worst_figure(entry, cache, index_of.get(entry["path"])) for entry in entries]
+        figures = [_worst_figure(entry, cache, index_of.get(entry["path"]), predicted)
+                   for entry in entries]
         body += f"<h3>{escape(name)}</h3>" + (f"<div class=\"grid\">{''.join(figures)}</div>"
                                               if figures else _note("No wrong predictions."))
     return _section("Worst predictions (most confident mistakes per class)", body)
 
 
-def _worst_figure(entry: dict, cache: ImageCache, index: int | None) -> str:
+def _worst_figure(entry: dict, cache: ImageCache, index: int | None, predicted: dict) -> str:
     true, pred = (", ".join(v) if isinstance(v, list) else v for v in (entry["true"], entry["pred"]))
     lines = [f"true: {true or '-'}", f"pred: {pred or '-'}", f"score {entry['score']:.3f}"]
     caption = f"{entry.get('error', '').replace('_', ' ')} {Path(entry['path']).name}".strip()
     if index is None or not cache.valid[index]:
         return f"<figure>{escape(' · '.join(lines))}<figcaption>{escape(caption)}</figcaption></figure>"
-    image = plots.thumbnail(cache.images[index], lines, _true_box(cache, index), min_side=160)
+    boxes = _true_box(cache, index)
+    if index in predicted:
+        boxes.append((predicted[index], plots.PRED_COLOUR))
+    image = plots.thumbnail(cache.images[index], lines, boxes, min_side=160)
     return _figure(plots.encode_image(image), caption)
 
 
