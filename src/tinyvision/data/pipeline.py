@@ -40,10 +40,12 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, 
     tables = {name: tf.constant(values) for name, values in columns.items()}
 
     def load(positions: tf.Tensor, rnd: tf.Tensor | None = None):
-        x = tf.cast(read(positions), tf.float32)
+        x = read(positions)
         col = {name: tf.gather(table, positions) for name, table in tables.items()}
         box = col.get("boxes")
-        if augmenter is not None:
+        if augmenter is None:
+            x = tf.cast(x, tf.float32)
+        else:  # warps the uint8 pixels (cheaper), returns float32
             x, box = augmenter(x, box, tf.stack([rnd, tf.constant(seed, tf.int64)]))
         y = col["targets"] if box is None else (col["targets"], box)
         return x, y
