@@ -11,7 +11,7 @@ import difflib
 import re
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
@@ -299,12 +299,64 @@ class DataConfig(Section):
 
 
 # ---- model -----------------------------------------------------------------------------------
+class BackboneDefaults(NamedTuple):
+    alpha: float  # width multiplier used when `model.alpha` is not given
+    width_multiplier: bool  # False: a fixed width (alpha must be 1.0)
+    imagenet: bool  # keras.applications has ImageNet weights: the default of `model.weights`
+
+
+# The backbones of the model registry (tinyvision.models.backbones.BACKBONES; a test keeps the two
+# in step), described in docs/models.md.
+BACKBONE_DEFAULTS: dict[str, BackboneDefaults] = {
+    "mobilenet_v1": BackboneDefaults(0.25, True, True),
+    "mobilenet_v2": BackboneDefaults(0.35, True, True),
+    "mobilenet_v3_small": BackboneDefaults(0.75, True, True),
+    "mobilenet_v3_large": BackboneDefaults(0.75, True, True),
+    "mobilenet_v3_small_minimalistic": BackboneDefaults(1.0, True, True),
+    "mobilenet_v3_large_minimalistic": BackboneDefaults(1.0, True, True),
+    "resnet50": BackboneDefaults(1.0, False, True),
+    "efficientnet_b0": BackboneDefaults(1.0, False, True),
+    "squeezenet_1_1": BackboneDefaults(1.0, False, False),
+    "plain_cnn": BackboneDefaults(1.0, False, False),
+}
+BACKBONE_NAMES = frozenset(BACKBONE_DEFAULTS)
+PLAIN_CNN_POOLS = frozenset({"max", "avg", "stride", "none"})
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")  # whole-model files that `cut_at` can cut
+
+
+class PlainCnnConfig(Section):
+    """Backbone `plain_cnn`: one block per `filters` entry: conv, BatchNorm, ReLU, then 2x2 max or
+    average pooling, or a stride-2 conv (`stride`), or neither (`none`)."""
+
+    filters: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1, max_length=16)
+    kernel_size: int = Field(3, ge=1, le=9)
+    pool: Literal["max", "avg", "stride", "none"] = "max"
+    batchnorm: bool = True
+
+    @field_validator("filters")
+    @classmethod
+    def _widths(cls, value: list[int]) -> list[int]:
+        if not all(1 <= f <= 4096 for f in value):
+            raise ValueError(f"each block's filters must be between 1 and 4096, got {value}")
+        return value
+
+
 class ModelConfig(Section):
-    backbone: Literal["mobilenet_v1"] = "mobilenet_v1"
+    backbone: str = "mobilenet_v1"  # a name of BACKBONE_NAMES (docs/models.md)
+    # Width multiplier (MobileNets); default: the backbone's (BACKBONE_DEFAULTS), 1.0 if fixed.
     alpha: float = Field(0.25, gt=0.0, le=4.0)
     input_size: tuple[int, int] = (96, 96)  # height, width; an int means a square
     color_mode: Literal["rgb", "grayscale"] = "rgb"
-    weights: str = "imagenet"  # imagenet | none | path to a weights file
+    # imagenet | none | a weights file (.h5) of this backbone | with `cut_at`, a Keras model file
+    # (.keras/.h5). Default: imagenet where keras.applications has weights for the backbone, else none.
+    weights: str = "imagenet"
+    cut_at: str | None = None  # layer of the model file in `weights` whose output is the backbone
+    allow_unsafe_model_code: bool = False  # let that file run stored Python code (Lambda layers)
+    plain_cnn: PlainCnnConfig | None = None  # blocks of backbone plain_cnn; default [16, 32, 64]
+    # Normalisation inside the model, value = pixel * scale + offset, one number or one per RGB
+    # channel; default: the backbone's ([-1, 1] for MobileNets and for a cut model file).
+    input_scale: float | tuple[float, float, float] | None = None
+    input_offset: float | tuple[float, float, float] | None = None
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     task: Literal["auto", "multiclass", "multilabel"] = "auto"
     # None: 0.99 (Keras default) with pretrained weights, 0.9 when training from scratch.
@@ -331,6 +383,49 @@ class ModelConfig(Section):
             raise ValueError(f"expected 'imagenet', 'none' or a path to a weights file "
                              f"(.h5/.weights.h5/.keras), got {value!r}")
         return value
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        if value not in BACKBONE_NAMES:
+            close = difflib.get_close_matches(value, sorted(BACKBONE_NAMES), n=2, cutoff=0.5)
+            hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            raise ValueError(f"unknown backbone {value!r}. {hint}Available: "
+                             f"{', '.join(sorted(BACKBONE_NAMES))}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backbone_defaults(cls, value: Any) -> Any:
+        """alpha and weights default to what the backbone has (1.0 / none for SqueezeNet)."""
+        if isinstance(value, dict) and value.get("backbone", "mobilenet_v1") in BACKBONE_NAMES:
+            defaults = BACKBONE_DEFAULTS[value.get("backbone", "mobilenet_v1")]
+            value = {"alpha": defaults.alpha, **value}
+            if "weights" not in value and not value.get("cut_at"):
+                value["weights"] = "imagenet" if defaults.imagenet else "none"
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_backbone(self) -> ModelConfig:
+        defaults = BACKBONE_DEFAULTS[self.backbone]
+        if not defaults.width_multiplier and self.alpha != 1.0 and not self.cut_at:
+            raise ValueError(f"{self.backbone} has a fixed width, so alpha must be 1.0, got "
+                             f"alpha={self.alpha:g}; remove alpha or pick a mobilenet backbone")
+        if self.plain_cnn is not None and self.backbone != "plain_cnn":
+            raise ValueError(f"plain_cnn configures backbone plain_cnn, but backbone is "
+                             f"{self.backbone!r}; remove plain_cnn or set backbone: plain_cnn")
+        is_model_file = (self.weights.lower().endswith(MODEL_FILE_SUFFIXES)
+                         and not self.weights.lower().endswith(".weights.h5"))
+        if self.cut_at and not is_model_file:
+            raise ValueError(f"cut_at={self.cut_at!r} cuts a Keras model file, so weights must be "
+                             f"its path ({', '.join(MODEL_FILE_SUFFIXES)}), got {self.weights!r}")
+        if not self.cut_at and self.weights.lower().endswith(".keras"):
+            raise ValueError(f"weights={self.weights!r} is a whole model; set cut_at to the layer "
+                             "whose output is the backbone (e.g. the last conv before pooling)")
+        if self.allow_unsafe_model_code and not self.cut_at:
+            raise ValueError("allow_unsafe_model_code applies to a model file cut with cut_at; "
+                             "remove it")
+        return self
 
     @property
     def channels(self) -> int:
@@ -578,8 +673,19 @@ class FineTuneStage(Section):
 
     epochs: int = Field(10, ge=0)
     learning_rate: float = Field(1e-4, gt=0.0)
-    # A block ("block_10": MobileNet V1 blocks 1..13), a layer name ("conv_pw_11") or a layer index.
-    unfreeze_from: str | int = "block_10"
+    # "auto": the block 3/4 of the way through the backbone (MobileNet V1: block_10 of 13); a block
+    # "block_N" (numbered per backbone, docs/models.md); a layer or native block name ("conv_pw_11",
+    # "conv4_block1"); a layer index (int); or a fraction of the backbone's layers (float, 0..1).
+    unfreeze_from: str | int | float = "auto"
+
+    @field_validator("unfreeze_from")
+    @classmethod
+    def _fraction_range(cls, value: str | int | float) -> str | int | float:
+        if isinstance(value, float) and not 0.0 <= value <= 1.0:
+            raise ValueError(f"a fraction of the backbone's layers must be in [0, 1] (0: all "
+                             f"train, 1: only the head), got {value}")
+        return value
+
     # frozen: BatchNorm stays in inference mode (right for pretrained weights); train: it updates;
     # auto: frozen with pretrained weights, train when the backbone starts from random weights.
     batchnorm: Literal["auto", "frozen", "train"] = "auto"
