@@ -10,7 +10,7 @@ from tinyvision.runs import new_run_dir
 from tinyvision.errors import RunError
 
 runner = CliRunner()
-COMMANDS = ["train", "eval", "export", "verify", "demo", "runs"]
+COMMANDS = ["train", "eval", "export", "verify", "demo", "data", "runs", "lr-find", "predict", "report"]
 
 
 def test_top_level_help_lists_every_command():

@@ -8,22 +8,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from functools import wraps
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 from rich.table import Table
 
-from tinyvision.errors import TinyVisionError
+from tinyvision.cli_common import console, err_console, user_errors
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info chatter
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     name="tinyvision",
@@ -45,28 +40,18 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def user_errors(func: Callable) -> Callable:
-    """Print a `TinyVisionError` as one red line (no traceback) and exit with status 1."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except TinyVisionError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def _mount_subcommands() -> None:
     from tinyvision.cli_data import data_app
+    from tinyvision.cli_predict import eval_command, predict_command, report_command
     from tinyvision.cli_runs import runs_app
+    from tinyvision.cli_train import lr_find_command
 
+    app.command("eval")(eval_command)
+    app.command("lr-find")(lr_find_command)
+    app.command("predict")(predict_command)
+    app.command("report")(report_command)
     app.add_typer(data_app, name="data")
     app.add_typer(runs_app, name="runs")
 
@@ -118,24 +103,6 @@ def train(
 # ---- stages on an existing run ---------------------------------------------------------------
 RUN_ARG = typer.Argument(..., help="A run directory made by `tinyvision train`, e.g. runs/demo.",
                          exists=True, file_okay=False)
-
-
-@app.command("eval")
-@user_errors
-def eval_command(run_dir: Path = RUN_ARG) -> None:
-    """Evaluate a run's float model on its test split.
-
-    Prints accuracy, per-class precision/recall/F1, macro F1 and the confusion matrix; writes
-    metrics.json.
-    """
-    from tinyvision.evaluate.metrics import format_metrics_table
-    from tinyvision.workflow import evaluate_stage, load_run, prepare_data
-
-    cfg, run, manifest = load_run(run_dir)
-    data = prepare_data(cfg, run, manifest)
-    metrics = evaluate_stage(cfg, run, data)
-    console.print(format_metrics_table(metrics, title=f"float model on {metrics['split']}"))
-    _print_confusion(metrics, manifest.classes)
 
 
 @app.command("export")
@@ -216,19 +183,6 @@ def print_summary(summary: dict) -> None:
     images = ", ".join(f"{k} {v}" for k, v in summary["images"].items())
     console.print(f"images: {images}; bad images skipped: {summary['bad_images']}; "
                   f"best epoch {summary['best_epoch']}; {summary['seconds']} s")
-
-
-def _print_confusion(metrics: dict, classes: list[str]) -> None:
-    matrix = metrics.get("confusion_matrix")
-    if not matrix or not isinstance(matrix[0], list) or isinstance(matrix[0][0], list):
-        return
-    table = Table(title="confusion matrix (rows: true, columns: predicted)")
-    table.add_column("")
-    for name in classes:
-        table.add_column(name, justify="right")
-    for name, row in zip(classes, matrix):
-        table.add_row(name, *(str(v) for v in row))
-    console.print(table)
 
 
 _mount_subcommands()

@@ -7,42 +7,26 @@ prints; user errors (`TinyVisionError`) are printed in red without a traceback, 
 from __future__ import annotations
 
 import threading
-from functools import wraps
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tinyvision.data.download import FetchResult, Reporter
-from tinyvision.errors import TinyVisionError
+from tinyvision.cli_common import console, err_console, user_errors
 
 data_app = typer.Typer(help="Build, inspect and download datasets.", no_args_is_help=True,
                        add_completion=False, pretty_exceptions_enable=False)
-console = Console()
-err_console = Console(stderr=True)
 
 
-def _user_errors(func: Callable) -> Callable:
-    """Print a `TinyVisionError` in red (no traceback) and exit with status 1."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except TinyVisionError as exc:
-            err_console.print(f"[bold red]error:[/] [red]{escape(str(exc))}[/]", soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 # ---- build -----------------------------------------------------------------------------------
 @data_app.command("build")
-@_user_errors
+@user_errors
 def build(config: Path = typer.Argument(..., help="Run config (YAML) with a data section."),
           overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. "
                                                           "data.source.min_area=0.01"),
@@ -76,7 +60,7 @@ def counts_table(classes: list[str], counts: dict[str, dict[str, int]], title: s
 
 # ---- inspect ---------------------------------------------------------------------------------
 @data_app.command("inspect")
-@_user_errors
+@user_errors
 def inspect(source: Path = typer.Argument(..., help="A manifest (.jsonl) or a run config (.yaml)."),
             overrides: Optional[list[str]] = typer.Argument(None, help="key=value config overrides."),
             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for grid.png and "
@@ -143,7 +127,7 @@ def _histogram_table(title: str, edges: list[float], counts: list[int], unit: st
 
 # ---- download --------------------------------------------------------------------------------
 @data_app.command("download")
-@_user_errors
+@user_errors
 def download(dataset: str = typer.Argument(..., help="Dataset to fetch: coco."),
              classes: list[str] = typer.Option(..., "--classes", "-c", help="Categories, comma "
                                                "separated or repeated: --classes person,car"),

@@ -7,7 +7,6 @@ report_command)`, `app.command("eval")(eval_command)`. They only parse and call 
 from __future__ import annotations
 
 import io
-from functools import wraps
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,35 +15,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinyvision.errors import TinyVisionError
+from tinyvision.cli_common import console, err_console, user_errors
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
 
 RUN_ARG = typer.Argument(..., help="A run directory made by `tinyvision train`, e.g. runs/demo.",
                          exists=True, file_okay=False)
 
 
-def _user_errors(func: Callable) -> Callable:
-    """Print a `TinyVisionError` as one red line (no traceback) and exit with status 1."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except TinyVisionError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 # ---- predict ---------------------------------------------------------------------------------
-@_user_errors
+@user_errors
 def predict_command(
     model: Path = typer.Argument(..., help="A run directory, or a model file in a run's export/ "
                                  "folder (model_int8.tflite or model_float.keras)."),
@@ -126,7 +107,7 @@ def _prediction_table(predictions, predictor, tta: bool) -> Table:
 
 
 # ---- report ----------------------------------------------------------------------------------
-@_user_errors
+@user_errors
 def report_command(run_dir: Path = RUN_ARG) -> None:
     """Write the run's report.html: a self-contained page that opens offline.
 
@@ -141,7 +122,7 @@ def report_command(run_dir: Path = RUN_ARG) -> None:
 
 
 # ---- eval ------------------------------------------------------------------------------------
-@_user_errors
+@user_errors
 def eval_command(
     run_dir: Path = RUN_ARG,
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average each image's scores "

@@ -7,7 +7,6 @@ Mounted by cli.py as `app.add_typer(runs_app, name="runs")`. It only parses and 
 from __future__ import annotations
 
 from datetime import datetime
-from functools import wraps
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,11 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinyvision.errors import TinyVisionError
+from tinyvision.cli_common import console, err_console, user_errors
 from tinyvision.registry import ABSENT, COLUMNS, Registry
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
 
 runs_app = typer.Typer(
     help="The run registry (runs/registry.sqlite): list, filter, sort, export and compare runs.",
@@ -54,23 +51,10 @@ _PER_CLASS_KEYS = (".per_class.", ".ap_per_iou.", ".label_confusion.")
 _PIPE_WIDTH = 250
 
 
-def _user_errors(func: Callable) -> Callable:
-    """Print a `TinyVisionError` as one red line (no traceback) and exit with status 1."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TinyVisionError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 @runs_app.callback(invoke_without_command=True)
-@_user_errors
+@user_errors
 def list_runs(
     ctx: typer.Context,
     sort: str = typer.Option("started", "--sort", "-s",
@@ -109,7 +93,7 @@ def list_runs(
 
 
 @runs_app.command("compare")
-@_user_errors
+@user_errors
 def compare_runs(
     ctx: typer.Context,
     a: str = typer.Argument(..., help="First run's name (the baseline)."),

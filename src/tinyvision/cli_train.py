@@ -6,36 +6,18 @@ Mounted by cli.py as `app.command("lr-find")(lr_find_command)`. It only parses a
 
 from __future__ import annotations
 
-from functools import wraps
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from tinyvision.errors import TinyVisionError
-
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+from tinyvision.cli_common import console, user_errors
 
 
-def _user_errors(func: Callable) -> Callable:
-    """Print a `TinyVisionError` as one red line (no traceback) and exit with status 1."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TinyVisionError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
-@_user_errors
+
+@user_errors
 def lr_find_command(
     config: Path = typer.Argument(..., help="Run config (YAML).", exists=True, dir_okay=False),
     overrides: Optional[list[str]] = typer.Argument(

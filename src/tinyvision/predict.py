@@ -225,49 +225,21 @@ def _thresholds(model_path: Path, run: RunDir, manifest: Manifest) -> np.ndarray
 
 class Int8Model:
     """An int8 .tflite on the LiteRT reference kernels (bit-exact with TFLM), with one output
-    (class scores) or two ([class scores, box]); `.scores(uint8 images)` dequantises.
-
-    The converter does not keep Keras's output order in the tensor list (a [class, box] model
-    lists the box first), so outputs are ordered by the file's serving signature (output_0,
-    output_1, ... in Keras order); without a signature, the output with `n_classes` values comes
-    first."""
+    (class scores) or two ([class scores, box]) in the Keras model's order;
+    `.scores(uint8 images)` dequantises."""
 
     def __init__(self, model_path: str | Path, n_classes: int) -> None:
-        from tinyvision.verify import Quantization, ReferenceRunner
+        from tinyvision.verify import ReferenceRunner
 
-        self.runner = ReferenceRunner(model_path)
-        details = _keras_order(self.runner.interpreter, n_classes)
-        self.outputs = [(d["index"], Quantization(*d["quantization"])) for d in details]
-        self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in details]
+        self.runner = ReferenceRunner(model_path, n_classes)
+        self.outputs = list(zip(self.runner.output_indices, self.runner.output_qs))
+        details = {d["index"]: d for d in self.runner.interpreter.get_output_details()}
+        self.output_shapes = [tuple(int(v) for v in details[i]["shape"])
+                              for i in self.runner.output_indices]
         self.input_shape = self.runner.input_shape
 
-    def scores(self, images: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        from tinyvision.verify import dequantize, quantize_images
-
-        if len(self.outputs) == 1:
-            return self.runner.scores(images)
-        interpreter, rows = self.runner.interpreter, []
-        for x in quantize_images(images, self.runner.input_q):
-            interpreter.set_tensor(self.runner.input_index, x[None])
-            interpreter.invoke()
-            rows.append([dequantize(interpreter.get_tensor(i)[0], q) for i, q in self.outputs])
-        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
-
-
-def _keras_order(interpreter, n_classes: int) -> list[dict]:
-    """Output details of a .tflite in the order of the Keras model it was converted from."""
-    details = interpreter.get_output_details()
-    if len(details) < 2:
-        return details
-    try:
-        named = interpreter.get_signature_runner().get_output_details()
-    except ValueError:  # no signature in the file
-        named = {}
-    by_index = {d["index"]: d for d in details}
-    keys = sorted(named, key=lambda k: (len(k), k))  # output_0, output_1, ..., output_10
-    if len(keys) == len(details) and all(named[k]["index"] in by_index for k in keys):
-        return [by_index[named[k]["index"]] for k in keys]
-    return sorted(details, key=lambda d: d["shape"][-1] != n_classes)
+    def scores(self, images: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        return self.runner.scores(images)
 
 
 # ---- images ----------------------------------------------------------------------------------

@@ -40,50 +40,88 @@ def dequantize(outputs: np.ndarray, q: Quantization) -> np.ndarray:
 
 
 class ReferenceRunner:
-    """LiteRT with reference kernels (bit-exact with TFLM); NOT the default XNNPACK delegate."""
+    """LiteRT with reference kernels (bit-exact with TFLM); NOT the default XNNPACK delegate.
 
-    def __init__(self, model_path: str | Path) -> None:
+    Outputs are in the Keras model's order: the converter may list them differently in the file
+    (a [class, box] model lists the box first), so they are ordered by the serving signature
+    (output_0, output_1, ...); without one, the output with `n_classes` values comes first.
+    """
+
+    def __init__(self, model_path: str | Path, n_classes: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         check_model(model_path)
         self.interpreter = Interpreter(model_path=os.fspath(model_path),
                                        experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
         self.interpreter.allocate_tensors()
-        inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
-        self.input_index, self.output_index = inp["index"], out["index"]
+        inp = self.interpreter.get_input_details()[0]
+        self.input_index = inp["index"]
         self.input_q = Quantization(*inp["quantization"])
-        self.output_q = Quantization(*out["quantization"])
         self.input_shape = tuple(inp["shape"])
+        in_file_order = self.interpreter.get_output_details()
+        ordered = keras_output_order(self.interpreter, n_classes)
+        self.output_indices = [d["index"] for d in ordered]
+        self.output_qs = [Quantization(*d["quantization"]) for d in ordered]
+        # position of each (Keras-ordered) output among the file's outputs: TFLM's output index
+        self.file_positions = [[d["index"] for d in in_file_order].index(i)
+                               for i in self.output_indices]
+        self.output_index, self.output_q = self.output_indices[0], self.output_qs[0]
 
-    def run_int8(self, batch: np.ndarray) -> np.ndarray:
-        """int8 inputs (N, H, W, C) -> int8 outputs (N, classes), one invoke per image."""
-        outputs = []
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """int8 inputs (N, H, W, C) -> one int8 array (N, ...) per output, one invoke per image."""
+        rows = []
         for x in batch:
             self.interpreter.set_tensor(self.input_index, x[None])
             self.interpreter.invoke()
-            outputs.append(self.interpreter.get_tensor(self.output_index)[0].copy())
-        return np.stack(outputs) if outputs else np.zeros((0,), np.int8)
+            rows.append([self.interpreter.get_tensor(i)[0].copy() for i in self.output_indices])
+        return [np.stack([row[k] for row in rows]) for k in range(len(self.output_indices))]
 
-    def scores(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images -> dequantised float scores."""
-        return dequantize(self.run_int8(quantize_images(images, self.input_q)), self.output_q)
+    def run_int8(self, batch: np.ndarray) -> np.ndarray:
+        """int8 inputs -> int8 values of the first (class) output."""
+        return self.run_all(batch)[0]
+
+    def scores(self, images: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        """uint8 images -> dequantised outputs: an array, or a tuple for a [class, box] model."""
+        outputs = self.run_all(quantize_images(images, self.input_q))
+        values = tuple(dequantize(o, q) for o, q in zip(outputs, self.output_qs))
+        return values[0] if len(values) == 1 else values
 
 
-def run_tflm(model_path: str | Path, batch: np.ndarray, arena_bytes: int) -> np.ndarray:
-    """int8 inputs -> int8 outputs on the TFLM interpreter."""
+def keras_output_order(interpreter, n_classes: int | None = None) -> list[dict]:
+    """Output details of a .tflite in the order of the Keras model it was converted from."""
+    details = interpreter.get_output_details()
+    if len(details) < 2:
+        return details
+    try:
+        named = interpreter.get_signature_runner().get_output_details()
+    except ValueError:  # no signature in the file
+        named = {}
+    by_index = {d["index"]: d for d in details}
+    keys = sorted(named, key=lambda k: (len(k), k))  # output_0, output_1, ..., output_10
+    if len(keys) == len(details) and all(named[k]["index"] in by_index for k in keys):
+        return [by_index[named[k]["index"]] for k in keys]
+    return sorted(details, key=lambda d: d["shape"][-1] != n_classes)
+
+
+def run_tflm(model_path: str | Path, batch: np.ndarray, arena_bytes: int,
+             positions: list[int] | None = None) -> np.ndarray | list[np.ndarray]:
+    """int8 inputs -> int8 outputs on the TFLM interpreter: the first output as an array, or with
+    `positions` (TFLM output indices, e.g. `ReferenceRunner.file_positions`) a list of arrays."""
     from tflite_micro import runtime
 
+    wanted = positions if positions is not None else [0]
     try:
         interpreter = runtime.Interpreter.from_file(os.fspath(model_path), arena_size=arena_bytes)
-        outputs = []
+        rows = []
         for x in batch:
             interpreter.set_input(x[None], 0)
             interpreter.invoke()
-            outputs.append(np.array(interpreter.get_output(0))[0])
+            rows.append([np.array(interpreter.get_output(i))[0] for i in wanted])
     except (RuntimeError, ValueError) as exc:
         raise VerifyError(f"TensorFlow Lite Micro cannot run {model_path} with a {arena_bytes}-byte "
                           f"arena: {exc}") from None
-    return np.stack(outputs)
+    outputs = [np.stack([row[k] for row in rows]) for k in range(len(wanted))]
+    return outputs if positions is not None else outputs[0]
 
 
 def _tflm_runs(model_path: str | Path, sample: np.ndarray, arena_bytes: int) -> bool:
@@ -153,30 +191,34 @@ def check_model(model_path: str | Path) -> None:
 
 
 def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
-                max_arena_bytes: int, seed: int = 0) -> dict:
+                max_arena_bytes: int, seed: int = 0, n_classes: int | None = None) -> dict:
     """Run `images` (uint8) through the int8 model: all on LiteRT reference kernels, a seeded sample
-    also on TFLM, which must give identical int8 outputs. Returns scores and the runtime facts."""
+    also on TFLM, which must give identical int8 values on every output. Returns the dequantised
+    scores (a tuple for a [class, box] model) and the runtime facts."""
     if len(images) == 0:
         raise VerifyError("No images to verify on; the split is empty.")
     model_path = Path(model_path)
-    reference = ReferenceRunner(model_path)
+    reference = ReferenceRunner(model_path, n_classes)
     int8_inputs = quantize_images(images, reference.input_q)
-    reference_out = reference.run_int8(int8_inputs)
+    reference_out = reference.run_all(int8_inputs)
     arena = find_arena_bytes(model_path, int8_inputs[0], max_arena_bytes)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(images))[:tflm_samples])
-    tflm_out = run_tflm(model_path, int8_inputs[sample], arena)
-    mismatched = np.flatnonzero(np.any(tflm_out != reference_out[sample], axis=1))
-    if len(mismatched):
-        first = int(sample[mismatched[0]])
-        raise VerifyError(f"TFLM and the LiteRT reference kernels disagree on {len(mismatched)} of "
-                          f"{len(sample)} images (first: image {first}, TFLM "
-                          f"{tflm_out[mismatched[0]].tolist()} vs reference "
-                          f"{reference_out[first].tolist()}).")
+    tflm_out = run_tflm(model_path, int8_inputs[sample], arena, reference.file_positions)
+    for number, (tflm, ref) in enumerate(zip(tflm_out, reference_out)):
+        flat_tflm, flat_ref = tflm.reshape(len(sample), -1), ref[sample].reshape(len(sample), -1)
+        mismatched = np.flatnonzero(np.any(flat_tflm != flat_ref, axis=1))
+        if len(mismatched):
+            first = int(sample[mismatched[0]])
+            raise VerifyError(f"TFLM and the LiteRT reference kernels disagree on output {number} "
+                              f"for {len(mismatched)} of {len(sample)} images (first: image {first}, "
+                              f"TFLM {flat_tflm[mismatched[0]].tolist()} vs reference "
+                              f"{flat_ref[mismatched[0]].tolist()}).")
     from tinyvision.export.litert import op_names
 
+    scores = tuple(dequantize(o, q) for o, q in zip(reference_out, reference.output_qs))
     return {
-        "scores": dequantize(reference_out, reference.output_q),
+        "scores": scores[0] if len(scores) == 1 else scores,
         "tflm_images": int(len(sample)),
         "reference_images": int(len(images)),
         "tflm_equals_reference": True,

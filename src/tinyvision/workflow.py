@@ -88,7 +88,8 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) 
     from tinyvision.evaluate.report import save_eval_scores
 
     if model is None:
-        model = keras.models.load_model(run.require(run.float_model, "tinyvision train"))
+        model = keras.models.load_model(run.require(run.float_model, "tinyvision train"),
+                                        compile=False)
     manifest, tta = data.manifest, cfg.evaluate.tta
     thresholds = _tune_thresholds(cfg, run, data, model) if manifest.task == "multilabel" else None
     split, indices = _eval_split(data)
@@ -193,7 +194,8 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) ->
     from tinyvision.export.litert import export_int8, tensor_quantization
 
     if model is None:
-        model = keras.models.load_model(run.require(run.float_model, "tinyvision train"))
+        model = keras.models.load_model(run.require(run.float_model, "tinyvision train"),
+                                        compile=False)
     train = data.indices("train")
     rng = np.random.default_rng(cfg.seed)
     chosen = np.sort(rng.permutation(train)[:cfg.export.representative_samples])
@@ -202,7 +204,7 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) ->
                     "calibrating on all of them", cfg.export.representative_samples, len(chosen))
     start = time.perf_counter()
     model_bytes = export_int8(model, np.asarray(data.cache.images[chosen]), run.int8_model)
-    quantization = tensor_quantization(model_bytes)
+    quantization = tensor_quantization(model_bytes, len(data.manifest.classes))
     thresholds = _export_thresholds(run, data.manifest)
     write_c_source(model_bytes, run.c_header, run.c_source, cfg.export.c_array_name, quantization,
                    data.manifest.classes, thresholds)
@@ -238,10 +240,10 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     split, indices = _eval_split(data)
     images = np.asarray(data.cache.images[indices])
     result = verify_int8(model_path, images, cfg.verify.tflm_samples, cfg.verify.max_arena_bytes,
-                         cfg.seed)
+                         cfg.seed, n_classes=len(data.manifest.classes))
     outputs, int8 = result.pop("scores"), Int8Model(model_path, len(data.manifest.classes))
-    if cfg.evaluate.tta or len(int8.outputs) > 1:
-        outputs = tta_outputs(int8.scores, images, ("horizontal",) if cfg.evaluate.tta else ())
+    if cfg.evaluate.tta:
+        outputs = tta_outputs(int8.scores, images, ("horizontal",))
     thresholds = run_thresholds(run, data.manifest)
     if thresholds is not None:
         from tinyvision.export.c_source import device_thresholds
@@ -328,6 +330,8 @@ def _registered(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
 
 
 def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool) -> dict:
+    from tinyvision.export.cost import model_cost
+
     start = time.perf_counter()
     manifest = Manifest.load(run.manifest) if resume else None
     data = prepare_data(cfg, run, manifest, progress=progress)
@@ -342,9 +346,11 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
         "float": _headline(float_metrics), "int8_tflm": _headline(verified["metrics"]),
         "delta": verified.get("delta", {}), "int8_bytes": exported["int8_bytes"],
         "float_bytes": exported["float_bytes"], "arena_bytes": verified["arena_bytes"],
+        **model_cost(result.model).as_dict(),
         "seconds": round(time.perf_counter() - start, 1),
     }
     atomic_write_json(run.summary, summary)
+    report_stage(cfg, run, data)  # reads summary.json for the headline numbers
     return summary
 
 

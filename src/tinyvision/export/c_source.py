@@ -48,9 +48,10 @@ extern const unsigned int {array_name}_len;
 #define {upper}_INPUT_SCALE {inp["scale"]!r}f
 #define {upper}_INPUT_ZERO_POINT ({inp["zero_point"]})
 /* Output: int8 {"x".join(str(d) for d in out["shape"])}; score = (q - zero_point) * scale. */
+#define {upper}_OUTPUT_INDEX {out.get("index", 0)}
 #define {upper}_OUTPUT_SCALE {out["scale"]!r}f
 #define {upper}_OUTPUT_ZERO_POINT ({out["zero_point"]})
-#define {upper}_NUM_CLASSES {len(classes)}
+{_box_macros(upper, quantization)}#define {upper}_NUM_CLASSES {len(classes)}
 extern const char* const {array_name}_classes[{upper}_NUM_CLASSES];
 {threshold_decl}
 #ifdef __cplusplus
@@ -121,6 +122,19 @@ def _threshold_arrays(array_name: str, classes: list[str], thresholds: list[floa
                   f"const float {array_name}_thresholds{size} = "
                   f"{{{', '.join(f'{t!r}f' for t in snapped)}}};\n")
     return declaration, definition
+
+
+def _box_macros(upper: str, quantization: dict) -> str:
+    """Detection models: where the box output is and how to read it (normalised x1, y1, x2, y2)."""
+    outputs = quantization.get("outputs", [])
+    if len(outputs) < 2:
+        return ""
+    box = outputs[1]
+    return (f"/* Box output: int8 x1, y1, x2, y2 in 0..1 of the input image; "
+            f"value = (q - zero_point) * scale. */\n"
+            f"#define {upper}_BOX_OUTPUT_INDEX {box['index']}\n"
+            f"#define {upper}_BOX_SCALE {box['scale']!r}f\n"
+            f"#define {upper}_BOX_ZERO_POINT ({box['zero_point']})\n")
 
 
 def _c_string(text: str) -> str:

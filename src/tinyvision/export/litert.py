@@ -72,15 +72,27 @@ def _quiet():
         yield
 
 
-def tensor_quantization(path_or_bytes: str | Path | bytes) -> dict:
-    """Input and output quantisation (scale, zero point), shapes and dtypes of a .tflite model."""
+def tensor_quantization(path_or_bytes: str | Path | bytes, n_classes: int | None = None) -> dict:
+    """Input and output quantisation (scale, zero point), shapes and dtypes of a .tflite model.
+
+    `outputs` lists every output in the Keras model's order, each with `index`: its position
+    among the interpreter's outputs (what TFLM's `output(i)` takes); `output` is the first (the
+    class scores).
+    """
+    from tinyvision.verify import keras_output_order
+
     interpreter = _interpreter(path_or_bytes)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    return {"input": {"shape": inp["shape"].tolist(), "dtype": np.dtype(inp["dtype"]).name,
-                      "scale": float(inp["quantization"][0]), "zero_point": int(inp["quantization"][1])},
-            "output": {"shape": out["shape"].tolist(), "dtype": np.dtype(out["dtype"]).name,
-                       "scale": float(out["quantization"][0]),
-                       "zero_point": int(out["quantization"][1])}}
+    file_order = [d["index"] for d in interpreter.get_output_details()]
+    inp = interpreter.get_input_details()[0]
+    outputs = [dict(_facts(d), index=file_order.index(d["index"]))
+               for d in keras_output_order(interpreter, n_classes)]
+    return {"input": _facts(inp), "output": outputs[0], "outputs": outputs}
+
+
+def _facts(detail: dict) -> dict:
+    return {"shape": detail["shape"].tolist(), "dtype": np.dtype(detail["dtype"]).name,
+            "scale": float(detail["quantization"][0]),
+            "zero_point": int(detail["quantization"][1])}
 
 
 def op_names(path_or_bytes: str | Path | bytes) -> list[str]:

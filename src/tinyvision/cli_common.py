@@ -1,0 +1,33 @@
+"""What every `tinyvision` command shares: the consoles and the user-error wrapper."""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Callable
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from tinyvision.errors import TinyVisionError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def user_errors(func: Callable) -> Callable:
+    """Print a `TinyVisionError` as one red message (no traceback) and exit with status 1."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except TinyVisionError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
