@@ -781,6 +781,10 @@ class RunConfig(Section):
     seed: int = 0
     runs_dir: Path = Path("runs")
     overwrite: bool = False  # reuse runs/<name> instead of picking a free name
+    # Also log each finished run to MLflow (extra "mlflow"); the sqlite registry is always kept.
+    tracking: Literal["none", "mlflow"] = "none"
+    tracking_uri: str | None = None
+    tracking_experiment: str = "tinyvision"
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

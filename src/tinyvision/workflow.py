@@ -296,6 +296,9 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
 
     The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
     failed with the error (the error is re-raised)."""
+    from tinyvision.tracking import check_tracking
+
+    check_tracking(cfg)
     cfg, run = start_run(cfg)
     return _registered(cfg, run, console, progress, resume=False)
 
@@ -326,6 +329,9 @@ def _registered(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
         registry.fail_run(run.name, f"{type(exc).__name__}: {exc}")
         raise
     registry.finish_run(run.name, summary)
+    from tinyvision.tracking import log_run
+
+    log_run(cfg, run, summary)
     return run, summary
 
 

@@ -1,0 +1,63 @@
+"""Optional MLflow logging of a finished run (`tracking: mlflow` and `tracking_uri` in the config).
+
+MLflow is an optional extra (`pip install "tinyvision[mlflow]"`), imported only here and only when
+asked for. The run registry (runs/registry.sqlite) is always written; MLflow is in addition.
+"""
+
+from __future__ import annotations
+
+from tinyvision.config import RunConfig
+from tinyvision.errors import ConfigError
+from tinyvision.runs import RunDir
+
+ARTIFACTS = ("config", "log", "metrics", "verify", "summary", "int8_model", "c_header")
+
+
+def check_tracking(cfg: RunConfig) -> None:
+    """Fail before any work when MLflow is asked for but cannot be used."""
+    if cfg.tracking != "mlflow":
+        return
+    if not cfg.tracking_uri:
+        raise ConfigError("tracking: mlflow needs tracking_uri (e.g. http://mlflow.local:5000 or "
+                          "file:./mlruns).")
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise ConfigError('tracking: mlflow needs the mlflow package: pip install '
+                          '"tinyvision[mlflow]", or set tracking: none.') from None
+
+
+def log_run(cfg: RunConfig, run: RunDir, summary: dict) -> None:
+    """Log the run's key hyperparameters, headline metrics and artifacts to MLflow."""
+    if cfg.tracking != "mlflow":
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_experiment(cfg.tracking_experiment)
+    with mlflow.start_run(run_name=run.name):
+        mlflow.log_params(_params(cfg))
+        mlflow.log_metrics(_metrics(summary))
+        for name in ARTIFACTS:
+            path = getattr(run, name)
+            if path.exists():
+                mlflow.log_artifact(str(path))
+
+
+def _params(cfg: RunConfig) -> dict:
+    model, train = cfg.model, cfg.train
+    return {"backbone": model.backbone, "alpha": model.alpha,
+            "input_size": "x".join(map(str, model.input_size)), "color_mode": model.color_mode,
+            "weights": model.weights, "batch_size": train.batch_size, "optimizer": train.optimizer,
+            "head_epochs": train.head.epochs, "head_lr": train.head.learning_rate,
+            "fine_tune_epochs": train.fine_tune.epochs,
+            "fine_tune_lr": train.fine_tune.learning_rate, "seed": cfg.seed}
+
+
+def _metrics(summary: dict) -> dict:
+    out = {f"float_{k}": v for k, v in summary.get("float", {}).items()}
+    out.update({f"int8_{k}": v for k, v in summary.get("int8_tflm", {}).items()})
+    for key in ("int8_bytes", "arena_bytes", "macs", "params"):
+        if summary.get(key) is not None:
+            out[key] = summary[key]
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
