@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tinyvision.config import validate_config
+from tinyvision.config import apply_override, load_config, validate_config
 from tinyvision.data.augment import Augmenter, parse_augment, transform_boxes
 from tinyvision.errors import ConfigError
 
@@ -184,3 +184,15 @@ def test_same_seed_same_batch_other_seed_other_batch():
     first = augmenter(images, None, tf.constant([5, 6]))[0]
     np.testing.assert_array_equal(first, augmenter(images, None, tf.constant([5, 6]))[0])
     assert not np.allclose(first, augmenter(images, None, tf.constant([5, 7]))[0])
+
+
+def test_config_round_trip_and_models_feed_the_augmenter(tmp_path):
+    raw = {"data": {"source": {"format": "folder", "root": str(tmp_path)}}}
+    apply_override(raw, "train.augment=[{op: flip}, {op: random_crop, scale: [0.5, 0.9]}]")
+    cfg = validate_config(raw)
+    path = tmp_path / "run.yaml"
+    path.write_text(cfg.to_yaml())
+    again = load_config(path)
+    assert again.train.augment == cfg.train.augment
+    augmenter = Augmenter(again.train.augment, (H, W, 3))
+    assert [op.op for op in augmenter.geometric] == ["flip", "random_crop"]
