@@ -296,11 +296,19 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
 
     The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
     failed with the error (the error is re-raised)."""
+    check_before_work(cfg)
+    cfg, run = start_run(cfg)
+    return _registered(cfg, run, console, progress, resume=False)
+
+
+def check_before_work(cfg: RunConfig) -> None:
+    """Settings that are valid one by one but not together fail here, before any work."""
+    from tinyvision.data.augment import Augmenter
     from tinyvision.tracking import check_tracking
 
     check_tracking(cfg)
-    cfg, run = start_run(cfg)
-    return _registered(cfg, run, console, progress, resume=False)
+    if cfg.train.augment:  # e.g. hue on grayscale input
+        Augmenter(cfg.train.augment, (*cfg.model.input_size, cfg.model.channels))
 
 
 def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[RunDir, dict]:

@@ -24,7 +24,7 @@ from tinyvision.runs import atomic_path, atomic_write_json
 
 log = logging.getLogger("tinyvision")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: boxes in the metadata
 MAX_PIXELS = 90_000_000  # larger images are refused as likely decompression bombs
 RESIZE_MODES = frozenset({"stretch", "center_crop", "letterbox"})
 COLOR_MODES = frozenset({"rgb", "grayscale"})
