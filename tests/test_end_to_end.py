@@ -125,3 +125,28 @@ def test_demo_dataset_is_deterministic(tmp_path):
     files = sorted(p.relative_to(a) for p in a.rglob("*.jpg"))
     assert len(files) == 6
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_detection_demo_variant_runs_end_to_end(tmp_path):
+    """Shapes with boxes -> class + box model -> int8 with two outputs, verified on TFLM."""
+    from tinyvision.demo import demo_config, make_shapes_dataset
+    from tinyvision.export.litert import tensor_quantization
+    from tinyvision.workflow import full_run
+
+    root = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=48)
+    raw = demo_config(root, tmp_path / "runs", task="detect")
+    raw["model"]["input_size"] = 32
+    raw["train"].update(batch_size=8, max_steps_per_epoch=2, fine_tune={"epochs": 2,
+                                                                        "unfreeze_from": 0})
+    raw["export"]["representative_samples"] = 16
+    raw["verify"]["tflm_samples"] = 4
+    run, summary = full_run(validate_config(raw), console=None, progress=False)
+    assert summary["task"] == "detection"
+    for side in ("float", "int8_tflm"):
+        assert 0.0 <= summary[side]["mean_iou"] <= 1.0 and "accuracy_iou50" in summary[side]
+    quantization = tensor_quantization(run.int8_model.read_bytes(), 3)
+    assert [o["shape"] for o in quantization["outputs"]] == [[1, 3], [1, 4]]
+    header = run.c_header.read_text()
+    assert "G_MODEL_BOX_OUTPUT_INDEX" in header and "G_MODEL_BOX_SCALE" in header
+    verify = json.loads(run.verify.read_text())
+    assert verify["tflm_equals_reference"]

@@ -146,6 +146,8 @@ def demo(
     data_dir: Optional[Path] = typer.Option(
         None, help="Where to write the generated images (default: RUNS_DIR/demo-data)."),
     per_class: int = typer.Option(1200, min=20, help="Images per class (more: slower, more accurate)."),
+    task: str = typer.Option("classify", help="classify: which shape; detect: which shape and "
+                             "its box (class + box head; mean IoU and accuracy at IoU>=0.5)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole pipeline offline on a generated shapes dataset.
@@ -155,13 +157,18 @@ def demo(
     """
     from tinyvision.config import validate_config
     from tinyvision.demo import demo_config, make_shapes_dataset
+    from tinyvision.errors import ConfigError
     from tinyvision.workflow import full_run
 
+    from tinyvision.demo import DEMO_TASKS
+
+    if task not in DEMO_TASKS:
+        raise ConfigError(f"--task {task!r} is not one of {sorted(DEMO_TASKS)}.")
     data_dir = data_dir or runs_dir / "demo-data"
-    if not (data_dir / "circle").is_dir():
+    if not (data_dir / "boxes.csv").is_file():
         console.print(f"writing {3 * per_class} demo images to {data_dir}")
         make_shapes_dataset(data_dir, per_class)
-    cfg = validate_config(demo_config(data_dir.resolve(), runs_dir), source="demo config")
+    cfg = validate_config(demo_config(data_dir.resolve(), runs_dir, task=task), source="demo config")
     run, summary = full_run(cfg, console=None if quiet else console, progress=not quiet)
     print_summary(summary)
 
@@ -177,6 +184,11 @@ def print_summary(summary: dict) -> None:
         if key in summary["float"]:
             table.add_row(key, f"{summary['float'][key]:.4f}", f"{summary['int8_tflm'][key]:.4f}",
                           f"{summary['delta'].get(key, 0.0):+.4f}")
+    for key in ("mean_iou", "accuracy_iou50"):
+        if key in summary["float"]:
+            table.add_row(f"box {key}", f"{summary['float'][key]:.4f}",
+                          f"{summary['int8_tflm'][key]:.4f}",
+                          f"{summary['int8_tflm'][key] - summary['float'][key]:+.4f}")
     table.add_row("model bytes", f"{summary['float_bytes']:,}", f"{summary['int8_bytes']:,}", "")
     table.add_row("tensor arena bytes", "", f"{summary['arena_bytes']:,}", "")
     console.print(table)

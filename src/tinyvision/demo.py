@@ -14,20 +14,27 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle")
+DEMO_TASKS = frozenset({"classify", "detect"})
 IMAGE_SIZE = 128
 
 
 def make_shapes_dataset(root: str | Path, per_class: int = 1200, seed: int = 0,
                         size: int = IMAGE_SIZE) -> Path:
-    """Write `root/<shape>/<shape>_<i>.jpg` images; returns `root`. Deterministic for a seed."""
+    """Write `root/<shape>/<shape>_<i>.jpg` images and `root/boxes.csv` (each image's shape box,
+    `path,x1,y1,x2,y2,label` in pixels) for the detection variant; returns `root`.
+    Deterministic for a seed."""
     root = Path(root)
     rng = np.random.default_rng(seed)
+    rows = ["path,x1,y1,x2,y2,label"]
     for shape in SHAPES:
         (root / shape).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             image = _background(rng, size)
-            _draw_shape(image, shape, rng)
-            image.save(root / shape / f"{shape}_{i:04d}.jpg", quality=90)
+            box = _draw_shape(image, shape, rng)
+            name = f"{shape}/{shape}_{i:04d}.jpg"
+            image.save(root / name, quality=90)
+            rows.append(f"{name},{box[0]:.1f},{box[1]:.1f},{box[2]:.1f},{box[3]:.1f},{shape}")
+    (root / "boxes.csv").write_text("\n".join(rows) + "\n")
     return root
 
 
@@ -43,7 +50,9 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _draw_shape(image: Image.Image, shape: str, rng: np.random.Generator) -> None:
+def _draw_shape(image: Image.Image, shape: str, rng: np.random.Generator
+                ) -> tuple[float, float, float, float]:
+    """Draw one shape; returns its bounding box (pixel xyxy)."""
     size = image.size[0]
     radius = rng.uniform(0.2, 0.38) * size
     cx, cy = rng.uniform(radius, size - radius, 2)
@@ -56,21 +65,39 @@ def _draw_shape(image: Image.Image, shape: str, rng: np.random.Generator) -> Non
     if shape == "circle":
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour,
                      outline=outline, width=2)
-        return
+        return cx - radius, cy - radius, cx + radius, cy + radius
     corners = 4 if shape == "square" else 3
     points = [(cx + radius * math.cos(angle + 2 * math.pi * k / corners),
                cy + radius * math.sin(angle + 2 * math.pi * k / corners)) for k in range(corners)]
     draw.polygon(points, fill=colour, outline=outline, width=2)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return min(xs), min(ys), max(xs), max(ys)
 
 
-def demo_config(data_root: Path, runs_dir: Path, name: str = "demo") -> dict:
-    """The demo's run config: MobileNet V1 0.25 at 96x96 trained from scratch."""
+def demo_config(data_root: Path, runs_dir: Path, name: str = "demo", task: str = "classify") -> dict:
+    """The demo's run config: MobileNet V1 0.25 at 96x96 trained from scratch.
+
+    `task`: "classify" (which shape) or "detect" (which shape and where: class + box head, read
+    from boxes.csv)."""
+    if task not in DEMO_TASKS:
+        raise ValueError(f"task={task!r}; expected one of {sorted(DEMO_TASKS)}")
+    source = ({"format": "folder", "root": str(data_root)} if task == "classify" else
+              {"format": "csv", "path": str(data_root / "boxes.csv")})
+    # A shape's class does not change when it is flipped, turned or moved: say so. Detection keeps
+    # to flips and small moves, which keep the box tight around the shape.
+    augment = ([{"op": "flip", "mode": "horizontal_and_vertical"},
+                {"op": "rotation", "degrees": 180},
+                {"op": "translation", "fraction": 0.1},
+                {"op": "zoom", "range": 0.1},
+                {"op": "contrast", "factor": 0.2}] if task == "classify" else
+               [{"op": "flip", "mode": "horizontal_and_vertical"},
+                {"op": "translation", "fraction": 0.1},
+                {"op": "contrast", "factor": 0.2}])
     return {
-        "name": name,
+        "name": name if task == "classify" else f"{name}-detect",
         "seed": 0,
         "runs_dir": str(runs_dir),
-        "data": {"source": {"format": "folder", "root": str(data_root)},
-                 "val_fraction": 0.15, "test_fraction": 0.15},
+        "data": {"source": source, "val_fraction": 0.15, "test_fraction": 0.15},
         "model": {"backbone": "mobilenet_v1", "alpha": 0.25, "input_size": 96, "weights": "none"},
         "train": {
             "batch_size": 64, "patience": 6,
@@ -78,12 +105,7 @@ def demo_config(data_root: Path, runs_dir: Path, name: str = "demo") -> dict:
             # the whole network trains; with ImageNet weights both stages run.
             "head": {"epochs": 0},
             "fine_tune": {"epochs": 20, "learning_rate": 2e-3, "unfreeze_from": 0},
-            # A shape's class does not change when it is flipped, turned or moved: say so.
-            "augment": [{"op": "flip", "mode": "horizontal_and_vertical"},
-                        {"op": "rotation", "degrees": 180},
-                        {"op": "translation", "fraction": 0.1},
-                        {"op": "zoom", "range": 0.1},
-                        {"op": "contrast", "factor": 0.2}]},
+            "augment": augment},
         "export": {"representative_samples": 200},
         "verify": {"tflm_samples": 60},
     }

@@ -369,7 +369,11 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
 
 
 def _headline(metrics: dict) -> dict:
-    return {key: metrics[key] for key in ("accuracy", "macro_f1") if key in metrics}
+    """accuracy and macro F1, plus mean IoU and accuracy at IoU >= 0.5 for a box model."""
+    out = {key: metrics[key] for key in ("accuracy", "macro_f1") if key in metrics}
+    boxes = metrics.get("boxes") or {}
+    out.update({key: boxes[key] for key in ("mean_iou", "accuracy_iou50") if key in boxes})
+    return out
 
 
 def load_run(path: str | Path) -> tuple[RunConfig, RunDir, Manifest]:

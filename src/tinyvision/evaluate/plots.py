@@ -136,7 +136,10 @@ def annotate(image: Image.Image, lines: Sequence[str],
     draw = ImageDraw.Draw(out)
     width = max(1, round(min(out.size) / 100))
     for box, colour in boxes:
-        draw.rectangle([float(v) for v in box], outline=colour, width=width)
+        x1, y1, x2, y2 = (float(v) for v in box)
+        # a predicted box may come out with x2 < x1 (nothing forces the order): draw its extent
+        draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=colour,
+                       width=width)
     if lines:
         font = _font(max(10, min(out.size) // 14))
         text = "\n".join(lines)
