@@ -1,5 +1,5 @@
-"""A user's Keras model file cut at a layer and used as the backbone: Keras 3 `.keras`, Keras 2 style
-`.h5` that plain Keras 3 refuses (DepthwiseConv2D `groups`), nested models, safe mode (Lambda)."""
+"""A user's Keras model file cut at a layer and used as the backbone: Keras 3 `.keras`, Keras 2
+style `.h5` that plain Keras 3 refuses (DepthwiseConv2D `groups`), nested models, safe mode."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_keras2_h5_that_plain_keras3_refuses_loads_cut_and_grayscale(tmp_path):
 
 
 def test_nested_sequential_h5_is_inlined(tmp_path):
-    """Teachable-Machine style: a Sequential of a Sequential backbone and a Sequential classifier."""
+    """Teachable-Machine style: a Sequential of a Sequential backbone and a classifier."""
     backbone = keras.Sequential([keras.Input((32, 32, 3))], name="backbone")
     for layer in _sequential_layers():
         backbone.add(layer)
@@ -105,7 +105,8 @@ def test_nested_sequential_h5_is_inlined(tmp_path):
                                     **IDENTITY), 2, "multilabel")
     images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     expected = keras.ops.convert_to_numpy(backbone(images))
-    np.testing.assert_allclose(_features(model, images, "dw_relu"), expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(_features(model, images, "dw_relu"), expected, rtol=1e-4,
+                               atol=1e-3)
 
 
 def _sequential_layers():

@@ -1,4 +1,4 @@
-"""What a model costs to run: parameters and multiply-accumulates (MACs), from the built Keras graph.
+"""What a model costs to run: parameters and multiply-accumulates (MACs), from its Keras graph.
 
 MACs are counted for the layers that do the arithmetic of a CNN — convolutions (plain, depthwise,
 separable, transposed) and dense layers — at the model's own input size, batch 1, the usual
@@ -39,7 +39,7 @@ def count_macs(model: keras.Model) -> int:
 
 
 def layer_macs(model: keras.Model) -> list[tuple[str, int]]:
-    """(layer name, MACs) of each layer call that has any, nested models included, in graph order."""
+    """(layer name, MACs) of each layer call that has any, nested models included."""
     rows: list[tuple[str, int]] = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):

@@ -147,8 +147,10 @@ def efficientnet_b0(x: keras.KerasTensor) -> keras.KerasTensor:
 def squeezenet_1_1(x: keras.KerasTensor) -> keras.KerasTensor:
     """SqueezeNet 1.1 (Iandola et al. 2016, v1.1 of the reference implementation) up to fire9:
     conv1, then fire modules fire2..fire9 (`fire{N}_squeeze`, `fire{N}_expand1x1`,
-    `fire{N}_expand3x3`, `fire{N}_concat`) with max pooling after conv1, fire3 and fire5."""
-    x = keras.layers.Conv2D(64, 3, strides=2, name="conv1")(x)
+    `fire{N}_expand3x3`, `fire{N}_concat`) with max pooling after conv1, fire3 and fire5.
+    It has no BatchNorm, so its convs start from He initialisation (as the reference code does):
+    the default Glorot one lets activations fade layer by layer when training from scratch."""
+    x = keras.layers.Conv2D(64, 3, strides=2, kernel_initializer="he_uniform", name="conv1")(x)
     x = keras.layers.ReLU(name="conv1_relu")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1")(x)
     x = _fire(x, 2, squeeze=16, expand=64)
@@ -165,11 +167,13 @@ def squeezenet_1_1(x: keras.KerasTensor) -> keras.KerasTensor:
 def _fire(x: keras.KerasTensor, number: int, squeeze: int, expand: int) -> keras.KerasTensor:
     """A fire module: 1x1 squeeze, then 1x1 and 3x3 expands side by side, concatenated."""
     name = f"fire{number}"
-    x = keras.layers.Conv2D(squeeze, 1, name=f"{name}_squeeze")(x)
+    init = "he_uniform"
+    x = keras.layers.Conv2D(squeeze, 1, kernel_initializer=init, name=f"{name}_squeeze")(x)
     x = keras.layers.ReLU(name=f"{name}_squeeze_relu")(x)
-    left = keras.layers.Conv2D(expand, 1, name=f"{name}_expand1x1")(x)
+    left = keras.layers.Conv2D(expand, 1, kernel_initializer=init, name=f"{name}_expand1x1")(x)
     left = keras.layers.ReLU(name=f"{name}_expand1x1_relu")(left)
-    right = keras.layers.Conv2D(expand, 3, padding="same", name=f"{name}_expand3x3")(x)
+    right = keras.layers.Conv2D(expand, 3, padding="same", kernel_initializer=init,
+                                name=f"{name}_expand3x3")(x)
     right = keras.layers.ReLU(name=f"{name}_expand3x3_relu")(right)
     return keras.layers.Concatenate(name=f"{name}_concat")([left, right])
 
@@ -224,7 +228,7 @@ def like_input(model: keras.Model, x: Any) -> Any:
 
 # ---- pretrained references: keras.applications with weights --------------------------------
 def _quietly(builder: Callable[..., keras.Model], **kwargs: Any) -> keras.Model:
-    with warnings.catch_warnings():  # "weights for 224x224 will be loaded": expected, any size works
+    with warnings.catch_warnings():  # "weights for 224x224 will be loaded": fine, any size works
         warnings.filterwarnings("ignore", message=".*input_shape. is undefined or non-square.*")
         return builder(include_top=False, **kwargs)
 
@@ -362,7 +366,8 @@ def get_backbone(name: str) -> BackboneSpec:
 
         close = difflib.get_close_matches(str(name), list(BACKBONES), n=2)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ModelError(f"Unknown backbone={name!r}.{hint} Available: {sorted(BACKBONES)}.") from None
+        raise ModelError(f"Unknown backbone={name!r}.{hint} Available: "
+                         f"{sorted(BACKBONES)}.") from None
 
 
 def build_backbone(spec: BackboneSpec, x: keras.KerasTensor, alpha: float,
@@ -433,7 +438,8 @@ def fetch_reference(spec: BackboneSpec, shape: tuple[int, int, int], alpha: floa
         raise ModelError(_weights_error(spec, alpha, shape[0], weights, exc)) from None
 
 
-def _weights_error(spec: BackboneSpec, alpha: float, size: int, weights: str, exc: Exception) -> str:
+def _weights_error(spec: BackboneSpec, alpha: float, size: int, weights: str,
+                   exc: Exception) -> str:
     if weights == "imagenet" and spec.weights_url is not None:
         url = spec.weights_url(alpha, size)
         return (f"Could not get ImageNet weights for {spec.name} alpha={alpha:g} ({exc}). "

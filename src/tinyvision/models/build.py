@@ -125,8 +125,8 @@ def resolve_unfreeze_index(model: keras.Model, backbone: str,
             return index
     close = difflib.get_close_matches(unfreeze_from, names, n=3)
     hint = f" Similar layers: {close}." if close else ""
-    raise ConfigError(f"train.fine_tune.unfreeze_from={unfreeze_from!r} is neither 'auto', block_N, "
-                      f"a layer or block name, a layer index nor a fraction.{hint}")
+    raise ConfigError(f"train.fine_tune.unfreeze_from={unfreeze_from!r} is neither 'auto', "
+                      f"block_N, a layer or block name, a layer index nor a fraction.{hint}")
 
 
 def _backbone_indices(model: keras.Model) -> list[int]:

@@ -74,7 +74,8 @@ def read_model_config(path: Path) -> dict:
             text = f.attrs.get("model_config")
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelError(f"model.weights={str(path)!r} is not a readable Keras model file "
-                         f"({exc}). Save the model with model.save('model.keras') (or .h5).") from None
+                         f"({exc}). Save the model with model.save('model.keras') (or .h5)."
+                         ) from None
     if text is None:
         raise ModelError(f"model.weights={str(path)!r} holds weights only, no architecture, so it "
                          "cannot be cut at model.cut_at. Save the whole model (model.save(...)), "
@@ -155,7 +156,8 @@ def cut_backbone(model: keras.Model, cut_at: str, x: keras.KerasTensor) -> keras
 def _flatten(model: keras.Model) -> keras.Model:
     """`model` with nested models inlined (fresh layers, same names, at the file's input shape)."""
     if len(model.inputs) != 1:
-        raise ModelError(f"{model.name} has {len(model.inputs)} inputs; a backbone takes one image.")
+        raise ModelError(f"{model.name} has {len(model.inputs)} inputs; a backbone takes one "
+                         "image.")
     source = model.inputs[0]
     inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype)
     try:
