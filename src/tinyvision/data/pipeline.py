@@ -19,7 +19,8 @@ from tinyvision.data.augment import Augmenter
 def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, batch_size: int,
                   shuffle: bool = False, seed: int = 0, repeat: bool = False,
                   augment: Sequence | None = None,
-                  boxes: np.ndarray | None = None) -> tf.data.Dataset:
+                  boxes: np.ndarray | None = None, steps_per_epoch: int | None = None,
+                  first_epoch: int = 0) -> tf.data.Dataset:
     """Batches of (float32 images 0..255, targets) for the samples `indices` of `images`.
 
     The model normalises its own input, so pixels stay in 0..255 here. With `shuffle`, the order
@@ -28,6 +29,9 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, 
     `boxes` (detection): float32 (len(indices), 4) normalised xyxy aligned with `targets`, NaN
     rows for samples without a box; targets become `(class_targets, box)` and geometric ops move
     the box with the image.
+    With `steps_per_epoch` (training: shuffle and repeat), epoch e's batches and augmentation
+    depend only on (seed, e), and the stream starts at `first_epoch`: a resumed run sees exactly
+    the batches an uninterrupted one would (`training_batches`).
     """
     indices = np.asarray(indices, np.int64)
     columns = {"targets": np.asarray(targets, np.float32)}
@@ -50,18 +54,46 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, 
         y = col["targets"] if box is None else (col["targets"], box)
         return x, y
 
-    ds = tf.data.Dataset.range(len(indices))
-    if shuffle:
-        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size)
-    if augmenter is not None:  # one random seed per batch, new ones each epoch
-        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed, rerandomize_each_iteration=True))
+    if steps_per_epoch is not None and shuffle and repeat:
+        ds = training_batches(len(indices), batch_size, steps_per_epoch, seed, first_epoch)
+        if augmenter is None:
+            ds = ds.map(lambda positions, number: positions)
+    else:
+        ds = tf.data.Dataset.range(len(indices))
+        if shuffle:
+            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size)
+        if augmenter is not None:  # one random seed per batch, new ones each epoch
+            ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed,
+                                                                rerandomize_each_iteration=True))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def training_batches(n: int, batch_size: int, steps_per_epoch: int, seed: int,
+                     first_epoch: int = 0) -> tf.data.Dataset:
+    """Endless (positions, batch number) for training, epoch by epoch from `first_epoch`.
+
+    Epoch e is `steps_per_epoch` batches drawn from permutations of range(n) seeded by (seed, e)
+    (a new permutation whenever one runs out), and a batch's number is e * steps + its step, so
+    batches and their augmentation seeds are a function of (seed, e) alone.
+    """
+    seed_t = tf.constant(seed, tf.int64)
+
+    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+        def permutation(p: tf.Tensor) -> tf.Tensor:
+            key = tf.stack([seed_t, e * 1_000_003 + p])
+            return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), key)
+
+        batches = (tf.data.Dataset.range(1_000_000).map(permutation).unbatch()
+                   .batch(batch_size).take(steps_per_epoch).enumerate())
+        return batches.map(lambda step, positions: (positions, e * steps_per_epoch + step))
+
+    return tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(epoch)
 
 
 def _batch_reader(images: np.ndarray, indices: np.ndarray):

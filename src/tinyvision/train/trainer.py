@@ -159,21 +159,20 @@ def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: st
     The head stage without augmentation fits only the head, on backbone features computed once
     (`train.head.cache_features`); otherwise the whole model is fitted on images from the cache.
     """
-    batch = cfg.train.batch_size
-    seed = cfg.seed + first_epoch
+    batch, seed = cfg.train.batch_size, cfg.seed
     train_y, val_y = _targets(data, data.train), _targets(data, data.val)
+    stream = {"shuffle": True, "repeat": True, "seed": seed, "steps_per_epoch": steps,
+              "first_epoch": first_epoch}
     if stage == "head" and cfg.train.head.cache_features and not cfg.train.augment:
         extractor, head = split_at_features(model)
         train_features = extract_features(extractor, data.images, data.train)
         val_features = extract_features(extractor, data.images, data.val)
-        train_ds = feature_dataset(train_features, train_y, batch, shuffle=True, seed=seed,
-                                   repeat=True)
+        train_ds = feature_dataset(train_features, train_y, batch, **stream)
         val_ds = feature_dataset(val_features, val_y, batch) if len(data.val) else None
         return head, train_ds, val_ds
     boxes = (lambda idx: None) if data.boxes is None else (lambda idx: data.boxes[idx])
-    train_ds = cache_dataset(data.images, data.train, data.targets[data.train], batch, shuffle=True,
-                             seed=seed, repeat=True, augment=cfg.train.augment,
-                             boxes=boxes(data.train))
+    train_ds = cache_dataset(data.images, data.train, data.targets[data.train], batch,
+                             augment=cfg.train.augment, boxes=boxes(data.train), **stream)
     val_ds = (cache_dataset(data.images, data.val, data.targets[data.val], batch,
                             boxes=boxes(data.val)) if len(data.val) else None)
     return model, train_ds, val_ds
