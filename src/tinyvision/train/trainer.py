@@ -118,10 +118,13 @@ def _fit_stage(cfg, data, model, stage, epoch_offset, first, class_weight, monit
     epochs = getattr(cfg.train, stage).epochs
     steps = _steps_per_epoch(len(data.train), cfg)
     fit_model, train_ds, val_ds = _stage_inputs(cfg, data, model, stage, epoch_offset + first, steps)
+    # A head on cached features takes microseconds per step, so Keras' per-step Python overhead
+    # would dominate: run a whole epoch per call instead.
     fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, steps, epochs),
                       loss=build_loss(cfg.train, data.task, class_weight),
                       loss_weights=build_loss_weights(cfg.train, data.task),
-                      metrics=_metrics(data.task))
+                      metrics=_metrics(data.task),
+                      steps_per_execution=steps if fit_model is not model else 1)
     if state is not None:
         restore_optimizer(fit_model.optimizer, run.checkpoints / state["optimizer"],
                           fit_model.trainable_variables)
