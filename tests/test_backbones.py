@@ -13,8 +13,8 @@ from model_helpers import export_and_compare, random_images, settle_batchnorm
 from tinyvision.config import BACKBONE_DEFAULTS, ModelConfig, validate_config
 from tinyvision.errors import ConfigError, ModelError
 from tinyvision.export.cost import count_macs, layer_macs, model_cost
-from tinyvision.models.backbones import (BACKBONES, backbone_cost, copy_weights, fetch_reference,
-                                         get_backbone)
+from tinyvision.models.backbones import (BACKBONES, backbone_cost, copy_pretrained, copy_weights,
+                                         fetch_reference, get_backbone)
 from tinyvision.models.build import build_model, resolve_unfreeze_index
 
 
@@ -130,6 +130,41 @@ def test_local_weights_file_loads_by_name_and_sums_kernel_for_grayscale(tmp_path
             np.testing.assert_array_equal(got, want)
 
 
+def _random_weights(model: keras.Model, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    model.set_weights([(rng.normal(0, 0.1, w.shape) if w.ndim > 1 else
+                        rng.uniform(0.5, 1.5, w.shape)).astype(np.float32)
+                       for w in model.get_weights()])
+
+
+@pytest.mark.slow
+def test_resnet50_and_efficientnet_normalise_like_their_keras_preprocessing():
+    """Ours on raw pixels == keras.applications on its own preprocessing, same weights: proves
+    the per-channel `normalize`, the BGR->RGB kernel flip and the removed EfficientNet layers."""
+    pixels = random_images(2, 32, 3, seed=4).astype(np.float32)
+    resnet = keras.applications.ResNet50(input_shape=(32, 32, 3), include_top=False, weights=None)
+    _random_weights(resnet)
+    ours = build_model(ModelConfig(backbone="resnet50", weights="none", input_size=32), 2,
+                       "multiclass")
+    assert copy_pretrained(resnet, ours, BACKBONES["resnet50"]) == 106  # 53 convs, 53 BatchNorms
+    expected = resnet(keras.applications.resnet50.preprocess_input(pixels.copy()))
+    got = keras.Model(ours.input, ours.get_layer("conv5_block3_out").output)(pixels)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * float(np.abs(expected).max()))
+
+    reference = keras.applications.EfficientNetB0(input_shape=(32, 32, 3), include_top=False,
+                                                  weights=None)
+    _random_weights(reference, seed=1)
+    norm = next(l for l in reference.layers if isinstance(l, keras.layers.Normalization))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    norm.set_weights([mean.astype(np.float32), (std ** 2).astype(np.float32)]
+                     + norm.get_weights()[2:])  # keras: (pixel / 255 - mean) / std
+    ours = build_model(ModelConfig(backbone="efficientnet_b0", weights="none", input_size=32), 2,
+                       "multiclass")
+    copy_pretrained(reference, ours, BACKBONES["efficientnet_b0"])
+    got = keras.Model(ours.input, ours.get_layer("top_activation").output)(pixels)
+    np.testing.assert_allclose(got, reference(pixels), rtol=1e-4, atol=1e-4)
+
+
 def test_copy_weights_flips_bgr_kernel_and_refuses_wrong_shapes():
     def net(channels, width=4):
         inputs = keras.Input((8, 8, channels))
@@ -201,16 +236,18 @@ CONVERSIONS = {
 
 
 # Their layer types are those of mobilenet_v3_small (large) or a subset of mobilenet_v3_small's and
-# mobilenet_v1's (minimalistic): CI builds and checks them but converts them only with
-# TINYVISION_ALL_CONVERSIONS=1, to keep the suite's time (each conversion takes 15-25 s).
+# mobilenet_v1's (minimalistic); plain_cnn converts in test_heads.py. CI builds and checks them but
+# converts them here only with TINYVISION_ALL_CONVERSIONS=1, to keep the suite's time (each
+# conversion takes 15-25 s).
 CONVERSION_ON_REQUEST = frozenset({"mobilenet_v3_large", "mobilenet_v3_small_minimalistic",
-                                   "mobilenet_v3_large_minimalistic"})
+                                   "mobilenet_v3_large_minimalistic", "plain_cnn"})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONVERSIONS))
 def test_backbone_converts_to_int8_and_runs_on_tflm(name, tmp_path):
     alpha, color_mode, native_block, block = CONVERSIONS[name]
+    keras.utils.set_random_seed(0)
     cfg = ModelConfig(backbone=name, alpha=alpha, input_size=32, color_mode=color_mode,
                       weights="none")
     model = build_model(cfg, 3, "multiclass")

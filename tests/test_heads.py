@@ -61,6 +61,7 @@ def _fit_briefly(model: keras.Model, images: np.ndarray, targets) -> None:
 
 @pytest.mark.slow
 def test_multilabel_and_detection_heads_run_bit_exactly_on_tflm(tmp_path):
+    keras.utils.set_random_seed(0)
     images = random_images(16, 32, 3)
     rng = np.random.default_rng(0)
 

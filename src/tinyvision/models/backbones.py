@@ -419,12 +419,17 @@ def load_pretrained(model: keras.Model, spec: BackboneSpec, alpha: float, weight
     check_weights_available(spec, alpha, weights)
     height, width, _ = model.input_shape[1:]
     reference = fetch_reference(spec, (height, width, 3), alpha, weights)
-    copied = copy_weights(leaf_layers(reference), model,
-                          flip_layer=spec.first_conv if spec.channel_order == "bgr" else "")
+    copied = copy_pretrained(reference, model, spec)
     if copied == 0:
         raise ModelError(f"No layer of the {spec.name} weights in {weights} matches the model; "
                          "they are not weights of this backbone.")
     return copied
+
+
+def copy_pretrained(reference: keras.Model, model: keras.Model, spec: BackboneSpec) -> int:
+    """Copy a keras.applications `reference`'s weights into `model` (first conv made RGB/gray)."""
+    return copy_weights(leaf_layers(reference), model,
+                        flip_layer=spec.first_conv if spec.channel_order == "bgr" else "")
 
 
 def fetch_reference(spec: BackboneSpec, shape: tuple[int, int, int], alpha: float,
