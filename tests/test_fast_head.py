@@ -37,3 +37,19 @@ def test_cached_features_match_training_through_frozen_backbone(tmp_path, backbo
     # the backbone did not move in either
     np.testing.assert_array_equal(fast.model.get_layer("conv1").get_weights()[0],
                                   slow.model.get_layer("conv1").get_weights()[0])
+
+
+def test_detection_model_splits_where_the_head_begins():
+    import keras
+
+    from tinyvision.config import ModelConfig
+    from tinyvision.models.build import build_model
+    from tinyvision.train.features import split_at_features
+
+    model = build_model(ModelConfig(weights="none", input_size=32), 3, "detection")
+    extractor, head = split_at_features(model)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    direct = model(images, training=False)
+    split = head(extractor(images, training=False), training=False)
+    for a, b in zip(keras.tree.flatten(direct), keras.tree.flatten(split)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

@@ -1,8 +1,8 @@
 """Fast head stage: with the backbone frozen and no augmentation, the backbone maps each image to
 the same features every epoch, so compute them once and train the head on them.
 
-The split point is the output of the head's global pooling (`head_pool`) when the head has one, so
-the stored features are one vector per image, else the input of the first head layer.
+The split point is the output of the head's global pooling (`head_pool`) when the head has one
+output, so the stored features are one vector per image, else the input of the first head layer.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     Both share the layer objects of `model`, so training `head` trains `model`'s head.
     """
     names = [layer.name for layer in model.layers]
-    if "head_pool" in names:
+    if "head_pool" in names and len(model.outputs) == 1:
         features = model.get_layer("head_pool").output
-    else:
+    else:  # e.g. a box branch reads the feature map itself: split where the head begins
         first = next(layer for layer in model.layers if is_head_layer(layer))
         features = first.input
     extractor = keras.Model(model.inputs, features, name="feature_extractor")
