@@ -132,7 +132,7 @@ def _output_metrics(cfg: RunConfig, data: PreparedData, indices: np.ndarray, out
 def _float_scores(model, images: np.ndarray, indices: np.ndarray, tta: bool):
     """Float model outputs (scores, or [scores, boxes]) of `images[indices]`; with `tta`,
     averaged with the mirror images."""
-    from tinyvision.train.trainer import predict_scores
+    from tinyvision.train.features import predict_scores
 
     if not tta:
         return predict_scores(model, images, indices)

@@ -31,14 +31,20 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return extractor, head
 
 
+def predict_scores(model: keras.Model, images: np.ndarray, indices: np.ndarray,
+                   batch_size: int = 128):
+    """Outputs of `model` (inference mode) for `images[indices]`, in order."""
+    if len(indices) == 0:
+        return np.zeros((0, *model.output_shape[1:]), np.float32)
+    dummy = np.zeros((len(indices), 1), np.float32)
+    ds = cache_dataset(images, indices, dummy, batch_size).map(lambda x, y: x)
+    return model.predict(ds, verbose=0)
+
+
 def extract_features(extractor: keras.Model, images: np.ndarray, indices: np.ndarray,
                      batch_size: int = 128) -> np.ndarray:
     """Backbone features of `images[indices]` (inference mode), float32, in order."""
-    if len(indices) == 0:
-        return np.zeros((0, *extractor.output_shape[1:]), np.float32)
-    dummy = np.zeros((len(indices), 1), np.float32)
-    ds = cache_dataset(images, indices, dummy, batch_size).map(lambda x, y: x)
-    return extractor.predict(ds, verbose=0).astype(np.float32)
+    return np.asarray(predict_scores(extractor, images, indices, batch_size), np.float32)
 
 
 def feature_dataset(features: np.ndarray, targets, batch_size: int, shuffle: bool = False,

@@ -228,13 +228,3 @@ def _metrics(task: str) -> list | dict:
     if task == "multilabel":
         return [keras.metrics.BinaryAccuracy(name="accuracy")]
     return [keras.metrics.CategoricalAccuracy(name="accuracy")]
-
-
-def predict_scores(model: keras.Model, images: np.ndarray, indices: np.ndarray,
-                   batch_size: int = 128) -> np.ndarray:
-    """Model outputs (probabilities) for `images[indices]`, in order."""
-    if len(indices) == 0:
-        return np.zeros((0, model.output_shape[-1]), np.float32)
-    dummy = np.zeros((len(indices), 1), np.float32)
-    ds = cache_dataset(images, indices, dummy, batch_size).map(lambda x, y: x)
-    return model.predict(ds, verbose=0)
