@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import COLOURS, make_class_folders, tiny_config, write_image
 from tinyvision.config import validate_config
-from tinyvision.data.cache import DecodeSpec, _source_region, map_box
+from tinyvision.data.cache import DecodeSpec, source_region, map_box
 from tinyvision.errors import ConfigError, DataError, ModelError, RunError
 from tinyvision.predict import (box_to_pixels, collect_images, decode_images, load_predictor,
                                 to_csv)
@@ -330,7 +330,7 @@ def test_model_outside_a_run_is_refused(tmp_path):
 def test_box_to_pixels_inverts_the_cache_mapping(resize, size):
     spec = DecodeSpec((96, 128), resize=resize)
     box = (100.0, 50.0, 260.0, 300.0)
-    region = _source_region(size, spec, None)
+    region = source_region(size, spec, None)
     normalised = map_box(box, region, spec)
     inside = [max(box[0], region[0]), max(box[1], region[1]), min(box[2], region[2]),
               min(box[3], region[3])]  # center_crop cuts off what lies outside the crop

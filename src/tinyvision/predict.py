@@ -280,18 +280,18 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) after EXIF rotation, read from the header only."""
     from PIL import Image
 
-    from tinyvision.data.cache import _oriented_size
+    from tinyvision.data.cache import oriented_size
 
     with Image.open(path) as im:
-        return _oriented_size(*im.size, im.getexif().get(0x0112, 1))
+        return oriented_size(*im.size, im.getexif().get(0x0112, 1))
 
 
 def box_to_pixels(box: Sequence[float], size: tuple[int, int], spec: DecodeSpec) -> list[float]:
     """A normalised xyxy box of the model input -> pixel xyxy of the original image: the inverse
     of the cache's mapping for each resize mode (stretch, center_crop, letterbox)."""
-    from tinyvision.data.cache import _source_region
+    from tinyvision.data.cache import source_region
 
-    rx1, ry1, rx2, ry2 = _source_region(size, spec, None)
+    rx1, ry1, rx2, ry2 = source_region(size, spec, None)
     target_h, target_w = spec.size
     u = np.clip(np.asarray(box, np.float64), 0.0, 1.0)
     if spec.resize == "letterbox":

@@ -78,8 +78,8 @@ def decode_sample(path: str | Path, spec: DecodeSpec,
                 raise BadImage(f"{width}x{height} pixels is over the {MAX_PIXELS // 1_000_000} MP "
                                "limit (possible decompression bomb)")
             orientation = im.getexif().get(0x0112, 1)
-            oriented_w, oriented_h = _oriented_size(width, height, orientation)
-            region = _source_region((oriented_w, oriented_h), spec, box)
+            oriented_w, oriented_h = oriented_size(width, height, orientation)
+            region = source_region((oriented_w, oriented_h), spec, box)
             _draft(im, spec, region, orientation)
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -115,12 +115,12 @@ def map_box(box: tuple[float, float, float, float], region: tuple[float, float, 
     return np.clip(np.array([xs[0], ys[0], xs[1], ys[1]], np.float32), 0.0, 1.0)
 
 
-def _oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+def oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
     """Size after EXIF transposition (orientations 5-8 swap the axes)."""
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _source_region(size: tuple[int, int], spec: DecodeSpec,
+def source_region(size: tuple[int, int], spec: DecodeSpec,
                    box: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
     """The part of the (oriented) image that is resized to the model input, as xyxy."""
     width, height = size
