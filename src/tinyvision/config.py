@@ -17,7 +17,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       ValidationError, field_validator, model_validator)
 
-from tinyvision.errors import ConfigError
+from tinyvision.errors import ConfigError, did_you_mean
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -163,10 +163,8 @@ def _check_groups(groups: dict[str, list[str]]) -> None:
 def _check_keys(field: str, value: dict, names: list[str]) -> None:
     for key in value:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{field} names {key!r}, which is not one of the classes "
-                             f"{names}.{hint}")
+                             f"{names}.{did_you_mean(key, names)}")
 
 
 class CocoSource(AnnotationSource):

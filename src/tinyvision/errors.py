@@ -34,3 +34,19 @@ class RunError(TinyVisionError):
 
 class RegistryError(TinyVisionError):
     """The run registry (`runs/registry.sqlite`) is missing, locked, newer, or lacks a run."""
+
+
+def did_you_mean(value: object, options) -> str:
+    """' Did you mean 'x'?' for the closest of `options`, or '' when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), sorted(map(str, options)), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def check_choice(name: str, value: str, allowed) -> str:
+    """`value` if it is in `allowed`, else a ConfigError with the allowed values and a close match."""
+    if value not in allowed:
+        raise ConfigError(f"Expected {name} to be one of {sorted(allowed)}, received "
+                          f"{name}={value!r}.{did_you_mean(value, allowed)}")
+    return value

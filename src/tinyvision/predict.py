@@ -11,7 +11,6 @@ its output grid, as in the exported C arrays, so predict answers as the device d
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import json
 import logging
@@ -24,7 +23,7 @@ import numpy as np
 from tinyvision.config import IMAGE_EXTENSIONS, RunConfig, load_config
 from tinyvision.data.cache import BadImage, DecodeSpec, decode_image
 from tinyvision.data.manifest import Manifest
-from tinyvision.errors import ConfigError, DataError, ModelError, RunError
+from tinyvision.errors import ConfigError, DataError, ModelError, RunError, check_choice
 from tinyvision.runs import RunDir, atomic_path, atomic_write_text
 
 log = logging.getLogger("tinyvision")
@@ -33,16 +32,6 @@ MODEL_KINDS = frozenset({"auto", "int8", "float"})
 OUTPUT_FORMATS = frozenset({"table", "json", "csv"})
 _SUFFIX_KIND = {".tflite": "int8", ".keras": "float"}
 BATCH = 64  # images decoded and scored at a time
-
-
-def check_choice(name: str, value: str, allowed: frozenset[str]) -> str:
-    """`value` if it is in `allowed`, else a ConfigError with the allowed values and a close match."""
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), sorted(allowed), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Expected {name} to be one of {sorted(allowed)}, received "
-                          f"{name}={value!r}.{hint}")
-    return value
 
 
 # ---- results ---------------------------------------------------------------------------------

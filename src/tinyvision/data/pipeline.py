@@ -54,24 +54,33 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, 
         y = col["targets"] if box is None else (col["targets"], box)
         return x, y
 
-    if steps_per_epoch is not None and shuffle and repeat:
-        ds = training_batches(len(indices), batch_size, steps_per_epoch, seed, first_epoch)
-        if augmenter is None:
-            ds = ds.map(lambda positions, number: positions)
-    else:
-        ds = tf.data.Dataset.range(len(indices))
-        if shuffle:
-            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch_size)
-        if augmenter is not None:  # one random seed per batch, new ones each epoch
-            ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed,
-                                                                rerandomize_each_iteration=True))
+    ds = position_batches(len(indices), batch_size, shuffle, seed, repeat, steps_per_epoch,
+                          first_epoch)
+    if augmenter is None:
+        ds = ds.map(lambda positions, batch_seed: positions)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def position_batches(n: int, batch_size: int, shuffle: bool = False, seed: int = 0,
+                     repeat: bool = False, steps_per_epoch: int | None = None,
+                     first_epoch: int = 0) -> tf.data.Dataset:
+    """(positions, batch seed) batches over range(n): the order shared by every dataset here.
+
+    Training (shuffle, repeat and `steps_per_epoch`) uses `training_batches`; otherwise a plain
+    (optionally reshuffled) order, each batch with a fresh random seed.
+    """
+    if steps_per_epoch is not None and shuffle and repeat:
+        return training_batches(n, batch_size, steps_per_epoch, seed, first_epoch)
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return tf.data.Dataset.zip(ds.batch(batch_size),
+                               tf.data.Dataset.random(seed, rerandomize_each_iteration=True))
 
 
 def training_batches(n: int, batch_size: int, steps_per_epoch: int, seed: int,

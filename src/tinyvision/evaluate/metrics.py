@@ -6,7 +6,6 @@ result is a JSON-serialisable dict (plain floats, ints, lists), ready for `metri
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from os import PathLike
 from typing import Any
@@ -23,7 +22,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from tinyvision.errors import ConfigError, DataError
+from tinyvision.errors import ConfigError, DataError, check_choice
 
 TASKS = frozenset({"multiclass", "multilabel"})
 MULTICLASS_AVERAGES = ("macro", "micro", "weighted")
@@ -36,12 +35,7 @@ RECALL_POINTS = np.arange(101) / 100.0
 # ---- argument checks -------------------------------------------------------------------------
 def check_task(task: str) -> str:
     """`task` itself, or a ConfigError naming the allowed values and close matches."""
-    if task not in TASKS:
-        close = difflib.get_close_matches(str(task), sorted(TASKS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Expected task to be one of {sorted(TASKS)}, received "
-                          f"task={task!r}.{hint}")
-    return task
+    return check_choice("task", task, TASKS)
 
 
 def check_beta(beta: float) -> float:

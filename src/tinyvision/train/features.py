@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tinyvision.data.pipeline import cache_dataset, training_batches
+from tinyvision.data.pipeline import cache_dataset, position_batches
 from tinyvision.models.build import is_head_layer
 
 
@@ -52,16 +52,8 @@ def feature_dataset(features: np.ndarray, targets, batch_size: int, shuffle: boo
                     first_epoch: int = 0) -> tf.data.Dataset:
     """Batches of (features, targets) from memory, in the same order `cache_dataset` would give
     the images (`training_batches` when training with `steps_per_epoch`)."""
-    if steps_per_epoch is not None and shuffle and repeat:
-        positions = training_batches(len(features), batch_size, steps_per_epoch, seed,
-                                     first_epoch).map(lambda p, number: p)
-    else:
-        positions = tf.data.Dataset.range(len(features))
-        if shuffle:
-            positions = positions.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            positions = positions.repeat()
-        positions = positions.batch(batch_size)
+    positions = position_batches(len(features), batch_size, shuffle, seed, repeat,
+                                 steps_per_epoch, first_epoch).map(lambda p, batch_seed: p)
     feats = tf.constant(features)
     targets = tf.nest.map_structure(lambda t: tf.constant(np.asarray(t, np.float32)), targets)
 

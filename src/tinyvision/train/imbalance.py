@@ -8,11 +8,10 @@ label's positives are weighted; balanced is n_negative / n_positive per label.
 
 from __future__ import annotations
 
-import difflib
 
 import numpy as np
 
-from tinyvision.errors import ConfigError
+from tinyvision.errors import ConfigError, did_you_mean
 
 
 def class_weight_vector(setting: str | dict[str, float], classes: list[str], targets: np.ndarray,
@@ -42,10 +41,9 @@ def class_weight_vector(setting: str | dict[str, float], classes: list[str], tar
 def _check_class_names(mapping: dict[str, float], classes: list[str]) -> None:
     for name in mapping:
         if name not in classes:
-            close = difflib.get_close_matches(name, classes, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"train.class_weights names {name!r}, which is not a class of this "
-                              f"dataset.{hint} Known classes: {', '.join(classes)}.")
+                              f"dataset.{did_you_mean(name, classes)} Known classes: "
+                              f"{', '.join(classes)}.")
 
 
 def oversample_indices(indices: np.ndarray, targets: np.ndarray, task: str,
