@@ -335,3 +335,39 @@ def test_box_to_pixels_inverts_the_cache_mapping(resize, size):
     inside = [max(box[0], region[0]), max(box[1], region[1]), min(box[2], region[2]),
               min(box[3], region[3])]  # center_crop cuts off what lies outside the crop
     np.testing.assert_allclose(box_to_pixels(normalised, size, spec), inside, atol=1e-3)
+
+
+def test_run_with_a_trusted_lambda_backbone_reloads_for_eval_and_predict(tmp_path):
+    """A backbone cut from a file with a Lambda layer (allowed in the config) is saved with its
+    code: eval, export and predict reload the run's model with that trust, and only with it."""
+    import keras
+
+    from tinyvision.models.build import build_model
+    from tinyvision.models.user_models import load_trained_model
+    from tinyvision.runs import atomic_path
+    from tinyvision.workflow import evaluate_stage, prepare_data, start_run
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t * 0.5, name="halve")(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="features")(x)
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)).save(tmp_path / "user.keras")
+    root = make_class_folders(tmp_path / "images", per_class=6)
+    raw = tiny_config(root, tmp_path / "runs", model={
+        "weights": str(tmp_path / "user.keras"), "cut_at": "features",
+        "allow_unsafe_model_code": True})
+    cfg, run = start_run(validate_config(raw))
+    data = prepare_data(cfg, run, progress=False)
+    model = build_model(cfg.model, len(data.manifest.classes), data.manifest.task)
+    with atomic_path(run.float_model, suffix=".keras") as tmp_model:
+        model.save(tmp_model)
+
+    with pytest.raises(ModelError, match=r"stores Python code.*model.allow_unsafe_model_code: "
+                                         r"true"):
+        load_trained_model(run.float_model)
+    metrics = evaluate_stage(cfg, run, data)  # loads model_float.keras itself
+    assert metrics["images"] > 0
+    indices, paths, images = _cache_view(data)
+    got = [[dict(p.top)[c] for c in data.manifest.classes]
+           for p in load_predictor(run.root, "float").predict(paths[:4], top_k=3)]
+    np.testing.assert_allclose(got, model.predict(images[:4].astype(np.float32), verbose=0),
+                               rtol=1e-5, atol=1e-6)

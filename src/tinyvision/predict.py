@@ -116,7 +116,8 @@ def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
     cfg = load_config(run.config)
     manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
     kind, spec = _SUFFIX_KIND[model_path.suffix], decode_spec(cfg)
-    scorer, output_q = _load_scorer(model_path, kind, spec, len(manifest.classes))
+    scorer, output_q = _load_scorer(model_path, kind, spec, len(manifest.classes),
+                                    cfg.model.allow_unsafe_model_code)
     thresholds = _thresholds(model_path, run, manifest) if manifest.task == "multilabel" else None
     if thresholds is not None and output_q is not None:  # as on the device: the int8 output grid
         from tinyvision.export.c_source import device_thresholds
@@ -163,7 +164,8 @@ def _run_of(model_path: Path) -> RunDir:
                    "directory.")
 
 
-def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int):
+def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int,
+                 allow_unsafe_code: bool = False):
     """(uint8 images -> outputs, (scale, zero point) of the int8 class output or None)."""
     from tinyvision.evaluate.tta import int8_scorer, keras_scorer
 
@@ -174,12 +176,9 @@ def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int):
         scorer, q = int8_scorer(model), model.outputs[0][1]
         output_q = (q.scale, q.zero_point)
     else:
-        import keras
+        from tinyvision.models.user_models import load_trained_model
 
-        try:
-            model = keras.models.load_model(model_path, compile=False)
-        except Exception as exc:  # Keras raises many types for a broken or foreign file
-            raise ModelError(f"Cannot load the Keras model {model_path}: {exc}") from None
+        model = load_trained_model(model_path, allow_unsafe_code)
         outputs = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
         shapes, input_shape = [tuple(s) for s in outputs], tuple(model.input_shape)
         scorer = keras_scorer(model)

@@ -82,14 +82,13 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) 
     image's scores with its mirror image's. Detection runs add box metrics under "boxes".
     metrics.json also lists the worst predictions; eval_scores.npz keeps the outputs for the report.
     """
-    import keras
-
     from tinyvision.evaluate.metrics import worst_predictions
     from tinyvision.evaluate.report import save_eval_scores
+    from tinyvision.models.user_models import load_trained_model
 
     if model is None:
-        model = keras.models.load_model(run.require(run.float_model, "tinyvision train"),
-                                        compile=False)
+        model = load_trained_model(run.require(run.float_model, "tinyvision train"),
+                                   cfg.model.allow_unsafe_model_code)
     manifest, tta = data.manifest, cfg.evaluate.tta
     thresholds = _tune_thresholds(cfg, run, data, model) if manifest.task == "multilabel" else None
     split, indices = _eval_split(data)
@@ -188,14 +187,13 @@ def _eval_split(data: PreparedData) -> tuple[str, np.ndarray]:
 # ---- export ----------------------------------------------------------------------------------
 def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) -> dict:
     """int8 LiteRT model calibrated on training images, plus its C source/header pair."""
-    import keras
-
     from tinyvision.export.c_source import write_c_source
     from tinyvision.export.litert import export_int8, tensor_quantization
+    from tinyvision.models.user_models import load_trained_model
 
     if model is None:
-        model = keras.models.load_model(run.require(run.float_model, "tinyvision train"),
-                                        compile=False)
+        model = load_trained_model(run.require(run.float_model, "tinyvision train"),
+                                   cfg.model.allow_unsafe_model_code)
     train = data.indices("train")
     rng = np.random.default_rng(cfg.seed)
     chosen = np.sort(rng.permutation(train)[:cfg.export.representative_samples])

@@ -122,6 +122,16 @@ def load_model_file(path: str | Path, allow_unsafe_code: bool = False) -> keras.
     return model
 
 
+def load_trained_model(path: str | Path, allow_unsafe_code: bool = False) -> keras.Model:
+    """A model file that tinyvision saved (a run's model_float.keras). A model whose backbone was
+    cut from a file with Lambda layers stores their code too, so it loads only when the run's
+    config trusts that code (`model.allow_unsafe_model_code`)."""
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe_code)
+    except Exception as exc:  # Keras raises TypeError/ValueError/KeyError... with the reason
+        raise ModelError(_load_error(Path(path), exc)) from None
+
+
 def _load_error(path: Path, exc: Exception) -> str:
     text = str(exc)
     if "safe_mode" in text or "unsafe" in text:
