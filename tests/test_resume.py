@@ -32,7 +32,8 @@ def test_killed_run_resumes_to_the_same_end(tmp_path):
     root = make_class_folders(tmp_path / "images", per_class=10)
     raw = tiny_config(root, tmp_path / "runs")
     raw["train"].update(head={"epochs": 2, "learning_rate": 0.01},
-                        fine_tune={"epochs": 4, "learning_rate": 0.01, "unfreeze_from": 0},
+                        fine_tune={"epochs": 4, "learning_rate": 0.01, "unfreeze_from": 0,
+                                   "schedule": {"name": "plateau", "patience": 1}},
                         augment=[{"op": "flip"}], patience=10)
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))

@@ -66,6 +66,38 @@ def test_plateau_is_a_constant_rate_and_a_callback():
     assert schedule_callbacks(ScheduleConfig(), "val_loss") == []
 
 
+def _plateau_rates(schedule, values, restore=None):
+    """Learning rates after each epoch's monitor value, and the callback's final counters."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    (callback,) = schedule_callbacks(schedule, "val_loss", restore=restore)
+    callback.set_model(model)
+    if restore:
+        model.optimizer.learning_rate = restore["rate"]
+    callback.on_train_begin()
+    rates = []
+    for epoch, value in enumerate(values):
+        callback.on_epoch_end(epoch, {"val_loss": value})
+        rates.append(float(model.optimizer.learning_rate))
+    return rates, {**callback.state(), "rate": rates[-1] if rates else 0.1}
+
+
+def test_plateau_counters_survive_a_resume():
+    """Split a stage in two at every epoch (as a killed and resumed run is): the rates must be
+    those of the unsplit stage, which needs the callback's wait/best/cooldown restored."""
+    schedule = ScheduleConfig(name="plateau", factor=0.5, patience=2, min_learning_rate=1e-4)
+    values = [1.0, 0.9, 0.95, 0.93, 0.8, 0.85, 0.86, 0.87, 0.7, 0.71]
+    whole, _ = _plateau_rates(schedule, values)
+    assert whole == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.025])
+    for cut in range(1, len(values)):
+        first, state = _plateau_rates(schedule, values[:cut])
+        second, _ = _plateau_rates(schedule, values[cut:], restore=state)
+        assert first + second == pytest.approx(whole), cut
+    _, state = _plateau_rates(schedule, values[:3])
+    fresh, _ = _plateau_rates(schedule, values[3:])  # what resuming did before: counters lost
+    assert [0.1, 0.1, 0.1] + fresh != pytest.approx(whole)
+
+
 def test_schedule_string_shorthand_and_errors():
     raw = {"data": {"source": {"format": "folder", "root": "x"}},
            "train": {"head": {"schedule": "one_cycle"}, "fine_tune": {"schedule": {"name": "step"}}}}

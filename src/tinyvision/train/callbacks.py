@@ -139,8 +139,11 @@ class EpochSeeds(keras.callbacks.Callback):
                                    .astype(generator.state.dtype))
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose counters can be restored when a killed run resumes mid-stage."""
+class _ResumableCounters:
+    """Mixin for a Keras callback whose counters (the `COUNTERS` attributes) are saved with each
+    epoch's resume state and restored when a killed run resumes mid-stage."""
+
+    COUNTERS: tuple[str, ...] = ()
 
     def __init__(self, *args, restore: dict | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -148,12 +151,25 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
-        if self.restore:
-            self.wait, self.best = self.restore["wait"], self.restore["best"]
+        for name in self.COUNTERS if self.restore else ():
+            setattr(self, name, self.restore[name])
 
     def state(self) -> dict:
-        best = self.best
-        return {"wait": int(self.wait), "best": None if best is None else float(best)}
+        return {name: None if getattr(self, name) is None else float(getattr(self, name))
+                for name in self.COUNTERS}
+
+
+class ResumableEarlyStopping(_ResumableCounters, keras.callbacks.EarlyStopping):
+    """EarlyStopping whose counters can be restored when a killed run resumes mid-stage."""
+
+    COUNTERS = ("wait", "best")
+
+
+class ResumablePlateau(_ResumableCounters, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose counters can be restored when a killed run resumes mid-stage. The
+    lowered rate itself is an optimizer variable, restored with the optimizer's state."""
+
+    COUNTERS = ("wait", "best", "cooldown_counter")
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):

@@ -110,11 +110,15 @@ def build_schedule(schedule: ScheduleConfig, learning_rate: float, steps_per_epo
     return Warmup(after, warmup, learning_rate * WARMUP_START, learning_rate)
 
 
-def schedule_callbacks(schedule: ScheduleConfig, monitor: str) -> list[keras.callbacks.Callback]:
-    """Callbacks a schedule needs: ReduceLROnPlateau on `monitor` for `plateau`, else none."""
+def schedule_callbacks(schedule: ScheduleConfig, monitor: str,
+                       restore: dict | None = None) -> list[keras.callbacks.Callback]:
+    """Callbacks a schedule needs: ReduceLROnPlateau on `monitor` for `plateau` (its counters
+    restored from `restore` when a run resumes), else none."""
+    from tinyvision.train.callbacks import ResumablePlateau
+
     if schedule.name != "plateau":
         return []
     mode = "min" if monitor.endswith("loss") else "max"
-    return [keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=schedule.factor,
-                                              patience=schedule.patience, mode=mode,
-                                              min_lr=schedule.min_learning_rate, verbose=0)]
+    return [ResumablePlateau(monitor=monitor, factor=schedule.factor, patience=schedule.patience,
+                             mode=mode, min_lr=schedule.min_learning_rate, verbose=0,
+                             restore=restore)]

@@ -134,12 +134,14 @@ def _fit_stage(cfg, data, model, stage, epoch_offset, first, class_weight, monit
     stopping = ResumableEarlyStopping(monitor, patience=cfg.train.patience,
                                       mode="min" if monitor.endswith("loss") else "max",
                                       restore=state["early_stopping"] if state else None)
+    plateau = schedule_callbacks(getattr(cfg.train, stage).schedule, monitor,
+                                 restore=state.get("plateau") if state else None)
     callbacks = [EpochSeeds(model, cfg.seed, epoch_offset), checkpoint, epoch_log, stopping,
-                 *schedule_callbacks(getattr(cfg.train, stage).schedule, monitor)]
+                 *plateau]
     if console is not None:
         callbacks.append(RichProgress(console, steps, epochs, stage))
     callbacks.append(ResumeCheckpoint(run.checkpoints, model, stage, epoch_offset,
-                                      lambda: _counters(checkpoint, epoch_log, stopping)))
+                                      lambda: _counters(checkpoint, epoch_log, stopping, plateau)))
     return fit_model.fit(train_ds, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
                          validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
 
@@ -150,9 +152,10 @@ def _stopped_early(state: dict, cfg: RunConfig) -> bool:
     return stopping.get("wait", 0) >= cfg.train.patience and state["stage_epochs"] > 1
 
 
-def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping) -> dict:
+def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping, plateau=()) -> dict:
     return {"best": checkpoint.best, "best_epoch": checkpoint.best_epoch, "log": epoch_log.rows,
-            "early_stopping": stopping.state() if stopping is not None else None}
+            "early_stopping": stopping.state() if stopping is not None else None,
+            "plateau": plateau[0].state() if plateau else None}
 
 
 def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str,
