@@ -119,3 +119,55 @@ def test_lr_find_command_reports_config_errors(tmp_path):
     result = CliRunner().invoke(app, ["lr-find", str(config), "--stage", "neck"])
     assert result.exit_code == 1
     assert "train.lr_find.stage" in result.output and "Traceback" not in result.output
+
+
+def _start_weights_setup(tmp_path):
+    """A tiny config and data whose targets are all class 2, and a weights file whose head is
+    sure of class 0 (loss ~20 on every batch, against ~ln 3 for a fresh model)."""
+    from tinyvision.config import validate_config
+    from tinyvision.models.build import build_model
+    from tinyvision.train.trainer import TrainData
+
+    raw = tiny_config(tmp_path, tmp_path / "runs")
+    raw["train"]["lr_find"] = {"start": 1e-9, "end": 1e-8, "steps": 10}
+    cfg = validate_config(raw)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    targets = np.tile(np.float32([0, 0, 1]), (24, 1))
+    data = TrainData(images, targets, np.arange(16), np.arange(16, 24), np.arange(0),
+                     ["a", "b", "c"], "multiclass")
+    model = build_model(cfg.model, 3, "multiclass")
+    head = [layer for layer in model.layers if layer.get_weights()][-1]
+    kernel, bias = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.float32([20, 0, 0]).reshape(bias.shape)])
+    model.save_weights(tmp_path / "sure_of_a.weights.h5")
+    return cfg, data
+
+
+def test_lr_find_starts_from_given_weights(tmp_path):
+    from tinyvision.errors import ConfigError, RunError
+    from tinyvision.train.lr_finder import find_lr
+
+    cfg, data = _start_weights_setup(tmp_path)
+
+    def with_weights(value):
+        update = cfg.train.lr_find.model_copy(update={"weights": value})
+        return cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr_find": update})})
+
+    fresh = find_lr(cfg, data)
+    assert fresh.losses[0] < 3.0
+    started = find_lr(with_weights(str(tmp_path / "sure_of_a.weights.h5")), data)
+    # log p = (0, -20, -20) up to e^-20; the smoothed target (eps/3, eps/3, 1 - 2 eps/3) gives
+    # 20 (1 - eps/3); rates of ~1e-9 leave the weights as loaded
+    smoothing = cfg.train.label_smoothing
+    assert started.losses[0] == pytest.approx(20.0 * (1 - smoothing / 3), rel=1e-4)
+
+    with pytest.raises(ConfigError, match=r"train.lr_find.weights='nowhere': no such run"):
+        find_lr(with_weights("nowhere"), data)
+    (tmp_path / "runs" / "empty").mkdir(parents=True)
+    with pytest.raises(RunError, match="best.weights.h5"):
+        find_lr(with_weights(str(tmp_path / "runs" / "empty")), data)
+    two_classes = data.__class__(data.images, data.targets[:, :2], data.train, data.val,
+                                 data.test, ["a", "b"], "multiclass")
+    with pytest.raises(ConfigError, match="does not fit the model of this config"):
+        find_lr(with_weights(str(tmp_path / "sure_of_a.weights.h5")), two_classes)

@@ -28,18 +28,23 @@ def lr_find_command(
     steps: Optional[int] = typer.Option(None, help="Rates tried [train.lr_find.steps: 200]."),
     stage: Optional[str] = typer.Option(
         None, help="Layers that train: head or fine_tune [train.lr_find.stage: head]."),
+    start_from: Optional[str] = typer.Option(
+        None, "--from", help="Start from a run's best weights (runs/NAME) or a .weights.h5 file, "
+        "e.g. a run that trained the head, before sweeping for fine_tune "
+        "[train.lr_find.weights]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Sweep the learning rate exponentially and suggest one.
 
-    Trains one batch per rate on a fresh model until the loss explodes, then saves lr_find.csv
+    Trains one batch per rate (on a fresh model, or from --from) until the loss explodes, then
+    saves lr_find.csv
     and lr_find.png in runs/NAME-lr-find/ and prints the rate where the smoothed loss falls
     fastest. Put it in train.head.learning_rate (or fine_tune, with --stage fine_tune).
     """
     from tinyvision.config import load_config
     from tinyvision.train.lr_finder import run_lr_find
 
-    options = {"start": start, "end": end, "steps": steps, "stage": stage}
+    options = {"start": start, "end": end, "steps": steps, "stage": stage, "weights": start_from}
     extra = [f"train.lr_find.{key}={value}" for key, value in options.items() if value is not None]
     cfg = load_config(config, list(overrides or []) + extra)
     settings = cfg.train.lr_find

@@ -646,6 +646,9 @@ class LrFindConfig(Section):
     end: float = Field(10.0, gt=0.0)
     steps: int = Field(200, ge=10, le=10000)
     stage: Literal["head", "fine_tune"] = "head"  # which layers train during the sweep
+    # start from these weights instead of a fresh model: a run directory (its best checkpoint),
+    # e.g. a run whose head is trained, before sweeping for fine-tuning; or a .weights.h5 file
+    weights: str | None = None
 
     @model_validator(mode="after")
     def _increasing(self) -> LrFindConfig:

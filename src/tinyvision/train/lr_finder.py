@@ -13,6 +13,7 @@ import csv
 import io
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import keras
@@ -97,8 +98,9 @@ def lr_sweep(model: keras.Model, batches: Iterator, learning_rates: np.ndarray,
 
 def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] | None = None
             ) -> LrFindResult:
-    """The sweep of `train.lr_find` on a fresh model built from `cfg` and `data` (a `TrainData`),
-    with the configured optimizer, loss, class weights and oversampling."""
+    """The sweep of `train.lr_find` on a model built from `cfg` and `data` (a `TrainData`), fresh
+    or from `lr_find.weights`, with the configured optimizer, loss, class weights and
+    oversampling."""
     from tinyvision.data.pipeline import cache_dataset
     from tinyvision.models.build import build_model
     from tinyvision.train.imbalance import balance_training_data
@@ -110,6 +112,8 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
     data, class_weight = balance_training_data(cfg, data)
+    if settings.weights:
+        load_start_weights(model, settings.weights)
     _set_trainable(model, cfg, settings.stage)
     multipliers = lr_multiplier_map(cfg, model) if settings.stage == "fine_tune" else None
     model.compile(optimizer=make_optimizer(cfg.train, float(settings.start), multipliers),
@@ -122,6 +126,26 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
                             boxes=None if boxes is None else boxes[data.train])
     rates = sweep_rates(settings.start, settings.end, settings.steps)
     return lr_sweep(model, iter(dataset.as_numpy_iterator()), rates, on_step)
+
+
+def load_start_weights(model: keras.Model, source: str | Path) -> None:
+    """Weights for the sweep's model from a run directory (its best checkpoint) or a weights
+    file; the error says which file and why it does not fit."""
+    from tinyvision.errors import ConfigError
+
+    path = Path(source)
+    if path.is_dir():
+        run = RunDir(path)
+        path = run.require(run.best_weights, "tinyvision train")
+    elif not path.is_file():
+        raise ConfigError(f"train.lr_find.weights={str(source)!r}: no such run directory or "
+                          "file. Give a run directory (runs/NAME) or a .weights.h5 file.")
+    try:
+        model.load_weights(path)
+    except Exception as exc:  # Keras raises ValueError/KeyError... naming the layer that differs
+        raise ConfigError(f"train.lr_find.weights={str(source)!r}: {path} does not fit the model "
+                          f"of this config ({' '.join(str(exc).split())[:400]}). Use the config "
+                          "that trained those weights.") from None
 
 
 def save_lr_find(result: LrFindResult, run: RunDir) -> tuple:
