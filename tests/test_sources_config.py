@@ -102,3 +102,45 @@ def test_relative_paths_of_every_source_key(tmp_path):
 def test_crop_options_validate():
     with pytest.raises(ConfigError, match=r"data.crop_margin.*less than or equal to 2"):
         validate_config({"data": {"source": COCO, "crop_margin": 5}})
+
+
+def _box_csv(tmp_path: Path) -> Path:
+    """Two classes, three grey 20x10 images each, one box per row."""
+    from PIL import Image
+
+    rows = []
+    for label in ("cat", "dog"):
+        for i in range(3):
+            Image.new("RGB", (20, 10), (128, 128, 128)).save(tmp_path / f"{label}{i}.png")
+            rows.append(f"{label}{i}.png,2,1,12,8,{label}")
+    path = tmp_path / "boxes.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_model_task_detection_is_explicit_and_checked(tmp_path):
+    from tinyvision.data.sources import build_manifest
+    from tinyvision.errors import DataError
+
+    boxes = _box_csv(tmp_path)
+    base = {"data": {"source": {"format": "csv", "path": str(boxes)}, "val_fraction": 0.0,
+                     "test_fraction": 0.0}}
+    for task, expected in (("detection", "detection"), ("auto", "detection"),
+                           ("multiclass", "multiclass")):
+        cfg = validate_config({**base, "model": {"task": task}})
+        manifest = build_manifest(cfg.data, cfg.seed, cfg.model.task)
+        assert manifest.task == expected
+        assert manifest.samples[0].box is not None  # kept for crop_to_box or the box head
+    with pytest.raises(ConfigError, match=r"model.task=detection predicts the box, so the image "
+                                          r"cannot be cropped"):
+        validate_config({"data": {**base["data"], "crop_to_box": True},
+                         "model": {"task": "detection"}})
+    folders = tmp_path / "folders"
+    for label in ("cat", "dog"):
+        (folders / label).mkdir(parents=True)
+        (tmp_path / f"{label}0.png").rename(folders / label / "a.png")
+    cfg = validate_config({"data": {"source": {"format": "folder", "root": str(folders)}},
+                           "model": {"task": "detection"}})
+    with pytest.raises(DataError, match=r"model.task=detection needs one box per image, but the "
+                                        r"class folders under .*folders give image labels only"):
+        build_manifest(cfg.data, cfg.seed, cfg.model.task)

@@ -356,7 +356,9 @@ class ModelConfig(Section):
     input_scale: float | tuple[float, float, float] | None = None
     input_offset: float | tuple[float, float, float] | None = None
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    task: Literal["auto", "multiclass", "multilabel"] = "auto"
+    # auto: detection from a source with one box per image (coco/voc mode largest, CSV with box
+    # columns), unless data.crop_to_box; multi-label when an image has several labels
+    task: Literal["auto", "multiclass", "multilabel", "detection"] = "auto"
     # None: 0.99 (Keras default) with pretrained weights, 0.9 when training from scratch.
     batchnorm_momentum: float | None = Field(None, gt=0.0, lt=1.0)
 
@@ -793,6 +795,14 @@ class RunConfig(Section):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
+    @model_validator(mode="after")
+    def _detection_keeps_the_whole_image(self) -> RunConfig:
+        if self.model.task == "detection" and self.data.crop_to_box:
+            raise ValueError("model.task=detection predicts the box, so the image cannot be cropped "
+                             "to it: set data.crop_to_box: false, or model.task: multiclass to "
+                             "classify the cropped object.")
+        return self
+
     @property
     def cache_dir(self) -> Path:
         return self.data.cache_dir or self.runs_dir / ".cache"
@@ -875,6 +885,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
                          f"Allowed keys: {', '.join(allowed)}.")
         elif error["type"] == "missing":
             lines.append(f"  - `{field}` is required but missing.")
+        elif not loc:  # a check across sections: its message names the fields
+            lines.append(f"  - {error['msg'].removeprefix('Value error, ')}")
         else:
             received = error.get("input")
             lines.append(f"  - `{field}`: {error['msg']}; received {received!r}.")

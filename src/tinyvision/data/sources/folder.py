@@ -53,6 +53,10 @@ def load_folder(root: str | Path, extensions: tuple[str, ...] | list[str] = IMAG
         raise DataError(f"Found only one class folder ({sorted(classes)}) under {root}; a classifier "
                         "needs at least two classes (add a folder of negative examples).")
     multilabel = any(len(s.labels) > 1 for s in samples)
+    if task == "detection":
+        raise DataError(f"model.task=detection needs one box per image, but the class folders under "
+                        f"{root} give image labels only; use a source with boxes (coco or voc with "
+                        "mode: largest, or a CSV with x1,y1,x2,y2 columns).")
     if task == "auto":
         task = "multilabel" if multilabel else "multiclass"
     elif task == "multiclass" and multilabel:
