@@ -2,6 +2,7 @@
 `lr-find` command end to end (files, determinism)."""
 
 import csv
+import shutil
 
 import keras
 import numpy as np
@@ -162,6 +163,10 @@ def test_lr_find_starts_from_given_weights(tmp_path):
     smoothing = cfg.train.label_smoothing
     assert started.losses[0] == pytest.approx(20.0 * (1 - smoothing / 3), rel=1e-4)
 
+    run = tmp_path / "runs" / "head-only"  # a run directory: its best checkpoint
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "sure_of_a.weights.h5", run / "checkpoints" / "best.weights.h5")
+    assert find_lr(with_weights(str(run)), data).losses[0] == pytest.approx(started.losses[0])
     with pytest.raises(ConfigError, match=r"train.lr_find.weights='nowhere': no such run"):
         find_lr(with_weights("nowhere"), data)
     (tmp_path / "runs" / "empty").mkdir(parents=True)
@@ -171,3 +176,6 @@ def test_lr_find_starts_from_given_weights(tmp_path):
                                  data.test, ["a", "b"], "multiclass")
     with pytest.raises(ConfigError, match="does not fit the model of this config"):
         find_lr(with_weights(str(tmp_path / "sure_of_a.weights.h5")), two_classes)
+    result = CliRunner().invoke(app, ["lr-find", str(config), "--from", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "no such run directory or file" in result.output
+    assert not (tmp_path / "runs").exists()  # refused before a run directory is made

@@ -128,18 +128,26 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     return lr_sweep(model, iter(dataset.as_numpy_iterator()), rates, on_step)
 
 
-def load_start_weights(model: keras.Model, source: str | Path) -> None:
-    """Weights for the sweep's model from a run directory (its best checkpoint) or a weights
-    file; the error says which file and why it does not fit."""
+def start_weights_file(source: str | Path) -> Path:
+    """The weights file `lr_find.weights` names: a run directory's best checkpoint, or a file."""
     from tinyvision.errors import ConfigError
 
     path = Path(source)
     if path.is_dir():
         run = RunDir(path)
-        path = run.require(run.best_weights, "tinyvision train")
-    elif not path.is_file():
+        return run.require(run.best_weights, "tinyvision train")
+    if not path.is_file():
         raise ConfigError(f"train.lr_find.weights={str(source)!r}: no such run directory or "
                           "file. Give a run directory (runs/NAME) or a .weights.h5 file.")
+    return path
+
+
+def load_start_weights(model: keras.Model, source: str | Path) -> None:
+    """Weights for the sweep's model from `lr_find.weights`; the error says which file and why it
+    does not fit."""
+    from tinyvision.errors import ConfigError
+
+    path = start_weights_file(source)
     try:
         model.load_weights(path)
     except Exception as exc:  # Keras raises ValueError/KeyError... naming the layer that differs
@@ -194,6 +202,8 @@ def run_lr_find(cfg: RunConfig, on_step: Callable[[int, float, float], None] | N
     from tinyvision.train.trainer import TrainData
     from tinyvision.workflow import prepare_data, start_run
 
+    if cfg.train.lr_find.weights:  # a wrong path fails before a run directory is made
+        start_weights_file(cfg.train.lr_find.weights)
     cfg, run = start_run(cfg.model_copy(update={"name": f"{cfg.name}-lr-find"}))
     prepared = prepare_data(cfg, run, progress=progress)
     task = prepared.manifest.task
