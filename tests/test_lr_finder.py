@@ -120,6 +120,9 @@ def test_lr_find_command_reports_config_errors(tmp_path):
     result = CliRunner().invoke(app, ["lr-find", str(config), "--stage", "neck"])
     assert result.exit_code == 1
     assert "train.lr_find.stage" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["lr-find", str(config), "--from", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "no such run directory or file" in result.output
+    assert not (tmp_path / "runs").exists()  # refused before a run directory is made
 
 
 def _start_weights_setup(tmp_path):
@@ -176,6 +179,3 @@ def test_lr_find_starts_from_given_weights(tmp_path):
                                  data.test, ["a", "b"], "multiclass")
     with pytest.raises(ConfigError, match="does not fit the model of this config"):
         find_lr(with_weights(str(tmp_path / "sure_of_a.weights.h5")), two_classes)
-    result = CliRunner().invoke(app, ["lr-find", str(config), "--from", str(tmp_path / "nowhere")])
-    assert result.exit_code == 1 and "no such run directory or file" in result.output
-    assert not (tmp_path / "runs").exists()  # refused before a run directory is made
