@@ -83,3 +83,42 @@ def test_resume_without_saved_state_is_a_clear_error(tmp_path):
         '{"format": "tinyvision-manifest", "version": 1, "task": "multiclass", "classes": ["a", "b"]}\n')
     result = CliRunner().invoke(app, ["train", "--resume", str(run)])
     assert result.exit_code == 1 and "no saved training state" in result.output
+
+
+def test_killed_after_early_stopping_resumes_from_the_best_weights(tmp_path):
+    """Killed after the epoch where early stopping ended the head stage, before the stage was
+    closed: resuming fits nothing more and goes on from the best weights, as an uninterrupted run
+    does (not from the last epoch's)."""
+    import keras
+
+    from tinyvision.config import validate_config
+    from tinyvision.models.build import build_model
+    from tinyvision.runs import new_run_dir
+    from tinyvision.train.trainer import TrainData, train_model
+
+    raw = tiny_config(tmp_path, tmp_path / "runs")
+    raw["train"].update(head={"epochs": 5, "learning_rate": 0.01, "cache_features": False},
+                        fine_tune={"epochs": 0}, patience=2)
+    cfg = validate_config(raw)
+    run = new_run_dir(cfg.runs_dir, "stopped")
+    rng = np.random.default_rng(0)
+    data = TrainData(rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8),
+                     np.eye(3, dtype=np.float32)[np.arange(12) % 3], np.arange(8),
+                     np.arange(8, 12), np.arange(0), ["a", "b", "c"], "multiclass")
+    keras.utils.set_random_seed(1)
+    best = build_model(cfg.model, 3, "multiclass")
+    run.checkpoints.mkdir(parents=True)
+    best.save_weights(run.best_weights)
+    keras.utils.set_random_seed(2)
+    build_model(cfg.model, 3, "multiclass").save_weights(run.checkpoints / "last-head-3.weights.h5")
+    state = {"version": 1, "stage": "head", "stage_epochs": 3, "epoch_offset": 0,
+             "finished": False, "weights": "last-head-3.weights.h5", "optimizer": "unused.npz",
+             "best": 0.5, "best_epoch": 1, "log": [], "plateau": None,
+             "early_stopping": {"wait": 2, "best": 0.5}}
+    (run.checkpoints / "state.json").write_text(json.dumps(state))
+
+    result = train_model(cfg, data, run, resume=True)
+    for got, expected in zip(result.model.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(got, expected)
+    closed = json.loads((run.checkpoints / "state.json").read_text())
+    assert closed["finished"] and closed["stage_epochs"] == 3

@@ -87,19 +87,23 @@ def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console, state: d
     for stage in STAGES:
         if getattr(cfg.train, stage).epochs == 0:
             continue
-        first = 0
+        first, fitted = 0, []
         if state is not None:
             if STAGES.index(stage) < STAGES.index(state["stage"]):
                 continue  # finished before the run was killed
             done_epochs = state["epoch_offset"]
-            if state["finished"] or _stopped_early(state, cfg):
+            if state["finished"]:
                 done_epochs += state["stage_epochs"]
                 state = None
                 continue
             first = state["stage_epochs"]
-        history = _fit_stage(cfg, data, model, stage, done_epochs, first, class_weight, monitor,
-                             checkpoint, epoch_log, run, console, state)
-        stage_epochs = first + len(history.epoch)
+        # Killed after the stage's last epoch (or the one early stopping ended it at) but before
+        # the stage was closed: nothing is left to fit, only the closing below.
+        if state is None or not (_stopped_early(state, cfg)
+                                 or first >= getattr(cfg.train, stage).epochs):
+            fitted = _fit_stage(cfg, data, model, stage, done_epochs, first, class_weight,
+                                monitor, checkpoint, epoch_log, run, console, state).epoch
+        stage_epochs = first + len(fitted)
         if run.best_weights.exists():  # the next stage starts from the best weights so far
             _load_weights(model, run.best_weights)
         save_resume_state(run.checkpoints, model, None, stage, stage_epochs, done_epochs,
