@@ -742,10 +742,8 @@ class TrainConfig(Section):
     def _class_weight_values(cls, value: Any) -> Any:
         """One clear message instead of one per member of the union."""
         if isinstance(value, str) and value not in CLASS_WEIGHT_MODES:
-            close = difflib.get_close_matches(value, sorted(CLASS_WEIGHT_MODES), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"expected 'none', 'balanced' or a mapping {{class: weight}}, got "
-                             f"{value!r}.{hint}")
+                             f"{value!r}.{did_you_mean(value, CLASS_WEIGHT_MODES)}")
         if isinstance(value, dict):
             bad = {k: v for k, v in value.items()
                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}

@@ -65,7 +65,7 @@ class ReferenceRunner:
         # position of each (Keras-ordered) output among the file's outputs: TFLM's output index
         self.file_positions = [[d["index"] for d in in_file_order].index(i)
                                for i in self.output_indices]
-        self.output_index, self.output_q = self.output_indices[0], self.output_qs[0]
+        self.output_q = self.output_qs[0]
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         """int8 inputs (N, H, W, C) -> one int8 array (N, ...) per output, one invoke per image."""

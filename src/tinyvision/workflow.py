@@ -57,17 +57,23 @@ def prepare_data(cfg: RunConfig, run: RunDir, manifest: Manifest | None = None,
 
 
 # ---- train -----------------------------------------------------------------------------------
+def train_data(data: PreparedData):
+    """What the trainer (and lr-find) take: cached images, targets, splits, boxes for detection."""
+    from tinyvision.train.trainer import TrainData
+
+    boxes = data.cache.boxes if data.manifest.task == "detection" else None
+    return TrainData(data.cache.images, data.manifest.label_matrix(), data.indices("train"),
+                     data.indices("val"), data.indices("test"), data.manifest.classes,
+                     data.manifest.task, boxes)
+
+
 def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None,
                 resume: bool = False):
     """Two-stage training (continuing from the last saved epoch with `resume`); saves the float
     model as export/model_float.keras."""
-    from tinyvision.train.trainer import TrainData, train_model
+    from tinyvision.train.trainer import train_model
 
-    boxes = data.cache.boxes if data.manifest.task == "detection" else None
-    train_data = TrainData(data.cache.images, data.manifest.label_matrix(), data.indices("train"),
-                           data.indices("val"), data.indices("test"), data.manifest.classes,
-                           data.manifest.task, boxes)
-    result = train_model(cfg, train_data, run, console, resume=resume)
+    result = train_model(cfg, train_data(data), run, console, resume=resume)
     with atomic_path(run.float_model, suffix=".keras") as tmp:
         result.model.save(tmp)
     return result
@@ -231,22 +237,23 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     exported C arrays are) and, with `evaluate.tta`, flip averaging on the reference kernels;
     a [class, box] model adds box metrics."""
     from tinyvision.evaluate.tta import tta_outputs
-    from tinyvision.predict import Int8Model
-    from tinyvision.verify import verify_int8
+    from tinyvision.verify import ReferenceRunner, verify_int8
 
     model_path = run.require(run.int8_model, "tinyvision export")
     split, indices = _eval_split(data)
     images = np.asarray(data.cache.images[indices])
     result = verify_int8(model_path, images, cfg.verify.tflm_samples, cfg.verify.max_arena_bytes,
                          cfg.seed, n_classes=len(data.manifest.classes))
-    outputs, int8 = result.pop("scores"), Int8Model(model_path, len(data.manifest.classes))
+    outputs, thresholds = result.pop("scores"), run_thresholds(run, data.manifest)
+    # verify_int8 scored the split already; a runner of our own only for flips or the output grid
+    runner = (ReferenceRunner(model_path, len(data.manifest.classes))
+              if cfg.evaluate.tta or thresholds is not None else None)
     if cfg.evaluate.tta:
-        outputs = tta_outputs(int8.scores, images, ("horizontal",))
-    thresholds = run_thresholds(run, data.manifest)
+        outputs = tta_outputs(runner.scores, images, ("horizontal",))
     if thresholds is not None:
         from tinyvision.export.c_source import device_thresholds
 
-        q = int8.outputs[0][1]
+        q = runner.output_q
         thresholds = np.asarray(device_thresholds(thresholds, q.scale, q.zero_point)[1])
     metrics = _output_metrics(cfg, data, indices, outputs, thresholds)[0]
     report = {"split": split, "tta": cfg.evaluate.tta, **result, "metrics": metrics}
@@ -320,6 +327,7 @@ def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[R
     if load_resume_state(run.checkpoints) is None:
         raise RunError(f"{run.root} has no saved training state (checkpoints/state.json): it was "
                        "killed before its first epoch ended. Start it again with `tinyvision train`.")
+    check_before_work(cfg)  # e.g. tracking: mlflow on a machine without it, before training
     return _registered(cfg, run, console, progress, resume=True)
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from math import prod
 
 import keras
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -26,11 +25,7 @@ class ModelCost:
 
 def model_cost(model: keras.Model) -> ModelCost:
     """Parameters and MACs of a built Keras model."""
-    return ModelCost(params=count_params(model), macs=count_macs(model))
-
-
-def count_params(model: keras.Model) -> int:
-    return int(sum(int(np.prod(w.shape)) for w in model.weights))
+    return ModelCost(params=model.count_params(), macs=count_macs(model))
 
 
 def count_macs(model: keras.Model) -> int:

@@ -20,12 +20,12 @@ from typing import Any, Callable, Iterable
 
 import keras
 
-from tinyvision.errors import ModelError
+from tinyvision.config import PLAIN_CNN_POOLS
+from tinyvision.errors import ModelError, did_you_mean
 from tinyvision.export.cost import ModelCost, model_cost
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 EFFICIENTNET_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
-PLAIN_CNN_POOLS = frozenset({"max", "avg", "stride", "none"})
 AUTO_UNFREEZE_FRACTION = 0.75  # "auto" fine-tunes the last quarter of the backbone's blocks
 
 Scale = float | tuple[float, float, float]
@@ -60,12 +60,6 @@ class BackboneSpec:
     def imagenet_sizes(self) -> tuple[int, ...]:
         return tuple(sorted({size for _, size in self.imagenet}))
 
-    def normalization(self, channels: int) -> tuple[Scale, Scale]:
-        """(scale, offset) for `channels` input channels; grayscale takes the RGB mean."""
-        if channels == 1:
-            return _mean(self.input_scale), _mean(self.input_offset)
-        return self.input_scale, self.input_offset
-
     def block_start(self, layer_names: list[str], block: int) -> int:
         """Index of the first layer of block `block` (1-based) in `layer_names`."""
         available = self.num_blocks or _count_blocks(self.block_pattern, layer_names)
@@ -87,10 +81,6 @@ class BackboneSpec:
     def _block_regex(self, block: int) -> str:
         name = self.block_names[block - 1] if self.block_names else ""
         return self.block_pattern.format(n=block, name=re.escape(name))
-
-
-def _mean(value: Scale) -> float:
-    return float(sum(value) / len(value)) if isinstance(value, tuple) else float(value)
 
 
 def _count_blocks(pattern: str, layer_names: list[str]) -> int:
@@ -362,11 +352,7 @@ def get_backbone(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(BACKBONES), n=2)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ModelError(f"Unknown backbone={name!r}.{hint} Available: "
+        raise ModelError(f"Unknown backbone={name!r}.{did_you_mean(name, BACKBONES)} Available: "
                          f"{sorted(BACKBONES)}.") from None
 
 

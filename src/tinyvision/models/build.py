@@ -33,8 +33,7 @@ def build_model(cfg: ModelConfig, num_classes: int, task: str) -> keras.Model:
     spec = get_backbone(cfg.backbone)
     if cfg.pretrained:
         check_weights_available(spec, cfg.alpha, cfg.weights)  # fail before building anything
-    scale, offset = spec.normalization(cfg.channels)
-    x = _normalize(inputs, cfg, scale, offset)
+    x = _normalize(inputs, cfg, spec.input_scale, spec.input_offset)
     options = cfg.plain_cnn.model_dump() if cfg.backbone == "plain_cnn" and cfg.plain_cnn else {}
     features = build_backbone(spec, x, cfg.alpha, options)
     outputs = build_head(features, num_classes, task, cfg.dropout)

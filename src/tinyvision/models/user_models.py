@@ -18,10 +18,10 @@ from typing import Any
 
 import keras
 
+from tinyvision.config import MODEL_FILE_SUFFIXES
 from tinyvision.errors import ModelError
 from tinyvision.models.backbones import like_input, rebuild_on
 
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 UNSAFE_FLAG = "model.allow_unsafe_model_code: true"
 _ANY = object()  # any value of a dropped argument is fine: Keras 2 ignored it too
 

@@ -119,10 +119,10 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     model.compile(optimizer=make_optimizer(cfg.train, float(settings.start), multipliers),
                   loss=build_loss(cfg.train, data.task, class_weight),
                   loss_weights=build_loss_weights(cfg.train, data.task))
-    boxes = getattr(data, "boxes", None)  # detection: (N, 4) normalised xyxy
+    boxes = data.boxes  # detection: (N, 4) normalised xyxy
     dataset = cache_dataset(data.images, data.train, data.targets[data.train],
                             cfg.train.batch_size, shuffle=True, seed=cfg.seed, repeat=True,
-                            augment=cfg.train.augment or None,
+                            augment=cfg.train.augment,
                             boxes=None if boxes is None else boxes[data.train])
     rates = sweep_rates(settings.start, settings.end, settings.steps)
     return lr_sweep(model, iter(dataset.as_numpy_iterator()), rates, on_step)
@@ -199,18 +199,11 @@ def _plot(result: LrFindResult, path) -> None:
 def run_lr_find(cfg: RunConfig, on_step: Callable[[int, float, float], None] | None = None,
                 progress: bool = True) -> tuple[RunDir, LrFindResult]:
     """`tinyvision lr-find`: a run directory `<name>-lr-find` with config, manifest, CSV and plot."""
-    from tinyvision.train.trainer import TrainData
-    from tinyvision.workflow import prepare_data, start_run
+    from tinyvision.workflow import prepare_data, start_run, train_data
 
     if cfg.train.lr_find.weights:  # a wrong path fails before a run directory is made
         start_weights_file(cfg.train.lr_find.weights)
     cfg, run = start_run(cfg.model_copy(update={"name": f"{cfg.name}-lr-find"}))
-    prepared = prepare_data(cfg, run, progress=progress)
-    task = prepared.manifest.task
-    detection = {"boxes": prepared.cache.boxes} if task == "detection" else {}
-    data = TrainData(prepared.cache.images, prepared.manifest.label_matrix(),
-                     prepared.indices("train"), prepared.indices("val"), prepared.indices("test"),
-                     prepared.manifest.classes, task, **detection)
-    result = find_lr(cfg, data, on_step)
+    result = find_lr(cfg, train_data(prepare_data(cfg, run, progress=progress)), on_step)
     save_lr_find(result, run)
     return run, result

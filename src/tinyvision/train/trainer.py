@@ -175,8 +175,10 @@ def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: st
               "first_epoch": first_epoch}
     if stage == "head" and cfg.train.head.cache_features and not cfg.train.augment:
         extractor, head = split_at_features(model)
-        # one call for both splits: the extractor is traced once
-        features = extract_features(extractor, data.images, np.concatenate([data.train, data.val]))
+        # one call for both splits (the extractor is traced once), each image once (oversampling
+        # repeats train images)
+        unique, where = np.unique(np.concatenate([data.train, data.val]), return_inverse=True)
+        features = extract_features(extractor, data.images, unique)[where]
         train_features, val_features = features[:len(data.train)], features[len(data.train):]
         train_ds = feature_dataset(train_features, train_y, batch, **stream)
         val_ds = feature_dataset(val_features, val_y, batch) if len(data.val) else None
