@@ -49,7 +49,8 @@ def tiny_config(root: Path, runs_dir: Path, **sections) -> dict:
         "data": {"source": {"format": "folder", "root": str(root)}, "val_fraction": 0.2,
                  "test_fraction": 0.2, "workers": 2},
         "model": {"alpha": 0.25, "input_size": 32, "weights": "none"},
-        "train": {"batch_size": 8, "max_steps_per_epoch": 3,
+        # min_steps 0 and no augmentation: the few steps asked for, as before train.recipe
+        "train": {"batch_size": 8, "max_steps_per_epoch": 3, "min_steps": 0, "augment": [],
                   "head": {"epochs": 1, "learning_rate": 0.01},
                   "fine_tune": {"epochs": 2, "learning_rate": 0.01, "unfreeze_from": 0}},
         "export": {"representative_samples": 16},

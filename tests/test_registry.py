@@ -52,7 +52,7 @@ def test_two_runs_and_a_failed_run(registry, tmp_path):
     assert base["status"] == "finished" and base["error"] is None
     assert base["run_dir"] == str(tmp_path / "runs" / "base")
     assert (base["backbone"], base["alpha"], base["input_size"], base["color_mode"]) == \
-        ("mobilenet_v1", 0.25, "96x96", "rgb")
+        ("mobilenet_v1", 0.25, "96x96", "auto")  # the config as given (a run resolves auto)
     assert (base["weights"], base["batch_size"], base["head_epochs"], base["fine_tune_lr"]) == \
         ("imagenet", 64, 10, 1e-4)
     assert (base["float_accuracy"], base["float_macro_f1"]) == (0.90, 0.88)
@@ -258,3 +258,34 @@ def test_cli_errors_are_one_line_without_traceback(registry, tmp_path):
     assert result.exit_code == 1 and "Unknown sort column 'acc'" in result.output
     result = _invoke("--runs-dir", str(tmp_path / "empty"))
     assert result.exit_code == 1 and "No run registry at" in result.output
+
+
+def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
+    """A registry written before recipes and export_failed existed keeps its runs, and takes the
+    new statuses and columns."""
+    from tinyvision.registry import _MIGRATIONS
+
+    path = tmp_path / "runs" / "registry.sqlite"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        for statement in _MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO runs (name, run_dir, status, started, config_hash, "
+                     "float_accuracy, config_json) VALUES ('old', 'runs/old', 'finished', "
+                     "'2026-01-01T00:00:00', 'abc', 0.75, '{}')")
+        conn.execute("PRAGMA user_version = 1")
+    registry = Registry(tmp_path / "runs")
+    old = registry.get("old")
+    assert (old["status"], old["float_accuracy"], old["recipe"], old["warnings"]) == \
+        ("finished", 0.75, None, None)
+    registry.start_run("new", tmp_path / "runs" / "new", _config(tmp_path, "new"))
+    registry.fail_run("new", "ExportError: refused", metrics={"float": {"accuracy": 0.5},
+                      "warnings": [{"code": "collapse", "message": "..."}]},
+                      status="export_failed")
+    new = registry.get("new")
+    assert (new["status"], new["float_accuracy"], new["warnings"]) == \
+        ("export_failed", 0.5, "collapse")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    with pytest.raises(RegistryError, match="failed status"):
+        registry.fail_run("new", "x", status="finished")

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from tinyvision.cli_common import console, err_console, user_errors
@@ -194,7 +195,10 @@ def print_summary(summary: dict) -> None:
     console.print(table)
     images = ", ".join(f"{k} {v}" for k, v in summary["images"].items())
     console.print(f"images: {images}; bad images skipped: {summary['bad_images']}; "
-                  f"best epoch {summary['best_epoch']}; {summary['seconds']} s")
+                  f"recipe {summary.get('recipe', '-')}; best epoch {summary['best_epoch']}; "
+                  f"{summary['seconds']} s")
+    for warning in summary.get("warnings", []):  # said when found; repeated where it is seen
+        console.print(f"[bold yellow]warning:[/] {escape(warning['message'])}", highlight=False)
 
 
 _mount_subcommands()

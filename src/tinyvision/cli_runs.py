@@ -45,6 +45,7 @@ _TABLE: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("model KiB", lambda r: _num(r["model_bytes"] and r["model_bytes"] / 1024, "{:.1f}")),
     ("arena KiB", lambda r: _num(r["arena_bytes"] and r["arena_bytes"] / 1024, "{:.1f}")),
     ("MMACs", lambda r: _num(r["macs"] and r["macs"] / 1e6, "{:.2f}")),
+    ("warnings", lambda r: _text(r["warnings"])),
 )
 _LEFT_ALIGNED = frozenset({"name", "status", "started", "backbone", "input", "weights"})
 _PER_CLASS_KEYS = (".per_class.", ".ap_per_iou.", ".label_confusion.")
@@ -87,9 +88,9 @@ def list_runs(
     out = console if console.is_terminal else Console(width=_PIPE_WIDTH)
     out.print(table)
     for row in rows:
-        if row["status"] == "failed" and row["error"]:
-            out.print(f"[red]{escape(row['name'])} failed:[/] {escape(row['error'])}",
-                      highlight=False)
+        if row["status"] in ("failed", "export_failed") and row["error"]:
+            out.print(f"[red]{escape(row['name'])} {row['status'].replace('_', ' ')}:[/] "
+                      f"{escape(row['error'])}", highlight=False)
 
 
 @runs_app.command("compare")
@@ -142,7 +143,8 @@ def runs_table(rows: list[dict], title: str | None = None) -> Table:
 
 
 def _status(status: str) -> str:
-    colour = {"finished": "green", "failed": "red", "running": "yellow"}.get(status, "white")
+    colour = {"finished": "green", "failed": "red", "export_failed": "red", "running": "yellow",
+              "interrupted": "yellow"}.get(status, "white")
     return f"[{colour}]{escape(status)}[/]"
 
 

@@ -344,7 +344,8 @@ class ModelConfig(Section):
     # Width multiplier (MobileNets); default: the backbone's (BACKBONE_DEFAULTS), 1.0 if fixed.
     alpha: float = Field(0.25, gt=0.0, le=4.0)
     input_size: tuple[int, int] = (96, 96)  # height, width; an int means a square
-    color_mode: Literal["rgb", "grayscale"] = "rgb"
+    # auto: grayscale when the sampled training images are gray (equal channels), else rgb
+    color_mode: Literal["auto", "rgb", "grayscale"] = "auto"
     # imagenet | none | a weights file (.h5) of this backbone | with `cut_at`, a Keras model file
     # (.keras/.h5). Default: imagenet where keras.applications has weights for the backbone, else none.
     weights: str = "imagenet"
@@ -359,7 +360,8 @@ class ModelConfig(Section):
     # auto: detection from a source with one box per image (coco/voc mode largest, CSV with box
     # columns), unless data.crop_to_box; multi-label when an image has several labels
     task: Literal["auto", "multiclass", "multilabel", "detection"] = "auto"
-    # None: 0.99 (Keras default) with pretrained weights, 0.9 when training from scratch.
+    # None: 0.99 (Keras default) with pretrained weights, 0.9 when training from scratch
+    # (train.recipe: scratch writes 0.9 into the run's config).
     batchnorm_momentum: float | None = Field(None, gt=0.0, lt=1.0)
 
     @field_validator("input_size", mode="before")
@@ -429,7 +431,8 @@ class ModelConfig(Section):
 
     @property
     def channels(self) -> int:
-        return 3 if self.color_mode == "rgb" else 1
+        # "auto" counts as rgb until a run looks at its training images (data/color.py)
+        return 1 if self.color_mode == "grayscale" else 3
 
     @property
     def pretrained(self) -> bool:
@@ -706,7 +709,62 @@ class FineTuneStage(Section):
         return value
 
 
+class BudgetConfig(Section):
+    """How long training runs, as exactly one of: epochs, optimizer steps or minutes. A string
+    says the same in one line: "40 epochs", "3000 steps", "10 minutes" (or "10 min")."""
+
+    epochs: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    # Wall-clock minutes of training (every epoch with its validation pass): the throughput of
+    # the first steps sizes the schedule, so it finishes (warm-up and cosine) on time.
+    minutes: float | None = Field(None, gt=0.0, le=100_000.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _BUDGET_TEXT.match(value.strip().lower())
+        if not match:
+            raise ValueError(f"expected a number and a unit, e.g. '40 epochs', '3000 steps' or "
+                             f"'10 minutes'; got {value!r}")
+        number, unit = match.groups()
+        key = next(k for k, words in _BUDGET_UNITS.items() if unit in words)
+        return {key: float(number) if key == "minutes" else int(float(number))}
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BudgetConfig:
+        given = [k for k in ("epochs", "steps", "minutes") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of epochs, steps or minutes (e.g. budget: {minutes: "
+                             f"10}}); got {', '.join(given) if given else 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("epochs", "steps", "minutes") if getattr(self, k) is not None)
+
+    def __str__(self) -> str:
+        return f"{getattr(self, self.kind):g} {self.kind}"
+
+
+_BUDGET_UNITS = {"epochs": ("epoch", "epochs"), "steps": ("step", "steps"),
+                 "minutes": ("m", "min", "mins", "minute", "minutes")}
+_BUDGET_TEXT = re.compile(r"^(\d+(?:\.\d+)?)\s*(" + "|".join(
+    w for words in _BUDGET_UNITS.values() for w in words) + r")$")
+
+
 class TrainConfig(Section):
+    # auto: `pretrained` when model.weights loads trained weights (imagenet, a file), `scratch`
+    # when it is none. pretrained: two stages (head, then fine-tuning). scratch: one stage, every
+    # layer trains (docs/training.md). A recipe only fills in settings the config leaves out.
+    recipe: Literal["auto", "pretrained", "scratch"] = "auto"
+    # Length of the whole training (None: each stage's `epochs`); the stages share it in
+    # proportion to their epochs, except that a minutes budget goes to the last stage once the
+    # head stage has run its epochs.
+    budget: BudgetConfig | None = None
+    # Fewest optimizer steps of a stage: a small set trains for more epochs. None: the recipe's.
+    min_steps: int | None = Field(None, ge=0)
     batch_size: int = Field(64, ge=1, le=4096)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adamw"
     # Decoupled weight decay of adamw, sgd and rmsprop (adam has none: use adamw for it).
@@ -728,7 +786,9 @@ class TrainConfig(Section):
     oversample: bool = False  # repeat rarer-class training samples so classes are seen equally
     lr_find: LrFindConfig = Field(default_factory=LrFindConfig)
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
-    patience: int = Field(5, ge=1)  # early stopping: epochs without improvement of `monitor`
+    # Early stopping: epochs without improvement of `monitor`; None: off (the schedule ends the
+    # run; the best epoch's weights are still kept).
+    patience: int | None = Field(5, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap for quick trials and tests
     # tf.distribute strategy: none | mirrored (GPUs, or logical CPUs) | multi_worker (TF_CONFIG).
     strategy: Literal["none", "mirrored", "multi_worker"] = "none"

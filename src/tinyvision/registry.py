@@ -27,8 +27,9 @@ from tinyvision.errors import RegistryError
 from tinyvision.runs import atomic_write_text
 
 REGISTRY_FILE = "registry.sqlite"
-SCHEMA_VERSION = 1
-STATUSES = frozenset({"running", "finished", "failed"})
+SCHEMA_VERSION = 2
+# export_failed: trained and evaluated, but the int8 export or its verification refused the model
+STATUSES = frozenset({"running", "finished", "failed", "export_failed", "interrupted"})
 FILTER_OPERATORS = frozenset({"=", "!=", ">=", "<=", ">", "<"})
 # Top-level config keys that name or place a run rather than define it: left out of the hash.
 VOLATILE_CONFIG_KEYS = frozenset({"name", "runs_dir", "overwrite"})
@@ -42,6 +43,7 @@ CONFIG_COLUMNS = (
     ("input_size", "TEXT", "model.input_size"),
     ("color_mode", "TEXT", "model.color_mode"),
     ("weights", "TEXT", "model.weights"),
+    ("recipe", "TEXT", "train.recipe"),
     ("batch_size", "INTEGER", "train.batch_size"),
     ("head_epochs", "INTEGER", "train.head.epochs"),
     ("fine_tune_epochs", "INTEGER", "train.fine_tune.epochs"),
@@ -58,6 +60,7 @@ METRIC_COLUMNS = (
     ("model_bytes", "INTEGER", ("model_bytes", "int8_bytes")),
     ("arena_bytes", "INTEGER", ("arena_bytes",)),
     ("macs", "INTEGER", ("macs",)),
+    ("warnings", "TEXT", ("warnings",)),  # the codes of summary.json's warnings, e.g. "collapse"
 )
 RUN_COLUMNS = (
     ("name", "TEXT", None), ("run_dir", "TEXT", None), ("status", "TEXT", None),
@@ -68,14 +71,42 @@ RUN_COLUMNS = (
 COLUMNS = tuple(c for c, _, _ in RUN_COLUMNS + CONFIG_COLUMNS + METRIC_COLUMNS)
 _COLUMN_TYPES = {c: t for c, t, _ in RUN_COLUMNS + CONFIG_COLUMNS + METRIC_COLUMNS}
 
+_V1_COLUMNS = ("name, run_dir, status, started, finished, duration_s, config_hash, error, task, "
+               "backbone, alpha, input_size, color_mode, weights, batch_size, head_epochs, "
+               "fine_tune_epochs, head_lr, fine_tune_lr, float_accuracy, float_macro_f1, "
+               "int8_accuracy, int8_macro_f1, model_bytes, arena_bytes, macs, config_json, "
+               "metrics_json")
+
+
+def _create_runs(table: str) -> str:
+    statuses = ", ".join(f"'{s}'" for s in sorted(STATUSES))
+    return (f"CREATE TABLE IF NOT EXISTS {table} ("
+            "name TEXT PRIMARY KEY, run_dir TEXT NOT NULL, "
+            f"status TEXT NOT NULL CHECK (status IN ({statuses})), "
+            "started TEXT NOT NULL, finished TEXT, duration_s REAL, config_hash TEXT NOT NULL, "
+            "error TEXT, "
+            + "".join(f"{c} {t}, " for c, t, _ in CONFIG_COLUMNS + METRIC_COLUMNS)
+            + "config_json TEXT NOT NULL, metrics_json TEXT)")
+
+
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # version 1's table, as it was (a new file gets it, then the later migrations)
     1: ("CREATE TABLE IF NOT EXISTS runs ("
         "name TEXT PRIMARY KEY, run_dir TEXT NOT NULL, "
         "status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')), "
         "started TEXT NOT NULL, finished TEXT, duration_s REAL, config_hash TEXT NOT NULL, "
-        "error TEXT, "
-        + "".join(f"{c} {t}, " for c, t, _ in CONFIG_COLUMNS + METRIC_COLUMNS)
-        + "config_json TEXT NOT NULL, metrics_json TEXT)",
+        "error TEXT, task TEXT, backbone TEXT, alpha REAL, input_size TEXT, color_mode TEXT, "
+        "weights TEXT, batch_size INTEGER, head_epochs INTEGER, fine_tune_epochs INTEGER, "
+        "head_lr REAL, fine_tune_lr REAL, float_accuracy REAL, float_macro_f1 REAL, "
+        "int8_accuracy REAL, int8_macro_f1 REAL, model_bytes INTEGER, arena_bytes INTEGER, "
+        "macs INTEGER, config_json TEXT NOT NULL, metrics_json TEXT)",
+        "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
+    # 2: statuses export_failed and interrupted; columns recipe and warnings. SQLite cannot
+    # change a CHECK constraint, so the table is copied into a new one.
+    2: (_create_runs("runs_v2"),
+        f"INSERT INTO runs_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM runs",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_v2 RENAME TO runs",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
 }
 _OPERATOR_RE = "|".join(re.escape(o) for o in sorted(FILTER_OPERATORS, key=len, reverse=True))
@@ -130,26 +161,40 @@ class Registry:
                f"VALUES ({', '.join('?' * len(row))})")
         self._retry(lambda conn: conn.execute(sql, tuple(row.values())), write=True)
 
-    def finish_run(self, name: str, metrics: Mapping[str, Any], status: str = "finished") -> None:
+    def finish_run(self, name: str, metrics: Mapping[str, Any], status: str = "finished",
+                   config: Mapping[str, Any] | None = None) -> None:
         """Record the end of a run and its metrics.
 
         `metrics` is stored whole as JSON; these paths also fill columns: `float.accuracy`,
         `float.macro_f1`, `int8.accuracy`, `int8.macro_f1` (classification_metrics dicts under
         "float" and "int8"; "int8_tflm" also works), `model_bytes` (or `int8_bytes`),
-        `arena_bytes`, `macs`. Missing ones stay empty.
+        `arena_bytes`, `macs`. Missing ones stay empty. `config`: the run's config as resolved
+        while it ran (color_mode, recipe), replacing the one given to `start_run`.
         """
         if status not in STATUSES - {"running"}:
-            raise RegistryError(f"Expected status 'finished' or 'failed', received "
+            raise RegistryError(f"Expected status one of {sorted(STATUSES - {'running'})}, "
+                                f"received status={status!r}.")
+        self._end(_check_name(name), status, _plain_json(metrics, "metrics"), error=None,
+                  config=config)
+
+    def fail_run(self, name: str, error: str, metrics: Mapping[str, Any] | None = None,
+                 status: str = "failed", config: Mapping[str, Any] | None = None) -> None:
+        """Mark the run failed (or `status` export_failed / interrupted) with a one-line `error`
+        (e.g. the exception's message), keeping `metrics` when some were computed."""
+        if status not in STATUSES - {"running", "finished"}:
+            raise RegistryError(f"Expected a failed status, one of "
+                                f"{sorted(STATUSES - {'running', 'finished'})}, received "
                                 f"status={status!r}.")
-        self._end(_check_name(name), status, _plain_json(metrics, "metrics"), error=None)
-
-    def fail_run(self, name: str, error: str, metrics: Mapping[str, Any] | None = None) -> None:
-        """Mark the run failed with a one-line `error` (e.g. the exception's message)."""
         metrics = _plain_json(metrics, "metrics") if metrics is not None else None
-        self._end(_check_name(name), "failed", metrics, error=str(error))
+        self._end(_check_name(name), status, metrics, error=str(error), config=config)
 
-    def _end(self, name: str, status: str, metrics: dict | None, error: str | None) -> None:
+    def _end(self, name: str, status: str, metrics: dict | None, error: str | None,
+             config: Mapping[str, Any] | None = None) -> None:
         values: dict[str, Any] = {"status": status, "finished": _now(), "error": error}
+        if config is not None:
+            config = _plain_json(config, "config")
+            values.update({c: _sql_value(_lookup(config, path)) for c, _, path in CONFIG_COLUMNS})
+            values.update(config_hash=config_hash(config), config_json=json.dumps(config))
         if metrics is not None:
             values.update({c: _sql_value(_first(metrics, paths))
                            for c, _, paths in METRIC_COLUMNS})
@@ -381,7 +426,10 @@ def _first(tree: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
 
 
 def _sql_value(value: Any) -> Any:
-    """Lists (input_size) become "96x96"; dicts become JSON; scalars pass through."""
+    """Lists (input_size) become "96x96", warnings their codes ("collapse, few_steps"); dicts
+    become JSON; scalars pass through."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) for v in value):
+        return ", ".join(str(v.get("code", "")) for v in value)
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value)
     if isinstance(value, dict):

@@ -33,19 +33,28 @@ class PreparedData:
 
 
 def decode_spec(cfg: RunConfig) -> DecodeSpec:
-    return DecodeSpec(tuple(cfg.model.input_size), cfg.model.color_mode, cfg.data.resize,
+    """How the run's images are decoded. An unresolved color_mode "auto" (a config used without
+    `resolve_settings`) decodes as rgb, as the model is then built with three channels."""
+    color_mode = "grayscale" if cfg.model.channels == 1 else "rgb"
+    return DecodeSpec(tuple(cfg.model.input_size), color_mode, cfg.data.resize,
                       cfg.data.crop_to_box, cfg.data.crop_margin)
 
 
 # ---- data ------------------------------------------------------------------------------------
+def prepare_manifest(cfg: RunConfig, run: RunDir) -> Manifest:
+    """Build the manifest from `data.source` and save it in the run."""
+    from tinyvision.data.sources import build_manifest
+
+    manifest = build_manifest(cfg.data, cfg.seed, cfg.model.task)
+    manifest.save(run.manifest)
+    return manifest
+
+
 def prepare_data(cfg: RunConfig, run: RunDir, manifest: Manifest | None = None,
                  progress: bool = True) -> PreparedData:
     """Build (or load) the manifest, save it in the run, and open or build the image cache."""
     if manifest is None:
-        from tinyvision.data.sources import build_manifest
-
-        manifest = build_manifest(cfg.data, cfg.seed, cfg.model.task)
-        manifest.save(run.manifest)
+        manifest = prepare_manifest(cfg, run)
     cache = build_cache(manifest, decode_spec(cfg), cfg.cache_dir, cfg.data.workers, progress)
     atomic_write_text(run.bad_images, "".join(f"{path}\t{reason}\n" for path, reason in cache.bad))
     data = PreparedData(manifest, cache)
@@ -54,6 +63,24 @@ def prepare_data(cfg: RunConfig, run: RunDir, manifest: Manifest | None = None,
 
         raise DataError("No decodable training images; see bad_images.txt in the run directory.")
     return data
+
+
+def resolve_settings(cfg: RunConfig, manifest: Manifest) -> tuple[RunConfig, list[str]]:
+    """The config with `model.color_mode: auto` and `train.recipe` resolved from the training
+    images, and one line on each choice for the console."""
+    from tinyvision.config import RGB_ONLY_AUGMENT_OPS
+    from tinyvision.data.color import resolve_color_mode
+    from tinyvision.train.recipes import apply_recipe
+
+    extra, lines = {}, []
+    if cfg.model.color_mode == "auto":
+        rgb_only = [op.op for op in cfg.train.augment if op.op in RGB_ONLY_AUGMENT_OPS]
+        mode, reason = resolve_color_mode(manifest, cfg.seed, rgb_only)
+        extra["model.color_mode"] = mode
+        lines.append(f"color_mode: {mode} ({reason})")
+    n_train = sum(1 for s in manifest.samples if s.split == "train")
+    cfg, recipe = apply_recipe(cfg, n_train, manifest.task, extra)
+    return cfg, [*lines, recipe.describe()]
 
 
 # ---- train -----------------------------------------------------------------------------------
@@ -105,8 +132,31 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) 
                               [manifest.samples[i].path for i in indices], manifest.classes,
                               _class_task(manifest.task), cfg.evaluate.worst_n, thresholds)
     save_eval_scores(run, split, indices, scores, boxes)
-    atomic_write_json(run.metrics, {"float": metrics, "worst_predictions": worst})
-    return metrics
+    warnings = _collapse_warnings(cfg, data, model, split, indices, scores, thresholds)
+    atomic_write_json(run.metrics, {"float": metrics, "worst_predictions": worst,
+                                    "warnings": warnings})
+    return {**metrics, "warnings": warnings}
+
+
+def _collapse_warnings(cfg: RunConfig, data: PreparedData, model, split: str,
+                       indices: np.ndarray, scores: np.ndarray,
+                       thresholds: np.ndarray | None) -> list[dict]:
+    """The collapse warning (evaluate/health.py) on the evaluation split, or on the val split,
+    whichever shows it first; logged as it is found."""
+    from tinyvision.evaluate.health import collapse_warning
+
+    labels, classes = data.manifest.label_matrix(), data.manifest.classes
+    task = _class_task(data.manifest.task)
+    found = collapse_warning(labels[indices], scores, classes, task, split, thresholds)
+    val = data.indices("val")
+    if found is None and split != "val" and len(val):
+        outputs = _float_scores(model, data.cache.images, val, cfg.evaluate.tta)
+        val_scores = np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)
+        found = collapse_warning(labels[val], val_scores, classes, task, "val", thresholds)
+    if found is None:
+        return []
+    log.warning(found["message"])
+    return [found]
 
 
 def _class_task(task: str) -> str:
@@ -266,11 +316,7 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
 
 
 def _read_float_metrics(run: RunDir) -> dict | None:
-    import json
-
-    if not run.metrics.exists():
-        return None
-    return json.loads(run.metrics.read_text()).get("float")
+    return (_read_json(run.metrics) or {}).get("float")
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -300,7 +346,8 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
     """Everything `tinyvision train` does; returns the run directory and its summary.
 
     The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
-    failed with the error (the error is re-raised)."""
+    failed with the error (the error is re-raised). A model that the int8 export or its check
+    refuses keeps its evaluation, report and summary (status export_failed)."""
     check_before_work(cfg)
     cfg, run = start_run(cfg)
     return _registered(cfg, run, console, progress, resume=False)
@@ -333,45 +380,92 @@ def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[R
 
 def _registered(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
                 ) -> tuple[RunDir, dict]:
+    from tinyvision.errors import ExportError, VerifyError
     from tinyvision.registry import Registry
 
     registry = Registry(cfg.runs_dir)
     registry.start_run(run.name, run.root, cfg.model_dump(mode="json"))
     try:
-        summary = _all_stages(cfg, run, console, progress, resume)
-    except BaseException as exc:
-        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}")
+        cfg, summary = _all_stages(cfg, run, console, progress, resume)
+    except (ExportError, VerifyError) as exc:
+        summary = _read_json(run.summary)
+        refused = summary is not None and summary.get("status") == "export_failed"
+        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", metrics=summary,
+                          status="export_failed" if refused else "failed",
+                          config=_saved_config(run))
         raise
-    registry.finish_run(run.name, summary)
+    except BaseException as exc:
+        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", config=_saved_config(run))
+        raise
+    registry.finish_run(run.name, summary, config=cfg.model_dump(mode="json"))
     from tinyvision.tracking import log_run
 
     log_run(cfg, run, summary)
     return run, summary
 
 
-def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool) -> dict:
+def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
+                ) -> tuple[RunConfig, dict]:
+    """Every stage of a run; returns the resolved config and the summary."""
+    from tinyvision.errors import ExportError, VerifyError
     from tinyvision.export.cost import model_cost
 
     start = time.perf_counter()
-    manifest = Manifest.load(run.manifest) if resume else None
+    if resume:
+        manifest = Manifest.load(run.manifest)
+    else:
+        manifest = prepare_manifest(cfg, run)
+        cfg, lines = resolve_settings(cfg, manifest)
+        atomic_write_text(run.config, cfg.to_yaml())  # the resolved settings, for eval/resume
+        for line in lines:
+            log.info(line)
+        check_before_work(cfg)
     data = prepare_data(cfg, run, manifest, progress=progress)
     result = train_stage(cfg, run, data, console, resume=resume)
     float_metrics = evaluate_stage(cfg, run, data, result.model)
-    exported = export_stage(cfg, run, data, result.model)
-    verified = verify_stage(cfg, run, data)
     summary = {
-        "run": str(run.root), "classes": data.manifest.classes, "task": data.manifest.task,
+        "run": str(run.root), "status": "finished", "recipe": cfg.train.recipe,
+        "classes": data.manifest.classes, "task": data.manifest.task,
         "images": {split: int(len(data.indices(split))) for split in ("train", "val", "test")},
         "bad_images": len(data.cache.bad), "best_epoch": result.best_epoch,
-        "float": _headline(float_metrics), "int8_tflm": _headline(verified["metrics"]),
-        "delta": verified.get("delta", {}), "int8_bytes": exported["int8_bytes"],
-        "float_bytes": exported["float_bytes"], "arena_bytes": verified["arena_bytes"],
+        "training": {"seconds": result.seconds, "stages": result.stages},
+        "float": _headline(float_metrics),
+        "warnings": result.warnings + float_metrics["warnings"],
         **model_cost(result.model).as_dict(),
-        "seconds": round(time.perf_counter() - start, 1),
     }
+    try:
+        exported = export_stage(cfg, run, data, result.model)
+        verified = verify_stage(cfg, run, data)
+    except (ExportError, VerifyError) as exc:
+        summary.update(status="export_failed", error=str(exc),
+                       seconds=round(time.perf_counter() - start, 1))
+        atomic_write_json(run.summary, summary)
+        report_stage(cfg, run, data)
+        raise type(exc)(f"{exc} The float model, its evaluation (metrics.json) and report.html "
+                        f"are kept in {run.root}; the registry marks the run export_failed."
+                        ) from None
+    summary.update({
+        "int8_tflm": _headline(verified["metrics"]), "delta": verified.get("delta", {}),
+        "int8_bytes": exported["int8_bytes"], "float_bytes": exported["float_bytes"],
+        "arena_bytes": verified["arena_bytes"], "seconds": round(time.perf_counter() - start, 1),
+    })
     atomic_write_json(run.summary, summary)
     report_stage(cfg, run, data)  # reads summary.json for the headline numbers
-    return summary
+    return cfg, summary
+
+
+def _saved_config(run: RunDir) -> dict | None:
+    """The run's config.yaml (resolved once the data was read), for the registry row."""
+    try:
+        return load_config(run.config).model_dump(mode="json")
+    except Exception:  # a half-made run folder: the row keeps the config it started with
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _headline(metrics: dict) -> dict:

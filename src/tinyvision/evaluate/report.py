@@ -37,7 +37,9 @@ max-width:1200px;padding:0 1rem;color:#222}
 h1{margin-bottom:.2rem}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
 table{border-collapse:collapse;margin:.6rem 0}th,td{border:1px solid #ddd;padding:.25rem .6rem}
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.note{color:#777;font-style:italic}.grid{display:flex;flex-wrap:wrap;gap:.5rem}
+.note{color:#777;font-style:italic}
+.banner{background:#fdecea;border:1px solid #e0a8a2;border-left:6px solid #c62828;
+padding:.6rem 1rem;margin:1rem 0;border-radius:4px}.banner p{margin:.3rem 0}.grid{display:flex;flex-wrap:wrap;gap:.5rem}
 figure{margin:0;text-align:center;font-size:.8rem;max-width:260px}
 img{max-width:100%}pre{background:#f7f7f7;padding:.6rem;overflow-x:auto;font-size:.8rem}
 .muted{color:#777}
@@ -88,6 +90,7 @@ def build_report(cfg: RunConfig, run: RunDir, manifest: Manifest, cache: ImageCa
     """The report as one HTML string."""
     files = _RunFiles.read(run)
     sections = [
+        _banner(files.summary),
         _config_section(cfg, run),
         _data_section(manifest, cache, cfg.seed),
         _training_section(run),
@@ -167,6 +170,18 @@ def _cell(value) -> str:
 
 
 # ---- sections --------------------------------------------------------------------------------
+def _banner(summary: dict | None) -> str:
+    """What went wrong, at the top: the run's warnings and an export the checks refused."""
+    summary = summary or {}
+    lines = [w["message"] for w in summary.get("warnings", [])]
+    if summary.get("status") == "export_failed":
+        lines.insert(0, f"The int8 export was refused: {summary.get('error', '')}")
+    if not lines:
+        return ""
+    return ("<div class=\"banner\" role=\"alert\">"
+            + "".join(f"<p>{escape(line)}</p>" for line in lines) + "</div>")
+
+
 def _config_section(cfg: RunConfig, run: RunDir) -> str:
     m, t = cfg.model, cfg.train
     rows = [["backbone", f"{m.backbone} alpha {m.alpha:g}"],

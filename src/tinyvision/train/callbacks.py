@@ -79,11 +79,13 @@ def _current_lr(model: keras.Model) -> float:
 
 
 class RichProgress(keras.callbacks.Callback):
-    """A progress bar per epoch with the live loss and metrics, then one summary line per epoch."""
+    """A progress bar per epoch with the live loss and metrics, then one summary line per epoch.
+    `plan` (a budget.StagePlan) gives the steps of an epoch and the stage's epochs, which a
+    minutes budget may change while training."""
 
-    def __init__(self, console, steps: int, epochs: int, stage: str) -> None:
+    def __init__(self, console, plan) -> None:
         super().__init__()
-        self.console, self.steps, self.epochs, self.stage = console, steps, epochs, stage
+        self.console, self.plan = console, plan
         self.progress = None
         self.task = None
 
@@ -95,16 +97,22 @@ class RichProgress(keras.callbacks.Callback):
                                  console=self.console, transient=True)
         self.progress.start()
 
+    def _title(self, epoch: int) -> str:
+        if not self.plan.sized:
+            return f"{self.plan.stage} epoch {epoch + 1}/?"
+        about = "~" if self.plan.seconds is not None else ""
+        return f"{self.plan.stage} epoch {epoch + 1}/{about}{self.plan.epochs}"
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        description = f"{self.stage} epoch {epoch + 1}/{self.epochs}"
-        self.task = self.progress.add_task(description, total=self.steps, metrics="")
+        self.task = self.progress.add_task(self._title(epoch), total=self.plan.steps_per_epoch,
+                                           metrics="")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.progress.update(self.task, completed=batch + 1, metrics=_format(logs))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.progress.remove_task(self.task)
-        self.console.print(f"{self.stage} epoch {epoch + 1}/{self.epochs}  {_format(logs)}")
+        self.console.print(f"{self._title(epoch)}  {_format(logs)}")
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.progress.stop()

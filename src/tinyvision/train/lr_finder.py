@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np
 
 from tinyvision.config import RunConfig
 from tinyvision.runs import RunDir, atomic_path, atomic_write_text
+
+log = logging.getLogger("tinyvision")
 
 EXPLODE_FACTOR = 4.0  # stop when the smoothed loss exceeds this times its minimum
 ONLINE_BETA = 0.9  # online smoothing used only for the stop rule
@@ -106,11 +109,13 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     from tinyvision.train.imbalance import balance_training_data
     from tinyvision.train.losses import build_loss, build_loss_weights
     from tinyvision.train.optimizers import lr_multiplier_map, make_optimizer
+    from tinyvision.train.fused_batchnorm import use_fused_batchnorm
     from tinyvision.train.trainer import _set_trainable
 
     settings = cfg.train.lr_find
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
+    use_fused_batchnorm(model)
     data, class_weight = balance_training_data(cfg, data)
     if settings.weights:
         load_start_weights(model, settings.weights)
@@ -199,11 +204,17 @@ def _plot(result: LrFindResult, path) -> None:
 def run_lr_find(cfg: RunConfig, on_step: Callable[[int, float, float], None] | None = None,
                 progress: bool = True) -> tuple[RunDir, LrFindResult]:
     """`tinyvision lr-find`: a run directory `<name>-lr-find` with config, manifest, CSV and plot."""
-    from tinyvision.workflow import prepare_data, start_run, train_data
+    from tinyvision.workflow import (prepare_data, prepare_manifest, resolve_settings, start_run,
+                                     train_data)
 
     if cfg.train.lr_find.weights:  # a wrong path fails before a run directory is made
         start_weights_file(cfg.train.lr_find.weights)
     cfg, run = start_run(cfg.model_copy(update={"name": f"{cfg.name}-lr-find"}))
-    result = find_lr(cfg, train_data(prepare_data(cfg, run, progress=progress)), on_step)
+    manifest = prepare_manifest(cfg, run)
+    cfg, lines = resolve_settings(cfg, manifest)  # the recipe decides which layers sweep
+    atomic_write_text(run.config, cfg.to_yaml())
+    for line in lines:
+        log.info(line)
+    result = find_lr(cfg, train_data(prepare_data(cfg, run, manifest, progress=progress)), on_step)
     save_lr_find(result, run)
     return run, result

@@ -105,13 +105,21 @@ def make_optimizer(train: TrainConfig, learning_rate,
     return _PLAIN[train.optimizer](learning_rate, **kwargs)
 
 
-def build_optimizer(cfg: RunConfig, stage: str, model: keras.Model, steps_per_epoch: int,
-                    epochs: int) -> keras.optimizers.Optimizer:
-    """The optimizer of one stage ("head" or "fine_tune"): its rate, schedule and (fine_tune)
-    layer-group multipliers. Call after the stage's layers are set trainable."""
+def stage_schedule(cfg: RunConfig, stage: str, steps_per_epoch: int, total_steps: int):
+    """The learning rate of one stage: a float or a schedule over its `total_steps` steps
+    (`steps_per_epoch`: one pass over the training images, the unit of warm-up epochs)."""
     stage_cfg = cfg.train.head if stage == "head" else cfg.train.fine_tune
-    schedule = build_schedule(stage_cfg.schedule, stage_cfg.learning_rate, steps_per_epoch, epochs,
-                              cfg.train.warmup_epochs)
+    return build_schedule(stage_cfg.schedule, stage_cfg.learning_rate, steps_per_epoch, 0,
+                          cfg.train.warmup_epochs, total_steps=total_steps)
+
+
+def build_optimizer(cfg: RunConfig, stage: str, model: keras.Model, steps_per_epoch: int,
+                    epochs: int, schedule=None) -> keras.optimizers.Optimizer:
+    """The optimizer of one stage ("head" or "fine_tune"): its rate, schedule (default: over
+    `epochs` x `steps_per_epoch` steps) and (fine_tune) layer-group multipliers. Call after the
+    stage's layers are set trainable."""
+    if schedule is None:
+        schedule = stage_schedule(cfg, stage, steps_per_epoch, steps_per_epoch * epochs)
     multipliers = lr_multiplier_map(cfg, model) if stage == "fine_tune" else None
     return make_optimizer(cfg.train, schedule, multipliers)
 

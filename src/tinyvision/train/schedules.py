@@ -3,7 +3,8 @@
 constant / step / cosine take a linear warm-up from 1% of the rate; one_cycle rises and falls on
 its own (Smith's 1cycle, cosine annealing as in PyTorch's OneCycleLR, learning rate only);
 plateau is a constant rate that `keras.callbacks.ReduceLROnPlateau` lowers, so it needs no
-schedule object and takes no warm-up.
+schedule object and takes no warm-up. The length of cosine and one_cycle is a variable, so a
+minutes budget can size it once the step time is known (`resize_schedule`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,50 @@ from __future__ import annotations
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tinyvision.config import SCHEDULES, ScheduleConfig
 
 _register = keras.saving.register_keras_serializable(package="tinyvision")
 WARMUP_START = 0.01  # warm-up starts at this fraction of the rate (as the cosine schedule did)
+WARMUP_MIN_FRACTION = 0.03  # a warm-up is at least this share of the stage's steps
+
+
+def _length(value: float) -> tf.Variable:
+    """A schedule length that can change while training (read inside the traced step)."""
+    return tf.Variable(float(value), trainable=False, dtype=tf.float32)
+
+
+@_register
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 1% of `learning_rate` over `warmup_steps`, then cosine decay to
+    `final_fraction` x the rate at `total_steps`: keras' CosineDecay curve with a length that
+    `set_length` can change while training."""
+
+    def __init__(self, learning_rate: float, total_steps: int, warmup_steps: int,
+                 final_fraction: float = 0.01) -> None:
+        self.learning_rate, self.final_fraction = float(learning_rate), float(final_fraction)
+        self._total, self._warmup = _length(total_steps), _length(warmup_steps)
+
+    def set_length(self, total_steps: int, warmup_steps: int) -> None:
+        self._total.assign(float(total_steps))
+        self._warmup.assign(float(warmup_steps))
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup, total = ops.convert_to_tensor(self._warmup), ops.convert_to_tensor(self._total)
+        start = self.learning_rate * WARMUP_START
+        warm = start + (self.learning_rate - start) * step / ops.maximum(warmup, 1.0)
+        decay_steps = ops.maximum(total - warmup, 1.0)
+        progress = ops.clip(step - warmup, 0.0, decay_steps) / decay_steps
+        cosine = self.learning_rate * ((1.0 - self.final_fraction) * 0.5 *
+                                       (1.0 + ops.cos(math.pi * progress)) + self.final_fraction)
+        return ops.where(step < warmup, warm, cosine)
+
+    def get_config(self) -> dict:
+        return {"learning_rate": self.learning_rate, "total_steps": int(self._total.numpy()),
+                "warmup_steps": int(self._warmup.numpy()), "final_fraction": self.final_fraction}
 
 
 @_register
@@ -53,16 +92,24 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, max_learning_rate: float, total_steps: int, pct_start: float = 0.3,
                  div_factor: float = 25.0, final_div_factor: float = 1e4) -> None:
-        self.max_learning_rate, self.total_steps = float(max_learning_rate), int(total_steps)
+        self.max_learning_rate, self._total = float(max_learning_rate), _length(total_steps)
         self.pct_start, self.div_factor = float(pct_start), float(div_factor)
         self.final_div_factor = float(final_div_factor)
+
+    @property
+    def total_steps(self) -> int:
+        return int(self._total.numpy())
+
+    def set_length(self, total_steps: int, warmup_steps: int = 0) -> None:
+        self._total.assign(float(total_steps))
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         start = self.max_learning_rate / self.div_factor
         end = start / self.final_div_factor
-        up = max(1.0, round(self.pct_start * self.total_steps))
-        down = max(1.0, self.total_steps - up)
+        total = ops.convert_to_tensor(self._total)
+        up = ops.maximum(1.0, ops.round(self.pct_start * total))
+        down = ops.maximum(1.0, total - up)
         rise = ops.clip(step / up, 0.0, 1.0)
         fall = ops.clip((step - up) / down, 0.0, 1.0)
         rising = self.max_learning_rate + (start - self.max_learning_rate) * 0.5 * (1.0 + ops.cos(math.pi * rise))
@@ -75,30 +122,39 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
                 "final_div_factor": self.final_div_factor}
 
 
-def build_schedule(schedule: ScheduleConfig, learning_rate: float, steps_per_epoch: int,
-                   epochs: int, default_warmup_epochs: float = 0.0):
-    """A float (constant, plateau) or a `LearningRateSchedule` for one stage of `epochs` epochs.
+def warmup_steps(schedule: ScheduleConfig, steps_per_epoch: int, total_steps: int,
+                 default_warmup_epochs: float = 0.0) -> int:
+    """Warm-up steps of a stage: `warmup_epochs` passes (the schedule's, else the default), at
+    least WARMUP_MIN_FRACTION of the stage, and never the whole stage."""
+    epochs = (schedule.warmup_epochs if schedule.warmup_epochs is not None
+              else default_warmup_epochs)
+    if not epochs:
+        return 0
+    steps = max(int(epochs * steps_per_epoch), round(WARMUP_MIN_FRACTION * total_steps))
+    return min(steps, max(total_steps - 1, 0))
 
-    The cosine schedule is `keras.optimizers.schedules.CosineDecay` with its built-in warm-up,
-    ending at `final_fraction` x the rate (the trainer's behaviour before schedules were
-    configurable).
+
+def build_schedule(schedule: ScheduleConfig, learning_rate: float, steps_per_epoch: int,
+                   epochs: int, default_warmup_epochs: float = 0.0,
+                   total_steps: int | None = None):
+    """A float (constant, plateau) or a `LearningRateSchedule` for one stage.
+
+    The stage is `total_steps` optimizer steps (default: `epochs` x `steps_per_epoch`);
+    `steps_per_epoch` is one pass over the training images, the unit of `warmup_epochs` and
+    `step_epochs`. The cosine schedule is keras' CosineDecay curve with its warm-up, ending at
+    `final_fraction` x the rate.
     """
     if schedule.name not in SCHEDULES:
         raise ValueError(f"schedule={schedule.name!r}; expected one of {sorted(SCHEDULES)}")
-    total = max(1, steps_per_epoch * epochs)
-    warmup_epochs = (schedule.warmup_epochs if schedule.warmup_epochs is not None
-                     else default_warmup_epochs)
-    warmup = min(int(warmup_epochs * steps_per_epoch), max(total - 1, 0))
+    total = max(1, total_steps if total_steps is not None else steps_per_epoch * epochs)
+    warmup = warmup_steps(schedule, steps_per_epoch, total, default_warmup_epochs)
     if schedule.name == "plateau":
         return float(learning_rate)
     if schedule.name == "one_cycle":
         return OneCycle(learning_rate, total, schedule.pct_start, schedule.div_factor,
                         schedule.final_div_factor)
     if schedule.name == "cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=learning_rate * WARMUP_START if warmup else learning_rate,
-            decay_steps=max(total - warmup, 1), alpha=schedule.final_fraction,
-            warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
+        return WarmupCosine(learning_rate, total, warmup, schedule.final_fraction)
     if schedule.name == "step":
         after = keras.optimizers.schedules.ExponentialDecay(
             learning_rate, decay_steps=max(1, round(schedule.step_epochs * steps_per_epoch)),
@@ -108,6 +164,18 @@ def build_schedule(schedule: ScheduleConfig, learning_rate: float, steps_per_epo
     if not warmup:
         return after
     return Warmup(after, warmup, learning_rate * WARMUP_START, learning_rate)
+
+
+def resize_schedule(learning_rate, schedule: ScheduleConfig, steps_per_epoch: int,
+                    default_warmup_epochs: float = 0.0):
+    """A function total_steps -> None that gives `learning_rate` (what build_schedule returned) a
+    new length; schedules that do not depend on the length ignore it."""
+    def resize(total_steps: int) -> None:
+        if isinstance(learning_rate, (WarmupCosine, OneCycle)):
+            learning_rate.set_length(total_steps, warmup_steps(
+                schedule, steps_per_epoch, total_steps, default_warmup_epochs))
+
+    return resize
 
 
 def schedule_callbacks(schedule: ScheduleConfig, monitor: str,

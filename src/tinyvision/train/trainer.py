@@ -1,16 +1,20 @@
-"""Two-stage transfer learning.
+"""Training in stages, as the recipe set them up (train/recipes.py).
 
 Stage 1 ("head") freezes the backbone and trains the head. Stage 2 ("fine_tune") unfreezes the
 backbone from a block, layer name or index and trains on at a lower learning rate, BatchNorm kept in
-inference mode for pretrained weights. One best checkpoint spans both stages; the best weights are
+inference mode for pretrained weights; from scratch it is the only stage and every layer trains.
+Each stage's length is a number of optimizer steps (train/budget.py: epochs, steps or minutes,
+at least `train.min_steps`). One best checkpoint spans both stages; the best weights are
 restored at the end. Each stage has its optimizer and schedule (default: AdamW, linear warm-up then
-cosine decay; train/optimizers.py, train/schedules.py) and early stopping. Losses and class
-weights come from train/losses.py and train/imbalance.py.
+cosine decay; train/optimizers.py, train/schedules.py) and optional early stopping. Losses and
+class weights come from train/losses.py and train/imbalance.py. BatchNorm trains with TensorFlow's
+fused kernel (train/fused_batchnorm.py).
 """
 
 from __future__ import annotations
 
-import math
+import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -21,15 +25,21 @@ from tinyvision.config import RunConfig
 from tinyvision.data.pipeline import cache_dataset
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
 from tinyvision.runs import RunDir
+from tinyvision.train.budget import STAGES, BudgetClock, StagePlan, StopAtStep, plan_stages
 from tinyvision.train.callbacks import (BestCheckpoint, EpochLog, EpochSeeds, ResumableEarlyStopping,
                                        ResumeCheckpoint, RichProgress, load_resume_state,
                                        restore_optimizer, save_resume_state)
 from tinyvision.train.distribute import make_strategy
 from tinyvision.train.features import extract_features, feature_dataset, split_at_features
+from tinyvision.train.fused_batchnorm import use_fused_batchnorm
 from tinyvision.train.imbalance import balance_training_data
 from tinyvision.train.losses import build_loss, build_loss_weights
-from tinyvision.train.optimizers import build_optimizer
-from tinyvision.train.schedules import schedule_callbacks
+from tinyvision.train.optimizers import build_optimizer, stage_schedule
+from tinyvision.train.recipes import FEW_STEPS, training_warnings
+from tinyvision.train.schedules import resize_schedule, schedule_callbacks
+
+
+log = logging.getLogger("tinyvision")
 
 
 @dataclass
@@ -53,28 +63,33 @@ class TrainResult:
     best_value: float | None
     monitor: str
     history: list[dict] = field(default_factory=list)
+    # per stage trained in this process: stage, steps (planned), epochs, seconds, on_time (minutes)
+    stages: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    warnings: list[dict] = field(default_factory=list)  # {"code", "message"}, also logged
 
 
 def train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None,
                 resume: bool = False) -> TrainResult:
-    """Build the model from `cfg.model` and train it in two stages; returns the best model.
+    """Build the model from `cfg.model` and train it stage by stage; returns the best model.
 
     Model, optimizer and training run inside the `train.strategy` tf.distribute scope. With
     `resume`, training continues from the run's last saved epoch (checkpoints/state.json) and ends
-    where an uninterrupted run with the same seed ends.
+    where an uninterrupted run with the same seed ends. A minutes budget counts from this call.
     """
+    start = time.perf_counter()
     with make_strategy(cfg.train.strategy).scope():
-        return _train_model(cfg, data, run, console, load_resume_state(run.checkpoints) if resume
-                            else None)
+        result = _train_model(cfg, data, run, console, load_resume_state(run.checkpoints) if resume
+                              else None, start)
+    result.seconds = round(time.perf_counter() - start, 1)
+    return result
 
 
-STAGES = ("head", "fine_tune")
-
-
-def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console, state: dict | None
-                 ) -> TrainResult:
+def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console, state: dict | None,
+                 start: float) -> TrainResult:
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
+    use_fused_batchnorm(model)
     data, class_weight = balance_training_data(cfg, data)
     monitor = _monitor_name(cfg, data, model)
     checkpoint = BestCheckpoint(run.best_weights, monitor)
@@ -83,10 +98,16 @@ def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console, state: d
         checkpoint.best, checkpoint.best_epoch = state["best"], state["best_epoch"]
         epoch_log.rows = state["log"]
         _load_weights(model, run.checkpoints / state["weights"])
-    done_epochs = 0
-    for stage in STAGES:
-        if getattr(cfg.train, stage).epochs == 0:
-            continue
+    plans = plan_stages(cfg, len(data.train))
+    timed = any(plan.seconds is not None for plan in plans)
+    found = training_warnings(cfg, None if timed else sum(plan.total_steps for plan in plans))
+    for plan in plans if state is None else ():
+        log.info("training %s", plan.describe())
+    for warning in found:
+        log.warning(warning["message"])
+    done_epochs, stages = 0, []
+    for plan in plans:
+        stage = plan.stage
         first, fitted = 0, []
         if state is not None:
             if STAGES.index(stage) < STAGES.index(state["stage"]):
@@ -97,34 +118,61 @@ def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console, state: d
                 state = None
                 continue
             first = state["stage_epochs"]
+            if state.get("planned_steps"):  # a minutes budget had sized the stage: keep its plan
+                plan.total_steps, plan.seconds = state["planned_steps"], None
+        stage_start = time.perf_counter()
+        clock = None
         # Killed after the stage's last epoch (or the one early stopping ended it at) but before
         # the stage was closed: nothing is left to fit, only the closing below.
-        if state is None or not (_stopped_early(state, cfg)
-                                 or first >= getattr(cfg.train, stage).epochs):
-            fitted = _fit_stage(cfg, data, model, stage, done_epochs, first, class_weight,
-                                monitor, checkpoint, epoch_log, run, console, state).epoch
+        if state is None or not (_stopped_early(state, cfg) or first >= plan.epochs):
+            history, clock = _fit_stage(cfg, data, model, plan, done_epochs, first, class_weight,
+                                        monitor, checkpoint, epoch_log, run, console, state, start)
+            fitted = history.epoch
         stage_epochs = first + len(fitted)
         if run.best_weights.exists():  # the next stage starts from the best weights so far
             _load_weights(model, run.best_weights)
         save_resume_state(run.checkpoints, model, None, stage, stage_epochs, done_epochs,
-                          finished=True, counters=_counters(checkpoint, epoch_log, None))
+                          finished=True, counters=_counters(checkpoint, epoch_log, None, plan))
+        stages.append({"stage": stage, "steps": plan.total_steps, "epochs": stage_epochs,
+                       "seconds": round(time.perf_counter() - stage_start, 1),
+                       **({"on_time": not clock.late} if clock is not None else {})})
+        found += _budget_warnings(plan, clock)
         done_epochs += stage_epochs
         state = None
     return TrainResult(model, checkpoint.best_epoch,
                        None if checkpoint.best_epoch is None else checkpoint.best,
-                       monitor, epoch_log.rows)
+                       monitor, epoch_log.rows, stages, warnings=found)
 
 
-def _fit_stage(cfg, data, model, stage, epoch_offset, first, class_weight, monitor, checkpoint,
-               epoch_log, run, console, state):
-    """Compile and fit one stage from its epoch `first` (0, or later when resuming)."""
+def _budget_warnings(plan: StagePlan, clock: BudgetClock | None) -> list[dict]:
+    """A minutes budget that gave few steps, or that the stage overran (then cut)."""
+    found = []
+    if clock is not None and clock.late:
+        found.append({"code": "budget_overrun", "message": (
+            f"{plan.stage} ran past its time budget and was stopped at step "
+            f"{plan.total_steps}, before its schedule ended; the machine slowed down while "
+            "training, or the budget leaves too little time: raise train.budget.minutes.")})
+    elif clock is not None and plan.total_steps < FEW_STEPS:
+        found.append({"code": "few_steps", "message": (
+            f"the time budget gave {plan.stage} only {plan.total_steps} optimizer steps; a "
+            "network usually needs a few hundred at least: raise train.budget.minutes.")})
+    for warning in found:
+        log.warning(warning["message"])
+    return found
+
+
+def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_weight, monitor,
+               checkpoint, epoch_log, run, console, state, start):
+    """Compile and fit one stage from its epoch `first` (0, or later when resuming); returns the
+    Keras history and the BudgetClock (None without a minutes budget)."""
+    stage = plan.stage
     _set_trainable(model, cfg, stage)
-    epochs = getattr(cfg.train, stage).epochs
-    steps = _steps_per_epoch(len(data.train), cfg)
+    steps = plan.steps_per_epoch
     fit_model, train_ds, val_ds = _stage_inputs(cfg, data, model, stage, epoch_offset + first, steps)
+    schedule = stage_schedule(cfg, stage, plan.pass_steps, plan.total_steps)
     # A head on cached features takes microseconds per step, so Keras' per-step Python overhead
     # would dominate: run a whole epoch per call instead.
-    fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, steps, epochs),
+    fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, plan.pass_steps, 0, schedule),
                       loss=build_loss(cfg.train, data.task, class_weight),
                       loss_weights=build_loss_weights(cfg.train, data.task),
                       metrics=_metrics(data.task),
@@ -135,31 +183,42 @@ def _fit_stage(cfg, data, model, stage, epoch_offset, first, class_weight, monit
     checkpoint.target = model
     for callback in (checkpoint, epoch_log):
         callback.stage, callback.epoch_offset = stage, epoch_offset
-    stopping = ResumableEarlyStopping(monitor, patience=cfg.train.patience,
-                                      mode="min" if monitor.endswith("loss") else "max",
-                                      restore=state["early_stopping"] if state else None)
-    plateau = schedule_callbacks(getattr(cfg.train, stage).schedule, monitor,
+    stopping = [] if cfg.train.patience is None else [ResumableEarlyStopping(
+        monitor, patience=cfg.train.patience, mode="min" if monitor.endswith("loss") else "max",
+        restore=state["early_stopping"] if state else None)]
+    stage_cfg = getattr(cfg.train, stage)
+    plateau = schedule_callbacks(stage_cfg.schedule, monitor,
                                  restore=state.get("plateau") if state else None)
-    callbacks = [EpochSeeds(model, cfg.seed, epoch_offset), checkpoint, epoch_log, stopping,
-                 *plateau]
+    clock = None
+    if plan.seconds is not None:
+        clock = BudgetClock(plan, start + plan.seconds, resize_schedule(
+            schedule, stage_cfg.schedule, plan.pass_steps, cfg.train.warmup_epochs))
+    callbacks = [EpochSeeds(model, cfg.seed, epoch_offset), *([clock] if clock else []),
+                 StopAtStep(plan), checkpoint, epoch_log, *stopping, *plateau]
     if console is not None:
-        callbacks.append(RichProgress(console, steps, epochs, stage))
+        callbacks.append(RichProgress(console, plan))
     callbacks.append(ResumeCheckpoint(run.checkpoints, model, stage, epoch_offset,
-                                      lambda: _counters(checkpoint, epoch_log, stopping, plateau)))
-    return fit_model.fit(train_ds, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
-                         validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
+                                      lambda: _counters(checkpoint, epoch_log, stopping[0] if
+                                                        stopping else None, plan, plateau)))
+    epochs = plan.epochs if clock is None else first + 1_000_000  # the clock ends the stage
+    history = fit_model.fit(train_ds, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
+                            validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
+    return history, clock
 
 
 def _stopped_early(state: dict, cfg: RunConfig) -> bool:
     """Early stopping had ended the stage when the run was killed."""
     stopping = state.get("early_stopping") or {}
-    return stopping.get("wait", 0) >= cfg.train.patience and state["stage_epochs"] > 1
+    return (cfg.train.patience is not None and stopping.get("wait", 0) >= cfg.train.patience
+            and state["stage_epochs"] > 1)
 
 
-def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping, plateau=()) -> dict:
+def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping, plan: StagePlan,
+              plateau=()) -> dict:
     return {"best": checkpoint.best, "best_epoch": checkpoint.best_epoch, "log": epoch_log.rows,
             "early_stopping": stopping.state() if stopping is not None else None,
-            "plateau": plateau[0].state() if plateau else None}
+            "plateau": plateau[0].state() if plateau else None,
+            "planned_steps": plan.total_steps}
 
 
 def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str,
@@ -216,11 +275,6 @@ def _set_trainable(model: keras.Model, cfg: RunConfig, stage: str) -> None:
         if isinstance(layer, keras.layers.BatchNormalization) and not train_bn:
             trainable = False
         layer.trainable = trainable
-
-
-def _steps_per_epoch(n_train: int, cfg: RunConfig) -> int:
-    steps = max(1, math.ceil(n_train / cfg.train.batch_size))
-    return min(steps, cfg.train.max_steps_per_epoch or steps)
 
 
 def _monitor_name(cfg: RunConfig, data: TrainData, model: keras.Model) -> str:

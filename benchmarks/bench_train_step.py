@@ -1,0 +1,107 @@
+"""Training-step speed: tinyvision's training step vs Keras 3 `fit` vs tf-keras `fit`, one model.
+
+The model is MobileNet V1 0.25 at 96x96x3 with a 10-class head, trained from scratch with AdamW on
+random in-memory images at batch 64 (the input pipeline is not measured here; see
+bench_input_pipeline.py). Each variant runs in its own process (TensorFlow's settings and the two
+Keras versions do not mix), the variants alternate over rounds, and the median of each is printed
+with its ratio to Keras 3 `fit`:
+
+- keras3: keras.applications.MobileNet, `model.fit` (Keras 3, unfused BatchNorm);
+- tinyvision: the model `tinyvision.models.build` makes, trained as the trainer trains it
+  (fused BatchNorm, train/fused_batchnorm.py);
+- tf_keras: tf_keras.applications.MobileNet, `model.fit` (Keras 2; `pip install tf-keras`).
+
+    python benchmarks/bench_train_step.py [--rounds 3] [--batch 64] [--images 1536]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+VARIANTS = ("keras3", "tinyvision", "tf_keras")
+
+
+def measure(variant: str, batch: int, images: int, epochs: int = 2) -> float:
+    """Best images/s of `epochs` timed epochs, after one epoch that traces the step."""
+    import numpy as np
+
+    if variant == "tf_keras":
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (images, 96, 96, 3)).astype("float32")
+    y = np.eye(10, dtype="float32")[rng.integers(0, 10, images)]
+    if variant == "tinyvision":
+        import keras
+
+        from tinyvision.config import ModelConfig
+        from tinyvision.models.build import build_model
+        from tinyvision.train.fused_batchnorm import use_fused_batchnorm
+
+        model = build_model(ModelConfig(weights="none", alpha=0.25, input_size=96,
+                                        color_mode="rgb"), 10, "multiclass")
+        use_fused_batchnorm(model)
+    else:
+        keras = __import__("tf_keras" if variant == "tf_keras" else "keras")
+        inputs = keras.Input((96, 96, 3))
+        h = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+        h = keras.applications.MobileNet(input_tensor=h, include_top=False, weights=None,
+                                         alpha=0.25).output
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat().prefetch(2)
+    steps = images // batch
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+    best = 0.0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+        best = max(best, steps * batch / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--images", type=int, default=1536)
+    parser.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)  # a child process
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps({"images_per_s": measure(args.one, args.batch, args.images)}))
+        return
+    variants = [v for v in VARIANTS
+                if v != "tf_keras" or importlib.util.find_spec("tf_keras") is not None]
+    if "tf_keras" not in variants:
+        print("tf_keras is not installed (pip install tf-keras): measuring without it")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    results: dict[str, list[float]] = {v: [] for v in variants}
+    for round_number in range(args.rounds):
+        for variant in variants:
+            out = subprocess.run([sys.executable, __file__, "--one", variant, "--batch",
+                                  str(args.batch), "--images", str(args.images)],
+                                 capture_output=True, text=True, env=env, check=True)
+            value = json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+            results[variant].append(value)
+            print(f"round {round_number + 1}: {variant:10s} {value:7.1f} images/s", flush=True)
+    base = statistics.median(results["keras3"])
+    print(f"\nMobileNet V1 0.25, 96x96x3, batch {args.batch}, AdamW; median of {args.rounds} "
+          "rounds (each: best of 2 epochs)")
+    for variant, values in results.items():
+        median = statistics.median(values)
+        print(f"{variant:10s} {median:7.1f} images/s  x{median / base:.2f} of Keras 3 fit  "
+              f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()
