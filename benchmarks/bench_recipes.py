@@ -2,7 +2,8 @@
 
 Each run is a whole `tinyvision train` (data, training, evaluation, int8 export, TFLM check) with
 `model.weights: none`, as a user offline runs it. `default` is a config holding only the data
-source and the weights; `hand` adds the settings that trained best here by hand. Prints test
+source and the weights; `hand` adds the settings that trained best here by hand. `shapes160` is a trivially separable
+two-class folder of 160 generated images (circles and squares). Prints test
 accuracy (float and int8 on TFLM), model bytes and minutes side by side. The real sets are cut
 from a Pascal VOC folder by benchmarks/real_sets.py.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ from tinyvision.workflow import full_run  # noqa: E402
 HAND = ["train.batch_size=32", "train.head.epochs=0", "train.fine_tune.epochs=15",
         "train.fine_tune.learning_rate=5e-3", "train.fine_tune.unfreeze_from=0",
         "train.patience=6", "model.batchnorm_momentum=0.9",
-        "train.augment=[{op: flip, mode: horizontal}]", "model.color_mode=rgb"]
+        "train.augment=[{op: flip, mode: horizontal}]", "train.min_steps=0"]
 
 
 def data_folder(name: str, voc: Path | None, work: Path) -> Path:
@@ -40,6 +42,12 @@ def data_folder(name: str, voc: Path | None, work: Path) -> Path:
         if not (folder / "boxes.csv").exists():
             make_shapes_dataset(folder, per_class=1200)
         return folder
+    if name == "shapes160":  # a trivially separable two-class folder of 160 images
+        folder = work / "shapes160"
+        if not (folder / "boxes.csv").exists():
+            make_shapes_dataset(folder, per_class=80)
+            shutil.rmtree(folder / "triangle")
+        return folder
     if voc is None:
         raise SystemExit(f"set {name!r} needs --voc (a Pascal VOC folder such as "
                          "../shared/data/raccoon-voc)")
@@ -47,6 +55,7 @@ def data_folder(name: str, voc: Path | None, work: Path) -> Path:
 
 
 def run_one(folder: Path, runs: Path, name: str, overrides: list[str], seed: int) -> dict:
+    runs.mkdir(parents=True, exist_ok=True)
     config = runs / f"{name}.yaml"
     config.write_text(f"name: {name}\nseed: {seed}\nruns_dir: {runs}\noverwrite: true\n"
                       f"data:\n  source: {{format: folder, root: {folder}}}\n"
@@ -63,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voc", type=Path, help="Pascal VOC folder for the real sets")
     parser.add_argument("--sets", nargs="+", default=["demo", "crops", "crops_gray"],
-                        choices=["demo", *SETS])
+                        choices=["demo", "shapes160", *SETS])
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME:key=value;key=value (added to default and hand)")
     parser.add_argument("--only", nargs="+", help="run only these variants")

@@ -122,7 +122,7 @@ def _write_photo(name, image, stem, boxes, split, folder, rng) -> None:
         small = image.copy()
         small.thumbnail((160, 160))
         for angle in (0, 90, 180, 270):
-            target = folder / split / f"rot{angle:03d}" / f"{stem}.jpg"
+            target = folder / split / f"rot{angle:03d}" / f"{stem}_rot{angle:03d}.jpg"
             target.parent.mkdir(parents=True, exist_ok=True)
             small.rotate(angle, expand=True).save(target, quality=92)
     else:

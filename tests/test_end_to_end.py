@@ -136,8 +136,8 @@ def test_detection_demo_variant_runs_end_to_end(tmp_path):
     root = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=48)
     raw = demo_config(root, tmp_path / "runs", task="detect")
     raw["model"]["input_size"] = 32
-    raw["train"].update(batch_size=8, max_steps_per_epoch=2, fine_tune={"epochs": 2,
-                                                                        "unfreeze_from": 0})
+    raw["train"].update(batch_size=8, max_steps_per_epoch=2, budget="4 steps",
+                        fine_tune={"epochs": 2, "unfreeze_from": 0})
     raw["export"]["representative_samples"] = 16
     raw["verify"]["tflm_samples"] = 4
     run, summary = full_run(validate_config(raw), console=None, progress=False)
