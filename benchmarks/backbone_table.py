@@ -1,5 +1,5 @@
 """Print the backbone table of docs/models.md: parameters and MACs of each registry backbone (no
-head) at one input size, counted from the built Keras graph (tinyvision.export.cost), plus which
+head) at one input size, counted from the built Keras graph (tinyvision.models.cost), plus which
 ImageNet weights keras.applications has and how fine-tuning blocks are numbered.
 
 Run:  python benchmarks/backbone_table.py [--size 96] [--channels 3]
@@ -74,7 +74,7 @@ def _measure(name: str, alpha: float, size: int, channels: int):
     """(ModelCost, feature-map shape) of the backbone alone, built once."""
     import keras
 
-    from tinyvision.export.cost import model_cost
+    from tinyvision.models.cost import model_cost
     from tinyvision.models.backbones import build_backbone
 
     inputs = keras.Input((size, size, channels))

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from tinyvision.config import ModelConfig  # noqa: E402
 from tinyvision.data.pipeline import cache_dataset  # noqa: E402
 from tinyvision.models.build import build_model, is_head_layer  # noqa: E402
-from tinyvision.train.features import extract_features, feature_dataset, split_at_features  # noqa: E402
+from tinyvision.training.features import extract_features, feature_dataset, split_at_features  # noqa: E402
 
 
 def timed_epochs(model, dataset, steps: int, epochs: int) -> list[float]:

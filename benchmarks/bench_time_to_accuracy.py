@@ -3,7 +3,7 @@
 Baseline (what the notebooks do): keras.utils.image_dataset_from_directory on the JPEG folders,
 the same backbone (MobileNet V1 0.25, 96x96, from scratch: no weights can be downloaded here),
 Adam 1e-3, early stopping on validation accuracy (patience 5, best weights restored).
-tinyvision: the demo config (`tinyvision.demo.demo_config`), cache build included.
+tinyvision: the demo config (`tinyvision.data.demo.demo_config`), cache build included.
 Both train on the same train/ folder and are scored on the same val/ folder. For each seed (both
 sides use it), prints the baseline's best validation accuracy and wall time, the wall time
 tinyvision needs to first reach that accuracy, and the ratio (target <= 0.5 for every seed).
@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tinyvision.config import validate_config  # noqa: E402
-from tinyvision.demo import SHAPES, demo_config, make_shapes_dataset  # noqa: E402
+from tinyvision.data.demo import SHAPES, demo_config, make_shapes_dataset  # noqa: E402
 
 
 def split_folders(source: Path, target: Path, val_every: int = 5) -> Path:
@@ -73,14 +73,15 @@ def baseline(root: Path, max_epochs: int, seed: int = 0
 def tinyvision_curve(root: Path, runs: Path, seed: int = 0) -> list[tuple[float, float]]:
     """[(seconds since start, val accuracy)] per epoch of `tinyvision train` with the demo config
     (its settings resolved as `tinyvision train` resolves them: colour mode, recipe)."""
-    from tinyvision.workflow import prepare_data, prepare_manifest, resolve_settings, start_run, \
+    from tinyvision.run.stages import prepare_data, prepare_manifest, resolve_settings, \
+    from tinyvision.run.run import make_run_folder
         train_stage
 
     start = time.perf_counter()
     raw = demo_config(root, runs)
     raw["seed"] = seed
     raw["data"] |= {"test_fraction": 0.0, "val_fraction": 0.0}  # the val/ folder is the val split
-    cfg, run = start_run(validate_config(raw))
+    cfg, run = make_run_folder(validate_config(raw))
     manifest = prepare_manifest(cfg, run)
     cfg, _ = resolve_settings(cfg, manifest)
     data = prepare_data(cfg, run, manifest, progress=False)

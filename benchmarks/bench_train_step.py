@@ -44,7 +44,7 @@ def measure(variant: str, batch: int, images: int, epochs: int = 2) -> float:
 
         from tinyvision.config import ModelConfig
         from tinyvision.models.build import build_model
-        from tinyvision.train.fused_batchnorm import use_fused_batchnorm
+        from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 
         model = build_model(ModelConfig(weights="none", alpha=0.25, input_size=96,
                                         color_mode="rgb"), 10, "multiclass")

@@ -76,8 +76,9 @@ def run_both_runtimes(path: Path, images: np.ndarray, arena_bytes: int = 4 * 102
 def export_and_compare(model: keras.Model, images: np.ndarray, path: Path) -> list[np.ndarray]:
     """Full-int8 export (tinyvision's exporter), a check that every op is a TFLM op, and the
     TFLM == LiteRT-reference check on `images`. Returns the int8 outputs (Keras order)."""
-    from tinyvision.export.litert import export_int8, op_names
-    from tinyvision.verify import check_model
+    from tinyvision.deploy.litert import export_int8
+    from tinyvision.deploy.outputs import op_names
+    from tinyvision.deploy.runners import check_model
 
     export_int8(model, images, path)
     check_model(path)

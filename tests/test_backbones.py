@@ -12,7 +12,7 @@ import pytest
 from model_helpers import export_and_compare, random_images, settle_batchnorm
 from tinyvision.config import BACKBONE_DEFAULTS, ModelConfig, validate_config
 from tinyvision.errors import ConfigError, ModelError
-from tinyvision.export.cost import count_macs, layer_macs, model_cost
+from tinyvision.models.cost import count_macs, layer_macs, model_cost
 from tinyvision.models.backbones import (BACKBONES, backbone_cost, copy_pretrained, copy_weights,
                                          fetch_reference, get_backbone)
 from tinyvision.models.build import build_model, resolve_unfreeze_index

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from conftest import make_class_folders, tiny_config
 from tinyvision.cli import app
-from tinyvision.runs import new_run_dir
+from tinyvision.run.folder import new_run_dir
 from tinyvision.errors import RunError
 
 runner = CliRunner()

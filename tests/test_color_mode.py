@@ -73,12 +73,12 @@ def test_colour_augmentation_keeps_rgb(tmp_path):
 def test_a_gray_run_trains_a_one_channel_model(tmp_path):
     import yaml
 
-    from tinyvision.workflow import full_run
+    from tinyvision.run.run import full_run
 
     root = _gray_folders(tmp_path / "gray", per_class=10)
     run, _ = full_run(validate_config(tiny_config(root, tmp_path / "runs")), progress=False)
     saved = yaml.safe_load(run.config.read_text())
     assert saved["model"]["color_mode"] == "grayscale"
-    from tinyvision.verify import ReferenceRunner
+    from tinyvision.deploy.runners import ReferenceRunner
 
     assert ReferenceRunner(run.int8_model).input_shape == (1, 32, 32, 1)

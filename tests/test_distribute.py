@@ -19,11 +19,12 @@ SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from tinyvision.config import validate_config
-    from tinyvision.train.distribute import make_strategy
-    from tinyvision.workflow import prepare_data, start_run, train_stage
+    from tinyvision.training.distribute import make_strategy
+    from tinyvision.run.stages import prepare_data, train_stage
+    from tinyvision.run.run import make_run_folder
     cfg = validate_config(json.loads(sys.argv[1]))
     strategy = make_strategy(cfg.train.strategy)
-    cfg, run = start_run(cfg)
+    cfg, run = make_run_folder(cfg)
     result = train_stage(cfg, run, prepare_data(cfg, run, progress=False))
     print(json.dumps({"replicas": strategy.num_replicas_in_sync,
                       "devices": list(strategy.extended.worker_devices),

@@ -274,7 +274,7 @@ def test_download_coco_argument_checks(tmp_path):
 def test_cli_download_reports_failures_and_exits_1(fake_coco, tmp_path):
     from typer.testing import CliRunner
 
-    from tinyvision.cli_data import data_app
+    from tinyvision.cli.data import data_app
 
     url = fake_coco.url + "/annotations/annotations_trainval2017.zip"
     result = CliRunner().invoke(data_app, [

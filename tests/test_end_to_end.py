@@ -9,14 +9,14 @@ import pytest
 
 from conftest import make_class_folders, tiny_config
 from tinyvision.config import validate_config
-from tinyvision.verify import ReferenceRunner, run_tflm
+from tinyvision.deploy.runners import ReferenceRunner, run_tflm
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from tinyvision.workflow import full_run
+    from tinyvision.run.run import full_run
 
     tmp = tmp_path_factory.mktemp("e2e")
     root = make_class_folders(tmp / "images", per_class=15)
@@ -118,7 +118,7 @@ int main(void) {{
 
 
 def test_demo_dataset_is_deterministic(tmp_path):
-    from tinyvision.demo import make_shapes_dataset
+    from tinyvision.data.demo import make_shapes_dataset
 
     a = make_shapes_dataset(tmp_path / "a", per_class=2, seed=5)
     b = make_shapes_dataset(tmp_path / "b", per_class=2, seed=5)
@@ -129,12 +129,12 @@ def test_demo_dataset_is_deterministic(tmp_path):
 
 def test_detection_demo_variant_runs_end_to_end(tmp_path):
     """Shapes with boxes -> class + box model -> int8 with two outputs, verified on TFLM."""
-    from tinyvision.demo import demo_config, make_shapes_dataset
-    from tinyvision.export.litert import tensor_quantization
-    from tinyvision.workflow import full_run
+    from tinyvision.data.demo import demo_config, make_shapes_dataset
+    from tinyvision.deploy.outputs import tensor_quantization
+    from tinyvision.run.run import full_run
 
     root = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=48)
-    raw = demo_config(root, tmp_path / "runs", task="detect")
+    raw = demo_config(root, tmp_path / "runs", task="detection")
     raw["model"]["input_size"] = 32
     raw["train"].update(batch_size=8, max_steps_per_epoch=2, budget="4 steps",
                         fine_tune={"epochs": 2, "unfreeze_from": 0})
@@ -142,7 +142,7 @@ def test_detection_demo_variant_runs_end_to_end(tmp_path):
     raw["verify"]["tflm_samples"] = 4
     run, summary = full_run(validate_config(raw), console=None, progress=False)
     assert summary["task"] == "detection"
-    for side in ("float", "int8_tflm"):
+    for side in ("float", "int8"):
         assert 0.0 <= summary[side]["mean_iou"] <= 1.0 and "accuracy_iou50" in summary[side]
     quantization = tensor_quantization(run.int8_model.read_bytes(), 3)
     assert [o["shape"] for o in quantization["outputs"]] == [[1, 3], [1, 4]]

@@ -11,14 +11,15 @@ pytestmark = pytest.mark.slow
 
 
 def train_head(tmp_path, root, weights, cache_features: bool):
-    from tinyvision.workflow import prepare_data, start_run, train_stage
+    from tinyvision.run.stages import prepare_data, train_stage
+    from tinyvision.run.run import make_run_folder
 
     raw = tiny_config(root, tmp_path / "runs", name=f"fast-{cache_features}")
     raw["model"].update(dropout=0.0, weights=str(weights))
     raw["train"].update(max_steps_per_epoch=None, head={"epochs": 3, "learning_rate": 0.05,
                                                         "cache_features": cache_features},
                         fine_tune={"epochs": 0})
-    cfg, run = start_run(validate_config(raw))
+    cfg, run = make_run_folder(validate_config(raw))
     result = train_stage(cfg, run, prepare_data(cfg, run, progress=False))
     return result
 
@@ -44,7 +45,7 @@ def test_detection_model_splits_where_the_head_begins():
 
     from tinyvision.config import ModelConfig
     from tinyvision.models.build import build_model
-    from tinyvision.train.features import split_at_features
+    from tinyvision.training.features import split_at_features
 
     model = build_model(ModelConfig(weights="none", input_size=32), 3, "detection")
     extractor, head = split_at_features(model)

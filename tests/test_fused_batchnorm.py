@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tinyvision.train.fused_batchnorm import use_fused_batchnorm
+from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 
 
 def _model(seed: int = 0) -> keras.Model:

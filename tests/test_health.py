@@ -63,8 +63,8 @@ def _fake_training(head_kernel_scale: float, head_bias):
     """A train_stage that builds the config's model, settles its BatchNorm statistics, sets the
     class head's kernel and bias, and saves it as a trained run would."""
     from tinyvision.models.build import build_model
-    from tinyvision.runs import atomic_path
-    from tinyvision.train.trainer import TrainResult
+    from tinyvision.files import atomic_path
+    from tinyvision.training.trainer import TrainResult
 
     def train_stage(cfg, run, data, console=None, resume=False):
         model = build_model(cfg.model, len(data.manifest.classes), data.manifest.task)
@@ -87,10 +87,10 @@ def three_class_config(tmp_path):
 
 @pytest.mark.slow
 def test_a_one_class_model_is_flagged_everywhere(three_class_config, monkeypatch, caplog):
-    from tinyvision.registry import Registry
-    from tinyvision.workflow import full_run
+    from tinyvision.run.registry import Registry
+    from tinyvision.run.run import full_run
 
-    monkeypatch.setattr("tinyvision.workflow.train_stage", _fake_training(0.01, [8.0, 0.0, 0.0]))
+    monkeypatch.setattr("tinyvision.run.run.train_stage", _fake_training(0.01, [8.0, 0.0, 0.0]))
     with caplog.at_level(logging.WARNING, logger="tinyvision"):
         run, summary = full_run(three_class_config, progress=False)
     assert [w["code"] for w in summary["warnings"]] == ["collapse"]
@@ -111,9 +111,9 @@ def test_an_export_refusal_keeps_evaluation_report_and_registry_row(three_class_
     import yaml
 
     from tinyvision.cli import app
-    from tinyvision.registry import Registry
+    from tinyvision.run.registry import Registry
 
-    monkeypatch.setattr("tinyvision.workflow.train_stage", _fake_training(0.0, [0.0, 0.0, 0.0]))
+    monkeypatch.setattr("tinyvision.run.run.train_stage", _fake_training(0.0, [0.0, 0.0, 0.0]))
     config = three_class_config.runs_dir.parent / "run.yaml"
     config.write_text(yaml.safe_dump(three_class_config.model_dump(mode="json")))
     result = CliRunner().invoke(app, ["train", str(config), "--quiet"])

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_class_folders, tiny_config
 from tinyvision.config import validate_config
 from tinyvision.errors import ConfigError
-from tinyvision.train.imbalance import class_weight_vector, oversample_indices
+from tinyvision.training.imbalance import class_weight_vector, oversample_indices
 
 CLASSES = ["cat", "dog", "fox"]
 
@@ -91,8 +91,9 @@ def test_training_with_class_weights_oversampling_and_configured_optimisation(tm
     """Wiring: an imbalanced folder set trains with balanced weights, oversampling, focal loss,
     SGD + one-cycle, and per-group rates in the fine-tune stage, each logged per epoch."""
     from tinyvision.config import load_config
-    from tinyvision.train.trainer import TrainData, train_model
-    from tinyvision.workflow import prepare_data, start_run
+    from tinyvision.training.trainer import TrainData, train_model
+    from tinyvision.run.stages import prepare_data
+    from tinyvision.run.run import make_run_folder
 
     root = make_class_folders(tmp_path / "images", per_class=12, classes=("red",))
     make_class_folders(root, per_class=4, classes=("green",))
@@ -104,7 +105,7 @@ def test_training_with_class_weights_oversampling_and_configured_optimisation(tm
         "fine_tune": {"epochs": 1, "learning_rate": 0.01, "unfreeze_from": "block_12",
                       "schedule": {"name": "plateau", "patience": 1},
                       "lr_multipliers": {"early": 0.1, "late": 0.5}}})
-    cfg, run = start_run(load_config(base=raw))
+    cfg, run = make_run_folder(load_config(base=raw))
     prepared = prepare_data(cfg, run, progress=False)
     data = TrainData(prepared.cache.images, prepared.manifest.label_matrix(),
                      prepared.indices("train"), prepared.indices("val"),

@@ -9,7 +9,7 @@ import pytest
 
 from tinyvision.config import TrainConfig
 from tinyvision.errors import ConfigError
-from tinyvision.train.losses import (BinaryLoss, BoxLoss, ClassWeighted, MacroDoubleSoftF1,
+from tinyvision.training.losses import (BinaryLoss, BoxLoss, ClassWeighted, MacroDoubleSoftF1,
                                      build_loss, build_loss_weights, resolve_loss_name)
 
 Y = np.array([[1, 0], [0, 1], [1, 1]], np.float32)

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import make_class_folders, tiny_config
-from tinyvision.train.lr_finder import lr_sweep, smooth, suggest_rate, sweep_rates
+from tinyvision.training.lr_finder import lr_sweep, smooth, suggest_rate, sweep_rates
 
 
 def test_sweep_rates_are_log_spaced():
@@ -79,16 +79,13 @@ def test_sweep_on_a_constructed_problem_suggests_a_sensible_rate_deterministical
 
 @pytest.mark.slow
 def test_lr_find_command_writes_csv_and_plot_and_is_deterministic(tmp_path):
-    from tinyvision.cli_train import register
+    from tinyvision.cli import app
     from tinyvision.config import load_config
-    from tinyvision.train.lr_finder import run_lr_find
+    from tinyvision.training.lr_finder import run_lr_find
 
     root = make_class_folders(tmp_path / "images", per_class=8)
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(tiny_config(root, tmp_path / "runs")))
-    app = typer.Typer()
-    register(app)
-    app.command("noop")(lambda: None)  # two commands, so typer keeps the command name
     result = CliRunner().invoke(app, ["lr-find", str(config), "train.batch_size=4",
                                       "--steps", "30", "--start", "1e-5", "--end", "100", "-q"])
     assert result.exit_code == 0, result.output
@@ -110,13 +107,10 @@ def test_lr_find_command_writes_csv_and_plot_and_is_deterministic(tmp_path):
 
 
 def test_lr_find_command_reports_config_errors(tmp_path):
-    from tinyvision.cli_train import register
+    from tinyvision.cli import app
 
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tmp_path, tmp_path / "runs")))
-    app = typer.Typer()
-    register(app)
-    app.command("noop")(lambda: None)
     result = CliRunner().invoke(app, ["lr-find", str(config), "--stage", "neck"])
     assert result.exit_code == 1
     assert "train.lr_find.stage" in result.output and "Traceback" not in result.output
@@ -130,7 +124,7 @@ def _start_weights_setup(tmp_path):
     sure of class 0 (loss ~20 on every batch, against ~ln 3 for a fresh model)."""
     from tinyvision.config import validate_config
     from tinyvision.models.build import build_model
-    from tinyvision.train.trainer import TrainData
+    from tinyvision.training.trainer import TrainData
 
     raw = tiny_config(tmp_path, tmp_path / "runs")
     raw["train"]["lr_find"] = {"start": 1e-9, "end": 1e-8, "steps": 10}
@@ -150,7 +144,7 @@ def _start_weights_setup(tmp_path):
 
 def test_lr_find_starts_from_given_weights(tmp_path):
     from tinyvision.errors import ConfigError, RunError
-    from tinyvision.train.lr_finder import find_lr
+    from tinyvision.training.lr_finder import find_lr
 
     cfg, data = _start_weights_setup(tmp_path)
 

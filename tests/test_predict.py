@@ -68,9 +68,9 @@ def _box_images(root):
 
 def handbuilt_run(tmp, multilabel=False, detection=False, **sections):
     """A run directory made by the real stages around a hand-built model (no training)."""
-    from tinyvision.runs import atomic_path
-    from tinyvision.workflow import (evaluate_stage, export_stage, prepare_data, start_run,
-                                     verify_stage)
+    from tinyvision.files import atomic_path
+    from tinyvision.run.stages import evaluate_stage, export_stage, prepare_data, verify_stage
+    from tinyvision.run.run import make_run_folder
 
     root = make_class_folders(tmp / "images", per_class=8)
     if detection:
@@ -84,7 +84,7 @@ def handbuilt_run(tmp, multilabel=False, detection=False, **sections):
             shutil.copy(path, root / "green" / f"mix_{i}.png")
     raw = tiny_config(root, tmp / "runs", export={"representative_samples": 8},
                       verify={"tflm_samples": 3}, **sections)
-    cfg, run = start_run(validate_config(raw))
+    cfg, run = make_run_folder(validate_config(raw))
     data = prepare_data(cfg, run, progress=False)
     model = colour_model(data.manifest.classes, data.manifest.task,
                          box=DETECTION_BOX if detection else None)
@@ -111,7 +111,7 @@ def _cache_view(data):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["float", "int8"])
 def test_predict_equals_the_model_on_the_cache_images(colour_run, kind):
-    from tinyvision.verify import ReferenceRunner
+    from tinyvision.deploy.runners import ReferenceRunner
 
     _, run, data, model = colour_run
     indices, paths, images = _cache_view(data)
@@ -175,7 +175,7 @@ def test_box_model_gives_pixel_boxes_and_tta_flips_them_back(colour_run, tmp_pat
 
 @pytest.mark.slow
 def test_int8_box_model_finds_its_outputs_and_maps_the_box(colour_run):
-    from tinyvision.export.litert import export_int8
+    from tinyvision.deploy.litert import export_int8
 
     _, run, data, _ = colour_run
     box_model = colour_model(data.manifest.classes, "multiclass", box=[0.1, 0.2, 0.6, 0.9])
@@ -199,7 +199,7 @@ def detection_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_detection_run_has_box_metrics_float_and_int8(detection_run):
-    from tinyvision.evaluate.report import load_eval_scores
+    from tinyvision.report.html import load_eval_scores
 
     _, run, data, _ = detection_run
     assert data.manifest.task == "detection"
@@ -214,7 +214,7 @@ def test_detection_run_has_box_metrics_float_and_int8(detection_run):
 
 @pytest.mark.slow
 def test_detection_report_shows_boxes(detection_run):
-    from tinyvision.workflow import report_stage
+    from tinyvision.run.stages import report_stage
 
     cfg, run, data, _ = detection_run
     page = report_stage(cfg, run, data).read_text()
@@ -233,7 +233,7 @@ def test_predict_on_a_detection_run_gives_pixel_boxes(detection_run, kind):
 
 # ---- the command ------------------------------------------------------------------------------
 def _app():
-    from tinyvision.cli_predict import predict_command
+    from tinyvision.cli.predict import predict_command
 
     app = typer.Typer()
     app.command("predict")(predict_command)
@@ -344,8 +344,9 @@ def test_run_with_a_trusted_lambda_backbone_reloads_for_eval_and_predict(tmp_pat
 
     from tinyvision.models.build import build_model
     from tinyvision.models.user_models import load_trained_model
-    from tinyvision.runs import atomic_path
-    from tinyvision.workflow import evaluate_stage, prepare_data, start_run
+    from tinyvision.files import atomic_path
+    from tinyvision.run.stages import evaluate_stage, prepare_data
+    from tinyvision.run.run import make_run_folder
 
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Lambda(lambda t: t * 0.5, name="halve")(inputs)
@@ -355,7 +356,7 @@ def test_run_with_a_trusted_lambda_backbone_reloads_for_eval_and_predict(tmp_pat
     raw = tiny_config(root, tmp_path / "runs", model={
         "weights": str(tmp_path / "user.keras"), "cut_at": "features",
         "allow_unsafe_model_code": True})
-    cfg, run = start_run(validate_config(raw))
+    cfg, run = make_run_folder(validate_config(raw))
     data = prepare_data(cfg, run, progress=False)
     model = build_model(cfg.model, len(data.manifest.classes), data.manifest.task)
     with atomic_path(run.float_model, suffix=".keras") as tmp_model:

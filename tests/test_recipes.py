@@ -12,8 +12,8 @@ import yaml
 from conftest import make_class_folders, tiny_config
 from tinyvision.config import load_config, validate_config
 from tinyvision.errors import ConfigError
-from tinyvision.train.budget import MINUTES_EPOCH_STEPS, plan_stages
-from tinyvision.train.recipes import (SCRATCH_AUGMENT, SCRATCH_DETECTION_AUGMENT, SCRATCH_EPOCHS,
+from tinyvision.training.budget import MINUTES_EPOCH_STEPS, plan_stages
+from tinyvision.training.recipes import (SCRATCH_AUGMENT, SCRATCH_DETECTION_AUGMENT, SCRATCH_EPOCHS,
                                       SCRATCH_LEARNING_RATE, SCRATCH_MIN_STEPS, apply_recipe,
                                       auto_batch_size, choose_recipe, training_warnings)
 
@@ -172,7 +172,7 @@ def test_warnings_before_training(tmp_path):
 def test_min_steps_on_a_tiny_set_through_training(tmp_path):
     """A stage asked for 1 epoch (one pass: a step or two) trains min_steps=12 optimizer steps,
     validated after each pass."""
-    from tinyvision.workflow import full_run
+    from tinyvision.run.run import full_run
 
     root = make_class_folders(tmp_path / "images", per_class=8, classes=("red", "blue"))
     raw = tiny_config(root, tmp_path / "runs", train={
@@ -194,8 +194,9 @@ def test_a_minutes_budget_ends_on_time_with_its_schedule_finished(tmp_path):
     at the budget: training ends within 10 % of it, the rate at its final value."""
     import keras
 
-    from tinyvision.train.trainer import train_model
-    from tinyvision.workflow import prepare_data, resolve_settings, start_run, train_data
+    from tinyvision.training.trainer import train_model
+    from tinyvision.run.stages import prepare_data, resolve_settings, train_data
+    from tinyvision.run.run import make_run_folder
 
     root = make_class_folders(tmp_path / "images", per_class=16, classes=("red", "blue"))
     budget_minutes = 0.5
@@ -204,7 +205,7 @@ def test_a_minutes_budget_ends_on_time_with_its_schedule_finished(tmp_path):
                       train={"budget": f"{budget_minutes} min", "max_steps_per_epoch": None,
                              "head": {"epochs": 0},
                              "fine_tune": {"epochs": 1, "learning_rate": 0.01, "unfreeze_from": 0}})
-    cfg, run = start_run(validate_config(raw))
+    cfg, run = make_run_folder(validate_config(raw))
     data = prepare_data(cfg, run, progress=False)
     cfg, _ = resolve_settings(cfg, data.manifest)
     keras.backend.clear_session()
@@ -222,12 +223,12 @@ def test_a_minutes_budget_ends_on_time_with_its_schedule_finished(tmp_path):
 
 def test_recipe_line_and_warnings_are_logged_before_training(tmp_path, caplog, monkeypatch):
     """`tinyvision train` says which recipe it took and why before any training starts."""
-    from tinyvision.workflow import full_run
+    from tinyvision.run.run import full_run
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt  # stop where training would begin
 
-    monkeypatch.setattr("tinyvision.workflow.train_stage", stop)
+    monkeypatch.setattr("tinyvision.run.run.train_stage", stop)
     root = make_class_folders(tmp_path / "images", per_class=6, classes=("red", "blue"))
     raw = tiny_config(root, tmp_path / "runs")
     del raw["train"]["min_steps"], raw["train"]["augment"]

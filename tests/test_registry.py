@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tinyvision.cli_runs import runs_app
+from tinyvision.cli.runs import runs_app
 from tinyvision.config import validate_config
 from tinyvision.errors import RegistryError
-from tinyvision.registry import ABSENT, COLUMNS, SCHEMA_VERSION, Registry, config_hash
+from tinyvision.run.registry import ABSENT, COLUMNS, SCHEMA_VERSION, Registry, config_hash
 
 
 def _config(tmp_path: Path, name: str, **model) -> dict:
@@ -111,7 +111,7 @@ def test_compare_shows_keys_only_one_config_has(tmp_path):
 def test_finish_with_workflow_summary(tmp_path):
     reg = Registry(tmp_path)
     reg.start_run("r", tmp_path / "r", {})
-    summary = {"float": {"accuracy": 0.9, "macro_f1": 0.8}, "int8_tflm": {"accuracy": 0.88,
+    summary = {"float": {"accuracy": 0.9, "macro_f1": 0.8}, "int8": {"accuracy": 0.88,
                "macro_f1": 0.79}, "int8_bytes": 50_000, "float_bytes": 200_000, "arena_bytes": 9}
     reg.finish_run("r", summary)
     row = reg.rows()[0]
@@ -263,7 +263,7 @@ def test_cli_errors_are_one_line_without_traceback(registry, tmp_path):
 def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
     """A registry written before recipes and export_failed existed keeps its runs, and takes the
     new statuses and columns."""
-    from tinyvision.registry import _MIGRATIONS
+    from tinyvision.run.registry import _MIGRATIONS
 
     path = tmp_path / "runs" / "registry.sqlite"
     path.parent.mkdir()

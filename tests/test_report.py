@@ -64,7 +64,8 @@ def _png(size=(64, 48)) -> bytes:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from tinyvision.workflow import full_run, load_run, prepare_data, report_stage
+    from tinyvision.run.run import full_run, load_run
+    from tinyvision.run.stages import prepare_data, report_stage
 
     tmp = tmp_path_factory.mktemp("report")
     root = make_class_folders(tmp / "images", per_class=15)
@@ -140,7 +141,8 @@ def test_chromium_check_catches_broken_images_and_console_errors(tmp_path):
 
 @pytest.mark.slow
 def test_report_without_later_stages_says_what_to_run(tiny_run, tmp_path):
-    from tinyvision.workflow import load_run, report_stage
+    from tinyvision.run.run import load_run
+    from tinyvision.run.stages import report_stage
 
     _, run, data, _ = tiny_run
     copy = Path(shutil.copytree(run.root, tmp_path / "partial"))
@@ -154,7 +156,7 @@ def test_report_without_later_stages_says_what_to_run(tiny_run, tmp_path):
 
 # ---- commands --------------------------------------------------------------------------------
 def _app():
-    from tinyvision.cli_predict import eval_command, report_command
+    from tinyvision.cli.predict import eval_command, report_command
 
     app = typer.Typer()
     app.command("report")(report_command)
@@ -183,7 +185,7 @@ def test_predict_on_the_trained_run_matches_its_cache(tiny_run, kind):
     import keras
 
     from tinyvision.predict import load_predictor
-    from tinyvision.verify import ReferenceRunner
+    from tinyvision.deploy.runners import ReferenceRunner
 
     _, run, data, _ = tiny_run
     indices = np.flatnonzero(data.cache.valid)[::4]

@@ -93,8 +93,8 @@ def test_killed_after_early_stopping_resumes_from_the_best_weights(tmp_path):
 
     from tinyvision.config import validate_config
     from tinyvision.models.build import build_model
-    from tinyvision.runs import new_run_dir
-    from tinyvision.train.trainer import TrainData, train_model
+    from tinyvision.run.folder import new_run_dir
+    from tinyvision.training.trainer import TrainData, train_model
 
     raw = tiny_config(tmp_path, tmp_path / "runs")
     raw["train"].update(head={"epochs": 5, "learning_rate": 0.01, "cache_features": False},

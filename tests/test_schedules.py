@@ -6,9 +6,9 @@ import pytest
 
 from tinyvision.config import ScheduleConfig, TrainConfig, validate_config
 from tinyvision.errors import ConfigError
-from tinyvision.train.optimizers import (ScaledAdamW, ScaledSGD, build_optimizer, layer_groups,
+from tinyvision.training.optimizers import (ScaledAdamW, ScaledSGD, build_optimizer, layer_groups,
                                          lr_multiplier_map, make_optimizer)
-from tinyvision.train.schedules import OneCycle, Warmup, build_schedule, schedule_callbacks
+from tinyvision.training.schedules import OneCycle, Warmup, build_schedule, schedule_callbacks
 
 
 def rate(schedule, step: int) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from sources_fixtures import square_images, write_coco
-from tinyvision.cli_data import data_app
+from tinyvision.cli.data import data_app
 from tinyvision.data.manifest import Manifest
 
 runner = CliRunner()

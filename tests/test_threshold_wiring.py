@@ -13,9 +13,9 @@ from test_predict import handbuilt_run
 from tinyvision.data.manifest import Manifest, Sample
 from tinyvision.evaluate.thresholds import load_thresholds, tune_thresholds
 from tinyvision.evaluate.tta import keras_scorer, tta_outputs
-from tinyvision.export.c_source import device_thresholds
-from tinyvision.runs import RunDir
-from tinyvision.workflow import run_thresholds
+from tinyvision.deploy.outputs import device_thresholds
+from tinyvision.run.folder import RunDir
+from tinyvision.run.stages import run_thresholds
 
 BETA = 2.0
 
@@ -38,7 +38,7 @@ def expected(multilabel_run):
 @pytest.fixture(scope="module")
 def on_grid(multilabel_run, expected):
     """(int8, float) thresholds snapped to the int8 model's output grid."""
-    from tinyvision.verify import ReferenceRunner
+    from tinyvision.deploy.runners import ReferenceRunner
 
     q = ReferenceRunner(multilabel_run[1].int8_model).output_q
     ints, floats = device_thresholds(expected, q.scale, q.zero_point)

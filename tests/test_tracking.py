@@ -8,8 +8,8 @@ import pytest
 
 from tinyvision.config import validate_config
 from tinyvision.errors import ConfigError
-from tinyvision.runs import new_run_dir
-from tinyvision.tracking import check_tracking, log_run
+from tinyvision.run.folder import new_run_dir
+from tinyvision.run.tracking import check_tracking, log_run
 
 
 def config(tmp_path, **top):
@@ -40,7 +40,7 @@ def test_finished_run_is_logged(tmp_path, fake_mlflow):
     check_tracking(cfg)
     run = new_run_dir(tmp_path / "runs", "exp")
     run.config.write_text("x: 1\n")
-    log_run(cfg, run, {"float": {"accuracy": 0.9}, "int8_tflm": {"accuracy": 0.89},
+    log_run(cfg, run, {"float": {"accuracy": 0.9}, "int8": {"accuracy": 0.89},
                        "arena_bytes": 1000, "macs": 5})
     names = [c[0] for c in fake_mlflow]
     assert names[:3] == ["set_tracking_uri", "set_experiment", "start_run"]

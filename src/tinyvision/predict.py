@@ -24,7 +24,8 @@ from tinyvision.config import IMAGE_EXTENSIONS, RunConfig, load_config
 from tinyvision.data.cache import BadImage, DecodeSpec, decode_image
 from tinyvision.data.manifest import Manifest
 from tinyvision.errors import ConfigError, DataError, ModelError, RunError, check_choice
-from tinyvision.runs import RunDir, atomic_path, atomic_write_text
+from tinyvision.run.folder import RunDir
+from tinyvision.files import atomic_path, atomic_write_text
 
 log = logging.getLogger("tinyvision")
 
@@ -109,7 +110,7 @@ class Predictor:
 def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
     """A run directory (its int8 model when exported, else the float one; `kind` chooses) or a
     model file inside a run's export/ folder, ready to predict."""
-    from tinyvision.workflow import decode_spec
+    from tinyvision.run.stages import decode_spec
 
     kind = check_choice("kind", kind, MODEL_KINDS)
     model_path, run = resolve_model(Path(target), kind)
@@ -120,7 +121,7 @@ def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
                                     cfg.model.allow_unsafe_model_code)
     thresholds = _thresholds(model_path, run, manifest) if manifest.task == "multilabel" else None
     if thresholds is not None and output_q is not None:  # as on the device: the int8 output grid
-        from tinyvision.export.c_source import device_thresholds
+        from tinyvision.deploy.outputs import device_thresholds
 
         thresholds = np.asarray(device_thresholds(thresholds, *output_q)[1])
     if cfg.data.crop_to_box:
@@ -132,7 +133,7 @@ def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
 
 def resolve_model(target: Path, kind: str = "auto") -> tuple[Path, RunDir]:
     """(model file, its run directory) for a run directory or a model file in a run."""
-    from tinyvision.runs import open_run_dir
+    from tinyvision.run.folder import open_run_dir
 
     if target.is_dir():
         run = open_run_dir(target)
@@ -217,7 +218,7 @@ class Int8Model:
     `.scores(uint8 images)` dequantises."""
 
     def __init__(self, model_path: str | Path, n_classes: int) -> None:
-        from tinyvision.verify import ReferenceRunner
+        from tinyvision.deploy.runners import ReferenceRunner
 
         self.runner = ReferenceRunner(model_path, n_classes)
         self.outputs = list(zip(self.runner.output_indices, self.runner.output_qs))
@@ -329,7 +330,7 @@ def write_annotated(predictions: Sequence[Prediction], folder: str | Path) -> li
     Names are kept (a repeated name gets -2, -3, ...); an input image is never overwritten."""
     from PIL import Image, ImageOps
 
-    from tinyvision.evaluate.plots import PRED_COLOUR, annotate
+    from tinyvision.report.plots import PRED_COLOUR, annotate
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from tinyvision.data.manifest import Manifest
-from tinyvision.runs import atomic_path, atomic_write_json
+from tinyvision.files import atomic_path, atomic_write_json
 
 log = logging.getLogger("tinyvision")
 

@@ -309,7 +309,7 @@ def _write_outputs(out_dir: Path, year: str, data: dict, seed: int, manifest,
                    results: list[FetchResult]) -> CocoDownload:
     import yaml
 
-    from tinyvision.runs import atomic_write_text
+    from tinyvision.files import atomic_write_text
 
     relative = {k: os.path.relpath(v, out_dir) if k.endswith(("annotations", "images")) else v
                 for k, v in data["source"].items()}

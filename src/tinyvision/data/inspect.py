@@ -66,7 +66,7 @@ def inspect_manifest(manifest: Manifest, out_dir: str | Path | None = None, samp
         box_fractions=_fraction_histogram(manifest))
     report.problems = find_problems(manifest, check_files)
     if out_dir is not None:
-        from tinyvision.runs import atomic_write_text
+        from tinyvision.files import atomic_write_text
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ def draw_grid(manifest: Manifest, path: Path, n: int = 24, seed: int = 0,
     """Write a grid of `n` samples with labels (and boxes) to `path`; returns unreadable files."""
     from PIL import Image, ImageDraw
 
-    from tinyvision.runs import atomic_path
+    from tinyvision.files import atomic_path
 
     picked = pick_samples(manifest, n, seed)
     columns = max(1, min(columns, len(picked)))

@@ -146,7 +146,7 @@ class Manifest:
     # ---- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write JSON lines atomically (temporary file, then rename)."""
-        from tinyvision.runs import atomic_write_text
+        from tinyvision.files import atomic_write_text
 
         header = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
                   "task": self.task, "classes": self.classes}

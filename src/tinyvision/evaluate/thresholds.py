@@ -16,7 +16,7 @@ import numpy as np
 
 from tinyvision.errors import DataError, RunError
 from tinyvision.evaluate.metrics import check_beta, check_classes, check_scores, check_targets
-from tinyvision.runs import atomic_write_json
+from tinyvision.files import atomic_write_json
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLDS_FILE = "thresholds.json"

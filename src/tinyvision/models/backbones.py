@@ -22,7 +22,7 @@ import keras
 
 from tinyvision.config import PLAIN_CNN_POOLS
 from tinyvision.errors import ModelError, did_you_mean
-from tinyvision.export.cost import ModelCost, model_cost
+from tinyvision.models.cost import ModelCost, model_cost
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 EFFICIENTNET_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"

@@ -17,6 +17,8 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -24,22 +26,29 @@ import numpy as np
 from tinyvision.config import RunConfig
 from tinyvision.data.pipeline import cache_dataset
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
-from tinyvision.runs import RunDir
-from tinyvision.train.budget import STAGES, BudgetClock, StagePlan, StopAtStep, plan_stages
-from tinyvision.train.callbacks import (BestCheckpoint, EpochLog, EpochSeeds, ResumableEarlyStopping,
+from tinyvision.training.budget import STAGES, BudgetClock, StagePlan, StopAtStep, plan_stages
+from tinyvision.training.callbacks import (BestCheckpoint, EpochLog, EpochSeeds, ResumableEarlyStopping,
                                        ResumeCheckpoint, RichProgress, load_resume_state,
                                        restore_optimizer, save_resume_state)
-from tinyvision.train.distribute import make_strategy
-from tinyvision.train.features import extract_features, feature_dataset, split_at_features
-from tinyvision.train.fused_batchnorm import use_fused_batchnorm
-from tinyvision.train.imbalance import balance_training_data
-from tinyvision.train.losses import build_loss, build_loss_weights
-from tinyvision.train.optimizers import build_optimizer, stage_schedule
-from tinyvision.train.recipes import FEW_STEPS, training_warnings
-from tinyvision.train.schedules import resize_schedule, schedule_callbacks
+from tinyvision.training.distribute import make_strategy
+from tinyvision.training.features import extract_features, feature_dataset, split_at_features
+from tinyvision.training.fused_batchnorm import use_fused_batchnorm
+from tinyvision.training.imbalance import balance_training_data
+from tinyvision.training.losses import build_loss, build_loss_weights
+from tinyvision.training.optimizers import build_optimizer, stage_schedule
+from tinyvision.training.recipes import FEW_STEPS, training_warnings
+from tinyvision.training.schedules import resize_schedule, schedule_callbacks
 
 
 log = logging.getLogger("tinyvision")
+
+
+class TrainingFiles(Protocol):
+    """Where the trainer writes: a run folder (run/folder.py's RunDir) has these paths."""
+
+    checkpoints: Path  # resume state and the best checkpoint
+    best_weights: Path
+    log: Path  # log.csv
 
 
 @dataclass
@@ -69,7 +78,7 @@ class TrainResult:
     warnings: list[dict] = field(default_factory=list)  # {"code", "message"}, also logged
 
 
-def train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None,
+def train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console=None,
                 resume: bool = False) -> TrainResult:
     """Build the model from `cfg.model` and train it stage by stage; returns the best model.
 
@@ -85,7 +94,7 @@ def train_model(cfg: RunConfig, data: TrainData, run: RunDir, console=None,
     return result
 
 
-def _train_model(cfg: RunConfig, data: TrainData, run: RunDir, console, state: dict | None,
+def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, state: dict | None,
                  start: float) -> TrainResult:
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)

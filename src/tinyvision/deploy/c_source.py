@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyvision.deploy.outputs import device_thresholds
 from tinyvision.errors import ExportError
-from tinyvision.runs import atomic_write_text
+from tinyvision.files import atomic_write_text
 
 BYTES_PER_LINE = 12
 
@@ -86,17 +87,6 @@ const char* const {array_name}_classes[{upper}_NUM_CLASSES] = {{{class_list}}};
 {threshold_def}"""
     atomic_write_text(header_path, header)
     atomic_write_text(source_path, source)
-
-
-def device_thresholds(thresholds, scale: float, zero_point: int) -> tuple[list[int], list[float]]:
-    """Thresholds snapped to the nearest value an int8 output can take: (int8 q, (q - zp) * scale).
-
-    A threshold above the largest int8 score (0.9998 > 255/256 for a sigmoid) could never be met
-    on the device; its nearest grid value can. Then `output >= q` equals `score >= snapped`.
-    """
-    values = np.asarray(thresholds, dtype=np.float64)
-    q = np.clip(np.rint(values / scale + zero_point), -128, 127).astype(np.int64)
-    return q.tolist(), ((q - zero_point) * scale).tolist()
 
 
 def _threshold_arrays(array_name: str, classes: list[str], thresholds: list[float] | None,

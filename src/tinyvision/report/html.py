@@ -16,14 +16,29 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from tinyvision.config import RunConfig
 from tinyvision.data.cache import ImageCache
 from tinyvision.data.manifest import SPLITS, Manifest
-from tinyvision.evaluate import plots
-from tinyvision.runs import RunDir, atomic_path, atomic_write_text
+from tinyvision.report import plots
+from tinyvision.files import atomic_path, atomic_write_text
+
+class RunFolder(Protocol):
+    """The files of a run the report reads (run/folder.py's RunDir has them)."""
+
+    root: Path
+    name: str
+    config: Path
+    log: Path
+    metrics: Path
+    verify: Path
+    summary: Path
+    int8_model: Path
+    float_model: Path
+
 
 REPORT_FILE = "report.html"
 EVAL_SCORES_FILE = "eval_scores.npz"
@@ -57,7 +72,7 @@ class EvalScores:
     boxes: np.ndarray | None  # (n, 4) normalised xyxy for [class, box] models
 
 
-def save_eval_scores(run: RunDir, split: str, indices: np.ndarray, scores: np.ndarray,
+def save_eval_scores(run: RunFolder, split: str, indices: np.ndarray, scores: np.ndarray,
                      boxes: np.ndarray | None = None) -> Path:
     """Keep the evaluated split's sample indices, float scores and boxes for the report."""
     path = run.root / EVAL_SCORES_FILE
@@ -68,7 +83,7 @@ def save_eval_scores(run: RunDir, split: str, indices: np.ndarray, scores: np.nd
     return path
 
 
-def load_eval_scores(run: RunDir) -> EvalScores | None:
+def load_eval_scores(run: RunFolder) -> EvalScores | None:
     """What `save_eval_scores` kept, or None if the evaluate stage has not run."""
     path = run.root / EVAL_SCORES_FILE
     if not path.exists():
@@ -79,14 +94,14 @@ def load_eval_scores(run: RunDir) -> EvalScores | None:
 
 
 # ---- the page --------------------------------------------------------------------------------
-def write_report(cfg: RunConfig, run: RunDir, manifest: Manifest, cache: ImageCache) -> Path:
+def write_report(cfg: RunConfig, run: RunFolder, manifest: Manifest, cache: ImageCache) -> Path:
     """Build report.html for the run and write it atomically; returns its path."""
     path = run.root / REPORT_FILE
     atomic_write_text(path, build_report(cfg, run, manifest, cache))
     return path
 
 
-def build_report(cfg: RunConfig, run: RunDir, manifest: Manifest, cache: ImageCache) -> str:
+def build_report(cfg: RunConfig, run: RunFolder, manifest: Manifest, cache: ImageCache) -> str:
     """The report as one HTML string."""
     files = _RunFiles.read(run)
     sections = [
@@ -115,7 +130,7 @@ class _RunFiles:
         self.metrics, self.verify, self.summary, self.scores = metrics, verify, summary, scores
 
     @classmethod
-    def read(cls, run: RunDir) -> _RunFiles:
+    def read(cls, run: RunFolder) -> _RunFiles:
         return cls(_json(run.metrics), _json(run.verify), _json(run.summary), load_eval_scores(run))
 
     @property
@@ -182,7 +197,7 @@ def _banner(summary: dict | None) -> str:
             + "".join(f"<p>{escape(line)}</p>" for line in lines) + "</div>")
 
 
-def _config_section(cfg: RunConfig, run: RunDir) -> str:
+def _config_section(cfg: RunConfig, run: RunFolder) -> str:
     m, t = cfg.model, cfg.train
     rows = [["backbone", f"{m.backbone} alpha {m.alpha:g}"],
             ["input", f"{m.input_size[0]}x{m.input_size[1]} {m.color_mode}, resize {cfg.data.resize}"],
@@ -229,7 +244,7 @@ def _true_box(cache: ImageCache, index: int) -> list:
     return [] if np.isnan(box[0]) else [(box.tolist(), plots.TRUE_COLOUR)]
 
 
-def _training_section(run: RunDir) -> str:
+def _training_section(run: RunFolder) -> str:
     body = ""
     rows = _log_rows(run.log)
     chart = plots.training_curves(rows) if rows else None
@@ -342,7 +357,7 @@ def _worst_figure(entry: dict, cache: ImageCache, index: int | None, predicted: 
     return _figure(plots.encode_image(image), caption)
 
 
-def _deployment_section(run: RunDir, files: _RunFiles) -> str:
+def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
     float_m, verify, summary = files.float_metrics, files.verify, files.summary or {}
     int8_m = (verify or {}).get("metrics")
     body = ""
@@ -361,7 +376,7 @@ def _deployment_section(run: RunDir, files: _RunFiles) -> str:
     return _section("Float vs int8 on TensorFlow Lite Micro", body)
 
 
-def _size_rows(run: RunDir, verify: dict | None, summary: dict) -> list[list]:
+def _size_rows(run: RunFolder, verify: dict | None, summary: dict) -> list[list]:
     int8_bytes = (verify or {}).get("model_bytes") or summary.get("int8_bytes")
     if int8_bytes is None and run.int8_model.exists():
         int8_bytes = run.int8_model.stat().st_size

@@ -182,7 +182,7 @@ def schedule_callbacks(schedule: ScheduleConfig, monitor: str,
                        restore: dict | None = None) -> list[keras.callbacks.Callback]:
     """Callbacks a schedule needs: ReduceLROnPlateau on `monitor` for `plateau` (its counters
     restored from `restore` when a run resumes), else none."""
-    from tinyvision.train.callbacks import ResumablePlateau
+    from tinyvision.training.callbacks import ResumablePlateau
 
     if schedule.name != "plateau":
         return []

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.errors import ExportError
-from tinyvision.runs import atomic_path
+from tinyvision.files import atomic_path
 
 log = logging.getLogger("tinyvision")
 
@@ -70,39 +70,3 @@ def _quiet():
     """Keep the converter's Python-level chatter out of the user's terminal."""
     with contextlib.redirect_stdout(io.StringIO()):
         yield
-
-
-def tensor_quantization(path_or_bytes: str | Path | bytes, n_classes: int | None = None) -> dict:
-    """Input and output quantisation (scale, zero point), shapes and dtypes of a .tflite model.
-
-    `outputs` lists every output in the Keras model's order, each with `index`: its position
-    among the interpreter's outputs (what TFLM's `output(i)` takes); `output` is the first (the
-    class scores).
-    """
-    from tinyvision.verify import keras_output_order
-
-    interpreter = _interpreter(path_or_bytes)
-    file_order = [d["index"] for d in interpreter.get_output_details()]
-    inp = interpreter.get_input_details()[0]
-    outputs = [dict(_facts(d), index=file_order.index(d["index"]))
-               for d in keras_output_order(interpreter, n_classes)]
-    return {"input": _facts(inp), "output": outputs[0], "outputs": outputs}
-
-
-def _facts(detail: dict) -> dict:
-    return {"shape": detail["shape"].tolist(), "dtype": np.dtype(detail["dtype"]).name,
-            "scale": float(detail["quantization"][0]),
-            "zero_point": int(detail["quantization"][1])}
-
-
-def op_names(path_or_bytes: str | Path | bytes) -> list[str]:
-    """Builtin op names of a .tflite model, in execution order."""
-    return [op["op_name"] for op in _interpreter(path_or_bytes)._get_ops_details()]
-
-
-def _interpreter(path_or_bytes):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kwargs = ({"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes)
-              else {"model_path": os.fspath(path_or_bytes)})
-    return Interpreter(**kwargs, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tinyvision.config import RunConfig
 from tinyvision.errors import ConfigError
-from tinyvision.runs import RunDir
+from tinyvision.run.folder import RunDir
 
 ARTIFACTS = ("config", "log", "metrics", "verify", "summary", "int8_model", "c_header")
 
@@ -56,7 +56,7 @@ def _params(cfg: RunConfig) -> dict:
 
 def _metrics(summary: dict) -> dict:
     out = {f"float_{k}": v for k, v in summary.get("float", {}).items()}
-    out.update({f"int8_{k}": v for k, v in summary.get("int8_tflm", {}).items()})
+    out.update({f"int8_{k}": v for k, v in summary.get("int8", {}).items()})
     for key in ("int8_bytes", "arena_bytes", "macs", "params"):
         if summary.get(key) is not None:
             out[key] = summary[key]

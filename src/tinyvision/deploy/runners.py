@@ -1,42 +1,21 @@
-"""Prove an int8 model runs on TensorFlow Lite Micro, measure its arena, and score it.
-
-TFLM (PyPI `tflite-micro`) is the truth for what the microcontroller computes. LiteRT's reference
-kernels (`OpResolverType.BUILTIN_REF`) are bit-exact with it and far faster, so they score the whole
-split, while TFLM runs a sample whose outputs must EQUAL the reference's. Any difference, or a model
-TFLM cannot run, is a `VerifyError`.
-"""
+"""Run an int8 model: LiteRT's reference kernels (bit-exact with TFLM, far faster) and the TFLite
+Micro interpreter itself, plus the smallest arena TFLM runs it in and a check for models the
+interpreters would abort on."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tinyvision.deploy.outputs import Quantization, dequantize, keras_output_order, quantize_images
 from tinyvision.errors import VerifyError
 
 MIN_ARENA_BYTES = 1024
 ARENA_RESOLUTION = 16  # TFLM aligns arena allocations to 16 bytes
-
-
-@dataclass(frozen=True)
-class Quantization:
-    scale: float
-    zero_point: int
-
-
-def quantize_images(images: np.ndarray, q: Quantization) -> np.ndarray:
-    """uint8 pixels -> the model's int8 input (pixel - 128 for tinyvision's own exports)."""
-    values = np.rint(images.astype(np.float32) / q.scale) + q.zero_point
-    return np.clip(values, -128, 127).astype(np.int8)
-
-
-def dequantize(outputs: np.ndarray, q: Quantization) -> np.ndarray:
-    return (outputs.astype(np.float32) - q.zero_point) * q.scale
 
 
 class ReferenceRunner:
@@ -65,6 +44,7 @@ class ReferenceRunner:
         # position of each (Keras-ordered) output among the file's outputs: TFLM's output index
         self.file_positions = [[d["index"] for d in in_file_order].index(i)
                                for i in self.output_indices]
+        self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in ordered]
         self.output_q = self.output_qs[0]
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -85,22 +65,6 @@ class ReferenceRunner:
         outputs = self.run_all(quantize_images(images, self.input_q))
         values = tuple(dequantize(o, q) for o, q in zip(outputs, self.output_qs))
         return values[0] if len(values) == 1 else values
-
-
-def keras_output_order(interpreter, n_classes: int | None = None) -> list[dict]:
-    """Output details of a .tflite in the order of the Keras model it was converted from."""
-    details = interpreter.get_output_details()
-    if len(details) < 2:
-        return details
-    try:
-        named = interpreter.get_signature_runner().get_output_details()
-    except ValueError:  # no signature in the file
-        named = {}
-    by_index = {d["index"]: d for d in details}
-    keys = sorted(named, key=lambda k: (len(k), k))  # output_0, output_1, ..., output_10
-    if len(keys) == len(details) and all(named[k]["index"] in by_index for k in keys):
-        return [by_index[named[k]["index"]] for k in keys]
-    return sorted(details, key=lambda d: d["shape"][-1] != n_classes)
 
 
 def run_tflm(model_path: str | Path, batch: np.ndarray, arena_bytes: int,
@@ -190,41 +154,3 @@ def check_model(model_path: str | Path) -> None:
                                   "is untrained or its training diverged; retrain it.")
 
 
-def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
-                max_arena_bytes: int, seed: int = 0, n_classes: int | None = None) -> dict:
-    """Run `images` (uint8) through the int8 model: all on LiteRT reference kernels, a seeded sample
-    also on TFLM, which must give identical int8 values on every output. Returns the dequantised
-    scores (a tuple for a [class, box] model) and the runtime facts."""
-    if len(images) == 0:
-        raise VerifyError("No images to verify on; the split is empty.")
-    model_path = Path(model_path)
-    reference = ReferenceRunner(model_path, n_classes)
-    int8_inputs = quantize_images(images, reference.input_q)
-    reference_out = reference.run_all(int8_inputs)
-    arena = find_arena_bytes(model_path, int8_inputs[0], max_arena_bytes)
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.permutation(len(images))[:tflm_samples])
-    tflm_out = run_tflm(model_path, int8_inputs[sample], arena, reference.file_positions)
-    for number, (tflm, ref) in enumerate(zip(tflm_out, reference_out)):
-        flat_tflm, flat_ref = tflm.reshape(len(sample), -1), ref[sample].reshape(len(sample), -1)
-        mismatched = np.flatnonzero(np.any(flat_tflm != flat_ref, axis=1))
-        if len(mismatched):
-            first = int(sample[mismatched[0]])
-            raise VerifyError(f"TFLM and the LiteRT reference kernels disagree on output {number} "
-                              f"for {len(mismatched)} of {len(sample)} images (first: image {first}, "
-                              f"TFLM {flat_tflm[mismatched[0]].tolist()} vs reference "
-                              f"{flat_ref[mismatched[0]].tolist()}).")
-    from tinyvision.export.litert import op_names
-
-    scores = tuple(dequantize(o, q) for o, q in zip(reference_out, reference.output_qs))
-    return {
-        "scores": scores[0] if len(scores) == 1 else scores,
-        "tflm_images": int(len(sample)),
-        "reference_images": int(len(images)),
-        "tflm_equals_reference": True,
-        "arena_bytes": int(arena),
-        "model_bytes": model_path.stat().st_size,
-        "ops": dict(Counter(op_names(model_path))),
-        "input_quantization": {"scale": reference.input_q.scale,
-                               "zero_point": reference.input_q.zero_point},
-    }

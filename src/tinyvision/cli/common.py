@@ -14,6 +14,9 @@ from tinyvision.errors import TinyVisionError
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
+RUN_ARG = typer.Argument(..., help="A run directory made by `tinyvision train`, e.g. runs/demo.",
+                         exists=True, file_okay=False)
+
 
 def user_errors(func: Callable) -> Callable:
     """Print a `TinyVisionError` as one red message (no traceback) and exit with status 1."""

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tinyvision.config import OPTIMIZERS, RunConfig, TrainConfig
 from tinyvision.errors import ConfigError
 from tinyvision.models.build import is_head_layer, resolve_unfreeze_index
-from tinyvision.train.schedules import build_schedule
+from tinyvision.training.schedules import build_schedule
 
 _register = keras.saving.register_keras_serializable(package="tinyvision")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from tinyvision.errors import RegistryError
-from tinyvision.runs import atomic_write_text
+from tinyvision.files import atomic_write_text
 
 REGISTRY_FILE = "registry.sqlite"
 SCHEMA_VERSION = 2
@@ -51,12 +51,12 @@ CONFIG_COLUMNS = (
     ("fine_tune_lr", "REAL", "train.fine_tune.learning_rate"),
 )
 # (column, SQL type, dotted paths in the metrics dict given to finish_run; the first present wins).
-# The alternatives read workflow.full_run's summary.json as it is.
+# The alternatives read summary.json (run/run.py) as it is.
 METRIC_COLUMNS = (
     ("float_accuracy", "REAL", ("float.accuracy",)),
     ("float_macro_f1", "REAL", ("float.macro_f1",)),
-    ("int8_accuracy", "REAL", ("int8.accuracy", "int8_tflm.accuracy")),
-    ("int8_macro_f1", "REAL", ("int8.macro_f1", "int8_tflm.macro_f1")),
+    ("int8_accuracy", "REAL", ("int8.accuracy",)),
+    ("int8_macro_f1", "REAL", ("int8.macro_f1",)),
     ("model_bytes", "INTEGER", ("model_bytes", "int8_bytes")),
     ("arena_bytes", "INTEGER", ("arena_bytes",)),
     ("macs", "INTEGER", ("macs",)),
@@ -167,7 +167,7 @@ class Registry:
 
         `metrics` is stored whole as JSON; these paths also fill columns: `float.accuracy`,
         `float.macro_f1`, `int8.accuracy`, `int8.macro_f1` (classification_metrics dicts under
-        "float" and "int8"; "int8_tflm" also works), `model_bytes` (or `int8_bytes`),
+        "float" and "int8"), `model_bytes` (or `int8_bytes`),
         `arena_bytes`, `macs`. Missing ones stay empty. `config`: the run's config as resolved
         while it ran (color_mode, recipe), replacing the one given to `start_run`.
         """

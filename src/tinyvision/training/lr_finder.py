@@ -21,7 +21,8 @@ import keras
 import numpy as np
 
 from tinyvision.config import RunConfig
-from tinyvision.runs import RunDir, atomic_path, atomic_write_text
+from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.training.callbacks import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR
 
 log = logging.getLogger("tinyvision")
 
@@ -36,6 +37,7 @@ class LrFindResult:
     smoothed: np.ndarray
     suggestion: float | None  # None when the loss never fell
     stopped_early: bool
+    folder: Path | None = None  # the lr-find run folder holding lr_find.csv and lr_find.png
 
 
 def sweep_rates(start: float, end: float, steps: int) -> np.ndarray:
@@ -106,11 +108,11 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     oversampling."""
     from tinyvision.data.pipeline import cache_dataset
     from tinyvision.models.build import build_model
-    from tinyvision.train.imbalance import balance_training_data
-    from tinyvision.train.losses import build_loss, build_loss_weights
-    from tinyvision.train.optimizers import lr_multiplier_map, make_optimizer
-    from tinyvision.train.fused_batchnorm import use_fused_batchnorm
-    from tinyvision.train.trainer import _set_trainable
+    from tinyvision.training.imbalance import balance_training_data
+    from tinyvision.training.losses import build_loss, build_loss_weights
+    from tinyvision.training.optimizers import lr_multiplier_map, make_optimizer
+    from tinyvision.training.fused_batchnorm import use_fused_batchnorm
+    from tinyvision.training.trainer import _set_trainable
 
     settings = cfg.train.lr_find
     keras.utils.set_random_seed(cfg.seed)
@@ -135,12 +137,14 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
 
 def start_weights_file(source: str | Path) -> Path:
     """The weights file `lr_find.weights` names: a run directory's best checkpoint, or a file."""
-    from tinyvision.errors import ConfigError
+    from tinyvision.errors import ConfigError, RunError
 
     path = Path(source)
     if path.is_dir():
-        run = RunDir(path)
-        return run.require(run.best_weights, "tinyvision train")
+        best = path / CHECKPOINTS_DIR / BEST_WEIGHTS_FILE
+        if not best.exists():
+            raise RunError(f"{best} does not exist; run `tinyvision train` first.")
+        return best
     if not path.is_file():
         raise ConfigError(f"train.lr_find.weights={str(source)!r}: no such run directory or "
                           "file. Give a run directory (runs/NAME) or a .weights.h5 file.")
@@ -161,14 +165,14 @@ def load_start_weights(model: keras.Model, source: str | Path) -> None:
                           "that trained those weights.") from None
 
 
-def save_lr_find(result: LrFindResult, run: RunDir) -> tuple:
-    """Write `lr_find.csv` (step, rate, loss, smoothed) and `lr_find.png` into the run."""
+def save_lr_find(result: LrFindResult, folder: Path) -> tuple:
+    """Write `lr_find.csv` (step, rate, loss, smoothed) and `lr_find.png` into `folder`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
     for step, row in enumerate(zip(result.learning_rates, result.losses, result.smoothed)):
         writer.writerow([step, *(f"{v:.6g}" for v in row)])
-    csv_path, png_path = run.root / "lr_find.csv", run.root / "lr_find.png"
+    csv_path, png_path = Path(folder) / "lr_find.csv", Path(folder) / "lr_find.png"
     atomic_write_text(csv_path, out.getvalue())
     _plot(result, png_path)
     return csv_path, png_path
@@ -199,22 +203,3 @@ def _plot(result: LrFindResult, path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
-
-
-def run_lr_find(cfg: RunConfig, on_step: Callable[[int, float, float], None] | None = None,
-                progress: bool = True) -> tuple[RunDir, LrFindResult]:
-    """`tinyvision lr-find`: a run directory `<name>-lr-find` with config, manifest, CSV and plot."""
-    from tinyvision.workflow import (prepare_data, prepare_manifest, resolve_settings, start_run,
-                                     train_data)
-
-    if cfg.train.lr_find.weights:  # a wrong path fails before a run directory is made
-        start_weights_file(cfg.train.lr_find.weights)
-    cfg, run = start_run(cfg.model_copy(update={"name": f"{cfg.name}-lr-find"}))
-    manifest = prepare_manifest(cfg, run)
-    cfg, lines = resolve_settings(cfg, manifest)  # the recipe decides which layers sweep
-    atomic_write_text(run.config, cfg.to_yaml())
-    for line in lines:
-        log.info(line)
-    result = find_lr(cfg, train_data(prepare_data(cfg, run, manifest, progress=progress)), on_step)
-    save_lr_find(result, run)
-    return run, result

@@ -1,7 +1,7 @@
 """`tinyvision runs`: the run registry as a sortable, filterable table, CSV, and run comparison.
 
 Mounted by cli.py as `app.add_typer(runs_app, name="runs")`. It only parses and calls
-`tinyvision.registry`.
+`tinyvision.run.registry`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinyvision.cli_common import console, err_console, user_errors
-from tinyvision.registry import ABSENT, COLUMNS, Registry
+from tinyvision.cli.common import console, err_console, user_errors
+from tinyvision.run.registry import ABSENT, COLUMNS, Registry
 
 
 runs_app = typer.Typer(

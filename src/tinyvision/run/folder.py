@@ -1,64 +1,20 @@
-"""Run directories: `runs/<name>/` holds everything one run produced; writes are atomic.
+"""Run folders: `runs/<name>/` holds everything one run produced.
 
 Layout (DESIGN.md): config.yaml, manifest.jsonl, bad_images.txt, checkpoints/, log.csv,
-metrics.json, report.html, export/, verify.json.
+metrics.json, report.html, export/, verify.json, summary.json.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
-from contextlib import contextmanager
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tinyvision.errors import RunError
+from tinyvision.training.callbacks import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, LOG_FILE
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
-
-    A crash mid-write therefore never leaves a half-written file where a good one is expected.
-    `suffix` keeps an extension some writers insist on (Keras wants `.keras`, `.weights.h5`).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_json(path: str | Path, obj: object) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 @dataclass(frozen=True)
@@ -74,9 +30,9 @@ class RunDir:
     config = property(lambda self: self.root / "config.yaml")
     manifest = property(lambda self: self.root / "manifest.jsonl")
     bad_images = property(lambda self: self.root / "bad_images.txt")
-    checkpoints = property(lambda self: self.root / "checkpoints")
-    best_weights = property(lambda self: self.root / "checkpoints" / "best.weights.h5")
-    log = property(lambda self: self.root / "log.csv")
+    checkpoints = property(lambda self: self.root / CHECKPOINTS_DIR)
+    best_weights = property(lambda self: self.root / CHECKPOINTS_DIR / BEST_WEIGHTS_FILE)
+    log = property(lambda self: self.root / LOG_FILE)
     metrics = property(lambda self: self.root / "metrics.json")
     export_dir = property(lambda self: self.root / "export")
     float_model = property(lambda self: self.root / "export" / "model_float.keras")
@@ -106,8 +62,6 @@ def new_run_dir(runs_dir: str | Path, name: str, overwrite: bool = False) -> Run
     candidate = runs_dir / name
     if overwrite:
         if candidate.exists():
-            import shutil
-
             shutil.rmtree(candidate)
         candidate.mkdir()
         return RunDir(candidate)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle")
-DEMO_TASKS = frozenset({"classify", "detect"})
+DEMO_TASKS = frozenset({"multiclass", "detection"})
 IMAGE_SIZE = 128
 
 
@@ -74,19 +74,19 @@ def _draw_shape(image: Image.Image, shape: str, rng: np.random.Generator
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def demo_config(data_root: Path, runs_dir: Path, name: str = "demo", task: str = "classify") -> dict:
+def demo_config(data_root: Path, runs_dir: Path, name: str = "demo", task: str = "multiclass") -> dict:
     """The demo's run config: MobileNet V1 0.25 at 96x96 trained from scratch.
 
-    `task`: "classify" (which shape) or "detect" (which shape and where: class + box head, read
+    `task`: "multiclass" (which shape) or "detection" (which shape and where: class + box head, read
     from boxes.csv)."""
     if task not in DEMO_TASKS:
         raise ValueError(f"task={task!r}; expected one of {sorted(DEMO_TASKS)}")
-    source = ({"format": "folder", "root": str(data_root)} if task == "classify" else
+    source = ({"format": "folder", "root": str(data_root)} if task == "multiclass" else
               {"format": "csv", "path": str(data_root / "boxes.csv")})
     # A shape's class does not change when it is mirrored, and a flip moves the box exactly.
     augment = [{"op": "flip", "mode": "horizontal_and_vertical"}]
     return {
-        "name": name if task == "classify" else f"{name}-detect",
+        "name": name if task == "multiclass" else f"{name}-detection",
         "seed": 0,
         "runs_dir": str(runs_dir),
         "data": {"source": source, "val_fraction": 0.15, "test_fraction": 0.15},

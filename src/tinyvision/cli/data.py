@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from tinyvision.data.download import FetchResult, Reporter
-from tinyvision.cli_common import console, err_console, user_errors
+from tinyvision.cli.common import console, err_console, user_errors
 
 data_app = typer.Typer(help="Build, inspect and download datasets.", no_args_is_help=True,
                        add_completion=False, pretty_exceptions_enable=False)

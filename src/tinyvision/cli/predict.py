@@ -1,8 +1,4 @@
-"""`tinyvision predict`, `tinyvision report` and `tinyvision eval` (with --tta) as plain functions.
-
-cli.py registers them: `app.command("predict")(predict_command)`, `app.command("report")(
-report_command)`, `app.command("eval")(eval_command)`. They only parse and call library code.
-"""
+"""`tinyvision predict RUN IMAGES...`: labels, scores and boxes for new images."""
 
 from __future__ import annotations
 
@@ -15,13 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinyvision.cli_common import console, err_console, user_errors
-
-
-RUN_ARG = typer.Argument(..., help="A run directory made by `tinyvision train`, e.g. runs/demo.",
-                         exists=True, file_okay=False)
-
-
+from tinyvision.cli.common import console, err_console, user_errors
 
 
 # ---- predict ---------------------------------------------------------------------------------
@@ -104,51 +94,3 @@ def _prediction_table(predictions, predictor, tta: bool) -> Table:
             row.append("" if p.box is None else ", ".join(f"{v:.0f}" for v in p.box))
         table.add_row(*row)
     return table
-
-
-# ---- report ----------------------------------------------------------------------------------
-@user_errors
-def report_command(run_dir: Path = RUN_ARG) -> None:
-    """Write the run's report.html: a self-contained page that opens offline.
-
-    Config, data statistics and samples, training curves, confusion matrix, PR curves,
-    thresholds, worst predictions, float vs int8-on-TFLM metrics, model and arena bytes.
-    """
-    from tinyvision.workflow import load_run, prepare_data, report_stage
-
-    cfg, run, manifest = load_run(run_dir)
-    path = report_stage(cfg, run, prepare_data(cfg, run, manifest, progress=False))
-    console.print(f"wrote {escape(str(path))}")
-
-
-# ---- eval ------------------------------------------------------------------------------------
-@user_errors
-def eval_command(
-    run_dir: Path = RUN_ARG,
-    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average each image's scores "
-                                       "with its mirror image's (default: evaluate.tta of the "
-                                       "run's config)."),
-) -> None:
-    """Evaluate a run's float model on its test split.
-
-    Multi-label runs re-tune their thresholds on the val split first (thresholds.json). Prints
-    per-class precision/recall/F1 and the confusion matrix; writes metrics.json.
-    """
-    from tinyvision.evaluate.metrics import format_metrics_table
-    from tinyvision.workflow import evaluate_stage, load_run, prepare_data
-
-    cfg, run, manifest = load_run(run_dir)
-    if tta is not None:
-        cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"tta": tta})})
-    metrics = evaluate_stage(cfg, run, prepare_data(cfg, run, manifest))
-    suffix = " with flip TTA" if metrics.get("tta") else ""
-    console.print(format_metrics_table(metrics, title=f"float model on {metrics['split']}{suffix}"))
-    matrix = metrics.get("confusion_matrix")
-    if matrix:
-        table = Table(title="confusion matrix (rows: true, columns: predicted)")
-        table.add_column("")
-        for name in manifest.classes:
-            table.add_column(escape(name), justify="right")
-        for name, row in zip(manifest.classes, matrix):
-            table.add_row(escape(name), *(str(v) for v in row))
-        console.print(table)

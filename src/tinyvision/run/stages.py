@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyvision.config import RunConfig, load_config
+from tinyvision.config import RunConfig
 from tinyvision.data.cache import DecodeSpec, ImageCache, build_cache
 from tinyvision.data.manifest import Manifest
-from tinyvision.runs import RunDir, atomic_path, atomic_write_json, atomic_write_text, new_run_dir
+from tinyvision.files import atomic_path, atomic_write_json, atomic_write_text
+from tinyvision.run.folder import RunDir
 
 log = logging.getLogger("tinyvision")
 
@@ -70,7 +71,7 @@ def resolve_settings(cfg: RunConfig, manifest: Manifest) -> tuple[RunConfig, lis
     images, and one line on each choice for the console."""
     from tinyvision.config import RGB_ONLY_AUGMENT_OPS
     from tinyvision.data.color import resolve_color_mode
-    from tinyvision.train.recipes import apply_recipe
+    from tinyvision.training.recipes import apply_recipe
 
     extra, lines = {}, []
     if cfg.model.color_mode == "auto":
@@ -86,7 +87,7 @@ def resolve_settings(cfg: RunConfig, manifest: Manifest) -> tuple[RunConfig, lis
 # ---- train -----------------------------------------------------------------------------------
 def train_data(data: PreparedData):
     """What the trainer (and lr-find) take: cached images, targets, splits, boxes for detection."""
-    from tinyvision.train.trainer import TrainData
+    from tinyvision.training.trainer import TrainData
 
     boxes = data.cache.boxes if data.manifest.task == "detection" else None
     return TrainData(data.cache.images, data.manifest.label_matrix(), data.indices("train"),
@@ -98,7 +99,7 @@ def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None,
                 resume: bool = False):
     """Two-stage training (continuing from the last saved epoch with `resume`); saves the float
     model as export/model_float.keras."""
-    from tinyvision.train.trainer import train_model
+    from tinyvision.training.trainer import train_model
 
     result = train_model(cfg, train_data(data), run, console, resume=resume)
     with atomic_path(run.float_model, suffix=".keras") as tmp:
@@ -116,7 +117,7 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) 
     metrics.json also lists the worst predictions; eval_scores.npz keeps the outputs for the report.
     """
     from tinyvision.evaluate.metrics import worst_predictions
-    from tinyvision.evaluate.report import save_eval_scores
+    from tinyvision.report.html import save_eval_scores
     from tinyvision.models.user_models import load_trained_model
 
     if model is None:
@@ -187,7 +188,7 @@ def _output_metrics(cfg: RunConfig, data: PreparedData, indices: np.ndarray, out
 def _float_scores(model, images: np.ndarray, indices: np.ndarray, tta: bool):
     """Float model outputs (scores, or [scores, boxes]) of `images[indices]`; with `tta`,
     averaged with the mirror images."""
-    from tinyvision.train.features import predict_scores
+    from tinyvision.models.inference import predict_scores
 
     if not tta:
         return predict_scores(model, images, indices)
@@ -243,8 +244,9 @@ def _eval_split(data: PreparedData) -> tuple[str, np.ndarray]:
 # ---- export ----------------------------------------------------------------------------------
 def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) -> dict:
     """int8 LiteRT model calibrated on training images, plus its C source/header pair."""
-    from tinyvision.export.c_source import write_c_source
-    from tinyvision.export.litert import export_int8, tensor_quantization
+    from tinyvision.deploy.c_source import write_c_source
+    from tinyvision.deploy.litert import export_int8
+    from tinyvision.deploy.outputs import tensor_quantization
     from tinyvision.models.user_models import load_trained_model
 
     if model is None:
@@ -287,7 +289,8 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     exported C arrays are) and, with `evaluate.tta`, flip averaging on the reference kernels;
     a [class, box] model adds box metrics."""
     from tinyvision.evaluate.tta import tta_outputs
-    from tinyvision.verify import ReferenceRunner, verify_int8
+    from tinyvision.deploy.runners import ReferenceRunner
+    from tinyvision.deploy.verify import verify_int8
 
     model_path = run.require(run.int8_model, "tinyvision export")
     split, indices = _eval_split(data)
@@ -301,7 +304,7 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     if cfg.evaluate.tta:
         outputs = tta_outputs(runner.scores, images, ("horizontal",))
     if thresholds is not None:
-        from tinyvision.export.c_source import device_thresholds
+        from tinyvision.deploy.outputs import device_thresholds
 
         q = runner.output_q
         thresholds = np.asarray(device_thresholds(thresholds, q.scale, q.zero_point)[1])
@@ -316,171 +319,20 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
 
 
 def _read_float_metrics(run: RunDir) -> dict | None:
-    return (_read_json(run.metrics) or {}).get("float")
+    return (read_json(run.metrics) or {}).get("float")
 
 
 # ---- report ----------------------------------------------------------------------------------
 def report_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> Path:
     """report.html: a self-contained page on the run (after evaluate; export, verify and
     summary.json add their sections when present). Returns its path."""
-    from tinyvision.evaluate.report import write_report
+    from tinyvision.report.html import write_report
 
     return write_report(cfg, run, data.manifest, data.cache)
 
 
-# ---- the whole run ---------------------------------------------------------------------------
-def start_run(cfg: RunConfig) -> tuple[RunConfig, RunDir]:
-    """Create the run directory and save the resolved config in it.
-
-    Paths in the saved config are absolute, so `tinyvision eval|export|verify RUN` work from any
-    working directory and find the same image cache.
-    """
-    cfg = cfg.model_copy(update={"runs_dir": cfg.runs_dir.resolve(),
-                                 "data": cfg.data.model_copy(update={"cache_dir": cfg.cache_dir.resolve()})})
-    run = new_run_dir(cfg.runs_dir, cfg.name, cfg.overwrite)
-    atomic_write_text(run.config, cfg.to_yaml())
-    return cfg, run
-
-
-def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDir, dict]:
-    """Everything `tinyvision train` does; returns the run directory and its summary.
-
-    The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
-    failed with the error (the error is re-raised). A model that the int8 export or its check
-    refuses keeps its evaluation, report and summary (status export_failed)."""
-    check_before_work(cfg)
-    cfg, run = start_run(cfg)
-    return _registered(cfg, run, console, progress, resume=False)
-
-
-def check_before_work(cfg: RunConfig) -> None:
-    """Settings that are valid one by one but not together fail here, before any work."""
-    from tinyvision.data.augment import Augmenter
-    from tinyvision.tracking import check_tracking
-
-    check_tracking(cfg)
-    if cfg.train.augment:  # e.g. hue on grayscale input
-        Augmenter(cfg.train.augment, (*cfg.model.input_size, cfg.model.channels))
-
-
-def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[RunDir, dict]:
-    """Continue a killed `tinyvision train` from its last saved epoch, then finish every stage.
-
-    The result equals an uninterrupted run with the same seed (within float tolerance)."""
-    from tinyvision.errors import RunError
-    from tinyvision.train.callbacks import load_resume_state
-
-    cfg, run, _ = load_run(path)
-    if load_resume_state(run.checkpoints) is None:
-        raise RunError(f"{run.root} has no saved training state (checkpoints/state.json): it was "
-                       "killed before its first epoch ended. Start it again with `tinyvision train`.")
-    check_before_work(cfg)  # e.g. tracking: mlflow on a machine without it, before training
-    return _registered(cfg, run, console, progress, resume=True)
-
-
-def _registered(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
-                ) -> tuple[RunDir, dict]:
-    from tinyvision.errors import ExportError, VerifyError
-    from tinyvision.registry import Registry
-
-    registry = Registry(cfg.runs_dir)
-    registry.start_run(run.name, run.root, cfg.model_dump(mode="json"))
-    try:
-        cfg, summary = _all_stages(cfg, run, console, progress, resume)
-    except (ExportError, VerifyError) as exc:
-        summary = _read_json(run.summary)
-        refused = summary is not None and summary.get("status") == "export_failed"
-        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", metrics=summary,
-                          status="export_failed" if refused else "failed",
-                          config=_saved_config(run))
-        raise
-    except BaseException as exc:
-        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", config=_saved_config(run))
-        raise
-    registry.finish_run(run.name, summary, config=cfg.model_dump(mode="json"))
-    from tinyvision.tracking import log_run
-
-    log_run(cfg, run, summary)
-    return run, summary
-
-
-def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
-                ) -> tuple[RunConfig, dict]:
-    """Every stage of a run; returns the resolved config and the summary."""
-    from tinyvision.errors import ExportError, VerifyError
-    from tinyvision.export.cost import model_cost
-
-    start = time.perf_counter()
-    if resume:
-        manifest = Manifest.load(run.manifest)
-    else:
-        manifest = prepare_manifest(cfg, run)
-        cfg, lines = resolve_settings(cfg, manifest)
-        atomic_write_text(run.config, cfg.to_yaml())  # the resolved settings, for eval/resume
-        for line in lines:
-            log.info(line)
-        check_before_work(cfg)
-    data = prepare_data(cfg, run, manifest, progress=progress)
-    result = train_stage(cfg, run, data, console, resume=resume)
-    float_metrics = evaluate_stage(cfg, run, data, result.model)
-    summary = {
-        "run": str(run.root), "status": "finished", "recipe": cfg.train.recipe,
-        "classes": data.manifest.classes, "task": data.manifest.task,
-        "images": {split: int(len(data.indices(split))) for split in ("train", "val", "test")},
-        "bad_images": len(data.cache.bad), "best_epoch": result.best_epoch,
-        "training": {"seconds": result.seconds, "stages": result.stages},
-        "float": _headline(float_metrics),
-        "warnings": result.warnings + float_metrics["warnings"],
-        **model_cost(result.model).as_dict(),
-    }
-    try:
-        exported = export_stage(cfg, run, data, result.model)
-        verified = verify_stage(cfg, run, data)
-    except (ExportError, VerifyError) as exc:
-        summary.update(status="export_failed", error=str(exc),
-                       seconds=round(time.perf_counter() - start, 1))
-        atomic_write_json(run.summary, summary)
-        report_stage(cfg, run, data)
-        raise type(exc)(f"{exc} The float model, its evaluation (metrics.json) and report.html "
-                        f"are kept in {run.root}; the registry marks the run export_failed."
-                        ) from None
-    summary.update({
-        "int8_tflm": _headline(verified["metrics"]), "delta": verified.get("delta", {}),
-        "int8_bytes": exported["int8_bytes"], "float_bytes": exported["float_bytes"],
-        "arena_bytes": verified["arena_bytes"], "seconds": round(time.perf_counter() - start, 1),
-    })
-    atomic_write_json(run.summary, summary)
-    report_stage(cfg, run, data)  # reads summary.json for the headline numbers
-    return cfg, summary
-
-
-def _saved_config(run: RunDir) -> dict | None:
-    """The run's config.yaml (resolved once the data was read), for the registry row."""
-    try:
-        return load_config(run.config).model_dump(mode="json")
-    except Exception:  # a half-made run folder: the row keeps the config it started with
-        return None
-
-
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A run's JSON file (metrics.json, summary.json, ...), or None when it is not there."""
     import json
 
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _headline(metrics: dict) -> dict:
-    """accuracy and macro F1, plus mean IoU and accuracy at IoU >= 0.5 for a box model."""
-    out = {key: metrics[key] for key in ("accuracy", "macro_f1") if key in metrics}
-    boxes = metrics.get("boxes") or {}
-    out.update({key: boxes[key] for key in ("mean_iou", "accuracy_iou50") if key in boxes})
-    return out
-
-
-def load_run(path: str | Path) -> tuple[RunConfig, RunDir, Manifest]:
-    """Config, paths and manifest of an existing run directory."""
-    from tinyvision.runs import open_run_dir
-
-    run = open_run_dir(path)
-    cfg = load_config(run.config)
-    manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
-    return cfg, run, manifest

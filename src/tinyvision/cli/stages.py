@@ -1,0 +1,89 @@
+"""`tinyvision eval|export|verify|report RUN`: one stage again on an earlier run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tinyvision.cli.common import RUN_ARG, console, user_errors
+
+
+@user_errors
+def export_command(run_dir: Path = RUN_ARG) -> None:
+    """Export a run's float model to int8 LiteRT and C source.
+
+    Full-integer quantisation (int8 input and output) calibrated on training images; writes
+    export/model_int8.tflite and export/model_int8.h/.cc.
+    """
+    from tinyvision.run.run import Run
+
+    run = Run.open(run_dir)
+    result = run.export()
+    folder = run.folder
+    console.print(f"int8 model: {folder.int8_model} ({result['int8_bytes']:,} bytes); "
+                  f"C source: {folder.c_source}, {folder.c_header}")
+
+
+@user_errors
+def verify_command(run_dir: Path = RUN_ARG) -> None:
+    """Check a run's int8 model on TensorFlow Lite Micro.
+
+    Reports its metrics beside the float model's and the smallest tensor arena that works; fails
+    if TFLM cannot run it or disagrees with the LiteRT reference kernels. Writes verify.json.
+    """
+    from tinyvision.run.run import Run
+
+    report = Run.open(run_dir).verify()
+    console.print(f"TFLM ran {report['tflm_images']} images identically to the LiteRT reference "
+                  f"kernels ({report['reference_images']} scored); arena {report['arena_bytes']:,} "
+                  f"bytes; int8 accuracy {report['metrics']['accuracy']:.4f}")
+
+
+# ---- report ----------------------------------------------------------------------------------
+@user_errors
+def report_command(run_dir: Path = RUN_ARG) -> None:
+    """Write the run's report.html: a self-contained page that opens offline.
+
+    Config, data statistics and samples, training curves, confusion matrix, PR curves,
+    thresholds, worst predictions, float vs int8-on-TFLM metrics, model and arena bytes.
+    """
+    from tinyvision.run.run import Run
+
+    path = Run.open(run_dir).report()
+    console.print(f"wrote {escape(str(path))}")
+
+
+# ---- eval ------------------------------------------------------------------------------------
+@user_errors
+def eval_command(
+    run_dir: Path = RUN_ARG,
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average each image's scores "
+                                       "with its mirror image's (default: evaluate.tta of the "
+                                       "run's config)."),
+) -> None:
+    """Evaluate a run's float model on its test split.
+
+    Multi-label runs re-tune their thresholds on the val split first (thresholds.json). Prints
+    per-class precision/recall/F1 and the confusion matrix; writes metrics.json.
+    """
+    from tinyvision.evaluate.metrics import format_metrics_table
+    from tinyvision.run.run import Run
+
+    run = Run.open(run_dir)
+    metrics = run.evaluate(tta)
+    classes = metrics["classes"]
+    suffix = " with flip TTA" if metrics.get("tta") else ""
+    console.print(format_metrics_table(metrics, title=f"float model on {metrics['split']}{suffix}"))
+    matrix = metrics.get("confusion_matrix")
+    if matrix:
+        table = Table(title="confusion matrix (rows: true, columns: predicted)")
+        table.add_column("")
+        for name in classes:
+            table.add_column(escape(name), justify="right")
+        for name, row in zip(classes, matrix):
+            table.add_row(escape(name), *(str(v) for v in row))
+        console.print(table)

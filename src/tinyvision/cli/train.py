@@ -1,0 +1,172 @@
+"""`tinyvision train`, `tinyvision lr-find` and `tinyvision demo`: commands that train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rich.markup import escape
+from rich.table import Table
+
+from tinyvision.cli.common import console, user_errors
+
+
+# ---- train -----------------------------------------------------------------------------------
+@user_errors
+def train_command(
+    config: Optional[Path] = typer.Argument(None, help="Run config (YAML).", exists=True,
+                                            dir_okay=False, show_default=False),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="Config overrides as dotted key=value, e.g. train.batch_size=32 "
+                   "model.input_size=128 name=person-v2.", show_default=False),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue a killed run (a folder under runs/) from its last saved "
+        "epoch instead of starting a new one; give no CONFIG.", file_okay=False, exists=True),
+) -> None:
+    """Train, evaluate, export and verify a model from a run config.
+
+    Data -> two-stage training -> metrics -> int8 model and C source -> check on TensorFlow Lite
+    Micro. Everything goes to runs/NAME/ (a taken name gets a numbered suffix unless
+    overwrite=true).
+    """
+    from tinyvision.errors import ConfigError
+    from tinyvision.run.run import resume as resume_run
+    from tinyvision.run.run import train
+
+    if resume is not None:
+        if config is not None or overrides:
+            raise ConfigError("--resume continues a run with the config saved in it; pass no "
+                              "CONFIG or overrides with it.")
+        run = resume_run(resume, console=None if quiet else console, progress=not quiet)
+    elif config is None:
+        raise ConfigError("Give a run config: tinyvision train CONFIG [key=value ...], or "
+                          "--resume runs/NAME.")
+    else:
+        run = train(config, overrides=list(overrides or []), console=None if quiet else console,
+                    progress=not quiet)
+    print_summary(run.summary)
+    print_summary(summary)
+
+
+# ---- demo ------------------------------------------------------------------------------------
+@user_errors
+def demo_command(
+    runs_dir: Path = typer.Option(Path("runs"), help="Where the run directory goes."),
+    data_dir: Optional[Path] = typer.Option(
+        None, help="Where to write the generated images (default: RUNS_DIR/demo-data)."),
+    per_class: int = typer.Option(1200, min=20, help="Images per class (more: slower, more accurate)."),
+    task: str = typer.Option("multiclass", help="multiclass: which shape; detection: which shape "
+                             "and its box (class + box head; mean IoU and accuracy at "
+                             "IoU>=0.5)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the whole pipeline offline on a generated shapes dataset.
+
+    Writes circle/square/triangle images on noisy textures, trains MobileNet V1 0.25 from scratch,
+    evaluates, exports int8 and verifies it on TFLM, then prints a summary table.
+    """
+    from tinyvision.data.demo import DEMO_TASKS, demo_config, make_shapes_dataset
+    from tinyvision.errors import check_choice
+    from tinyvision.run.run import train
+
+    check_choice("--task", task, DEMO_TASKS)
+    data_dir = data_dir or runs_dir / "demo-data"
+    if not (data_dir / "boxes.csv").is_file():
+        console.print(f"writing {3 * per_class} demo images to {data_dir}")
+        make_shapes_dataset(data_dir, per_class)
+    run = train(demo_config(data_dir.resolve(), runs_dir, task=task),
+                console=None if quiet else console, progress=not quiet)
+    print_summary(run.summary)
+
+
+# ---- output ----------------------------------------------------------------------------------
+def print_summary(summary: dict) -> None:
+    table = Table(title=f"run {summary['run']}")
+    table.add_column("")
+    table.add_column("float (Keras)", justify="right")
+    table.add_column("int8 on TFLM", justify="right")
+    table.add_column("delta", justify="right")
+    for key in ("accuracy", "macro_f1"):
+        if key in summary["float"]:
+            table.add_row(key, f"{summary['float'][key]:.4f}", f"{summary['int8'][key]:.4f}",
+                          f"{summary['delta'].get(key, 0.0):+.4f}")
+    for key in ("mean_iou", "accuracy_iou50"):
+        if key in summary["float"]:
+            table.add_row(f"box {key}", f"{summary['float'][key]:.4f}",
+                          f"{summary['int8'][key]:.4f}",
+                          f"{summary['int8'][key] - summary['float'][key]:+.4f}")
+    table.add_row("model bytes", f"{summary['float_bytes']:,}", f"{summary['int8_bytes']:,}", "")
+    table.add_row("tensor arena bytes", "", f"{summary['arena_bytes']:,}", "")
+    console.print(table)
+    images = ", ".join(f"{k} {v}" for k, v in summary["images"].items())
+    console.print(f"images: {images}; bad images skipped: {summary['bad_images']}; "
+                  f"recipe {summary.get('recipe', '-')}; best epoch {summary['best_epoch']}; "
+                  f"{summary['seconds']} s")
+    for warning in summary.get("warnings", []):  # said when found; repeated where it is seen
+        console.print(f"[bold yellow]warning:[/] {escape(warning['message'])}", highlight=False)
+
+
+@user_errors
+def lr_find_command(
+    config: Path = typer.Argument(..., help="Run config (YAML).", exists=True, dir_okay=False),
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="Config overrides as dotted key=value, e.g. train.batch_size=32.",
+        show_default=False),
+    start: Optional[float] = typer.Option(None, help="First rate [train.lr_find.start: 1e-7]."),
+    end: Optional[float] = typer.Option(None, help="Last rate [train.lr_find.end: 10]."),
+    steps: Optional[int] = typer.Option(None, help="Rates tried [train.lr_find.steps: 200]."),
+    stage: Optional[str] = typer.Option(
+        None, help="Layers that train: head or fine_tune [train.lr_find.stage: head]."),
+    start_from: Optional[str] = typer.Option(
+        None, "--from", help="Start from a run's best weights (runs/NAME) or a .weights.h5 file, "
+        "e.g. a run that trained the head, before sweeping for fine_tune "
+        "[train.lr_find.weights]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Sweep the learning rate exponentially and suggest one.
+
+    Trains one batch per rate (on a fresh model, or from --from) until the loss explodes, then
+    saves lr_find.csv
+    and lr_find.png in runs/NAME-lr-find/ and prints the rate where the smoothed loss falls
+    fastest. Put it in train.head.learning_rate (or fine_tune, with --stage fine_tune).
+    """
+    from tinyvision.config import load_config
+    from tinyvision.run.run import lr_find
+
+    options = {"start": start, "end": end, "steps": steps, "stage": stage, "weights": start_from}
+    extra = [f"train.lr_find.{key}={value}" for key, value in options.items() if value is not None]
+    cfg = load_config(config, list(overrides or []) + extra)
+    settings = cfg.train.lr_find
+    if quiet:
+        result = lr_find(cfg, progress=False)
+    else:
+        result = _with_progress(cfg, settings.steps)
+    stopped = " (stopped early: the loss exploded)" if result.stopped_early else ""
+    console.print(f"swept {len(result.learning_rates)} rates from {settings.start:.1e}{stopped}; "
+                  f"plot and CSV in {result.folder}")
+    if result.suggestion is None:
+        console.print("[yellow]no suggestion:[/] the loss never fell; lower --start or check the "
+                      "data and loss.")
+    else:
+        field = "fine_tune" if settings.stage == "fine_tune" else "head"
+        console.print(f"suggested learning rate: [bold]{result.suggestion:.2e}[/] "
+                      f"(train.{field}.learning_rate={result.suggestion:.2e})")
+
+
+def _with_progress(cfg, steps: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from tinyvision.run.run import lr_find
+
+    columns = (TextColumn("lr-find"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("sweep", total=steps, status="")
+
+        def on_step(step: int, rate: float, loss: float) -> None:
+            progress.update(task, completed=step + 1, status=f"lr={rate:.2e} loss={loss:.4f}")
+
+        return lr_find(cfg, on_step=on_step)

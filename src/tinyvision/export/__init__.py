@@ -1,1 +1,0 @@
-"""Export: int8 LiteRT model, C source for it, float Keras model."""

@@ -1,0 +1,1 @@
+"""report.html: a self-contained page on a run, and its plots."""

@@ -1,0 +1,340 @@
+"""A run, end to end: `train` makes a run folder, runs every stage in order and registers it;
+`Run` is a finished (or failed) run folder with its config, summary and model, and the stages
+that can run again on it (evaluate, export, verify, report, predict).
+
+This is the Python API that notebooks use (`tinyvision.train`, `tinyvision.Run`); the CLI is a
+thin layer over it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from tinyvision.config import RunConfig, load_config, validate_config
+from tinyvision.data.manifest import Manifest
+from tinyvision.files import atomic_write_json, atomic_write_text
+from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
+from tinyvision.run.stages import (evaluate_stage, export_stage, prepare_data, prepare_manifest, read_json, report_stage, resolve_settings, train_stage, verify_stage)
+
+log = logging.getLogger("tinyvision")
+
+
+# ---- the whole run ---------------------------------------------------------------------------
+def make_run_folder(cfg: RunConfig) -> tuple[RunConfig, RunDir]:
+    """Create the run folder (a free name under runs_dir) and save the config in it.
+
+    Paths in the saved config are absolute, so `tinyvision eval|export|verify RUN` work from any
+    working directory and find the same image cache.
+    """
+    cfg = cfg.model_copy(update={"runs_dir": cfg.runs_dir.resolve(),
+                                 "data": cfg.data.model_copy(update={"cache_dir": cfg.cache_dir.resolve()})})
+    run = new_run_dir(cfg.runs_dir, cfg.name, cfg.overwrite)
+    atomic_write_text(run.config, cfg.to_yaml())
+    return cfg, run
+
+
+def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDir, dict]:
+    """Everything `tinyvision train` does; returns the run directory and its summary.
+
+    The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
+    failed with the error (the error is re-raised). A model that the int8 export or its check
+    refuses keeps its evaluation, report and summary (status export_failed)."""
+    check_before_work(cfg)
+    cfg, run = make_run_folder(cfg)
+    return _run_and_register(cfg, run, console, progress, resume=False)
+
+
+def check_before_work(cfg: RunConfig) -> None:
+    """Settings that are valid one by one but not together fail here, before any work."""
+    from tinyvision.data.augment import Augmenter
+    from tinyvision.run.tracking import check_tracking
+
+    check_tracking(cfg)
+    if cfg.train.augment:  # e.g. hue on grayscale input
+        Augmenter(cfg.train.augment, (*cfg.model.input_size, cfg.model.channels))
+
+
+def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[RunDir, dict]:
+    """Continue a killed `tinyvision train` from its last saved epoch, then finish every stage.
+
+    The result equals an uninterrupted run with the same seed (within float tolerance)."""
+    from tinyvision.errors import RunError
+    from tinyvision.training.callbacks import load_resume_state
+
+    cfg, run, _ = load_run(path)
+    if load_resume_state(run.checkpoints) is None:
+        raise RunError(f"{run.root} has no saved training state (checkpoints/state.json): it was "
+                       "killed before its first epoch ended. Start it again with `tinyvision train`.")
+    check_before_work(cfg)  # e.g. tracking: mlflow on a machine without it, before training
+    return _run_and_register(cfg, run, console, progress, resume=True)
+
+
+def _run_and_register(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
+                      ) -> tuple[RunDir, dict]:
+    """Every stage, with the run's registry row: running, then finished, export_failed or
+    failed (the error re-raised)."""
+    from tinyvision.errors import ExportError, VerifyError
+    from tinyvision.run.registry import Registry
+
+    registry = Registry(cfg.runs_dir)
+    registry.start_run(run.name, run.root, cfg.model_dump(mode="json"))
+    try:
+        cfg, summary = _all_stages(cfg, run, console, progress, resume)
+    except (ExportError, VerifyError) as exc:
+        summary = read_json(run.summary)
+        refused = summary is not None and summary.get("status") == "export_failed"
+        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", metrics=summary,
+                          status="export_failed" if refused else "failed",
+                          config=_saved_config(run))
+        raise
+    except BaseException as exc:
+        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", config=_saved_config(run))
+        raise
+    registry.finish_run(run.name, summary, config=cfg.model_dump(mode="json"))
+    from tinyvision.run.tracking import log_run
+
+    log_run(cfg, run, summary)
+    return run, summary
+
+
+def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
+                ) -> tuple[RunConfig, dict]:
+    """Every stage of a run; returns the resolved config and the summary."""
+    from tinyvision.errors import ExportError, VerifyError
+    from tinyvision.models.cost import model_cost
+
+    start = time.perf_counter()
+    if resume:
+        manifest = Manifest.load(run.manifest)
+    else:
+        manifest = prepare_manifest(cfg, run)
+        cfg, lines = resolve_settings(cfg, manifest)
+        atomic_write_text(run.config, cfg.to_yaml())  # the resolved settings, for eval/resume
+        for line in lines:
+            log.info(line)
+        check_before_work(cfg)
+    data = prepare_data(cfg, run, manifest, progress=progress)
+    result = train_stage(cfg, run, data, console, resume=resume)
+    float_metrics = evaluate_stage(cfg, run, data, result.model)
+    summary = {
+        "run": str(run.root), "status": "finished", "recipe": cfg.train.recipe,
+        "classes": data.manifest.classes, "task": data.manifest.task,
+        "images": {split: int(len(data.indices(split))) for split in ("train", "val", "test")},
+        "bad_images": len(data.cache.bad), "best_epoch": result.best_epoch,
+        "training": {"seconds": result.seconds, "stages": result.stages},
+        "float": _headline(float_metrics),
+        "warnings": result.warnings + float_metrics["warnings"],
+        **model_cost(result.model).as_dict(),
+    }
+    try:
+        exported = export_stage(cfg, run, data, result.model)
+        verified = verify_stage(cfg, run, data)
+    except (ExportError, VerifyError) as exc:
+        summary.update(status="export_failed", error=str(exc),
+                       seconds=round(time.perf_counter() - start, 1))
+        atomic_write_json(run.summary, summary)
+        report_stage(cfg, run, data)
+        raise type(exc)(f"{exc} The float model, its evaluation (metrics.json) and report.html "
+                        f"are kept in {run.root}; the registry marks the run export_failed."
+                        ) from None
+    summary.update({
+        "int8": _headline(verified["metrics"]), "delta": verified.get("delta", {}),
+        "int8_bytes": exported["int8_bytes"], "float_bytes": exported["float_bytes"],
+        "arena_bytes": verified["arena_bytes"], "seconds": round(time.perf_counter() - start, 1),
+    })
+    atomic_write_json(run.summary, summary)
+    report_stage(cfg, run, data)  # reads summary.json for the headline numbers
+    return cfg, summary
+
+
+def _saved_config(run: RunDir) -> dict | None:
+    """The run's config.yaml (resolved once the data was read), for the registry row."""
+    try:
+        return load_config(run.config).model_dump(mode="json")
+    except Exception:  # a half-made run folder: the row keeps the config it started with
+        return None
+
+
+def _headline(metrics: dict) -> dict:
+    """accuracy and macro F1, plus mean IoU and accuracy at IoU >= 0.5 for a box model."""
+    out = {key: metrics[key] for key in ("accuracy", "macro_f1") if key in metrics}
+    boxes = metrics.get("boxes") or {}
+    out.update({key: boxes[key] for key in ("mean_iou", "accuracy_iou50") if key in boxes})
+    return out
+
+
+def load_run(path: str | Path) -> tuple[RunConfig, RunDir, Manifest]:
+    """Config, paths and manifest of an existing run directory."""
+    run = open_run_dir(path)
+    cfg = load_config(run.config)
+    manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
+    return cfg, run, manifest
+
+
+# ---- the Python API ----------------------------------------------------------------------------
+ConfigLike = str | Path | dict | RunConfig
+
+
+def as_config(config: ConfigLike, overrides: dict[str, Any] | None = None,
+              dotted: list[str] | None = None) -> RunConfig:
+    """A validated RunConfig from a YAML path, a dict or a RunConfig, with `overrides` (sections
+    as nested dicts, e.g. {"model": {"alpha": 0.5}, "name": "a50"}) merged in and `dotted`
+    `key=value` strings (as on the command line) applied last."""
+    if isinstance(config, RunConfig):
+        raw = config.model_dump(mode="json", exclude_unset=True)
+        if not overrides and not dotted:
+            return config
+        base, path = raw, None
+    elif isinstance(config, dict):
+        base, path = config, None
+    else:
+        base, path = None, Path(config)
+    if path is not None and not overrides:
+        return load_config(path, dotted)
+    raw = load_config(path).model_dump(mode="json", exclude_unset=True) if path else dict(base)
+    return load_config(None, dotted, base=_merge(raw, overrides or {}))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (_merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+class Run:
+    """A run folder made by `tinyvision train`: its config, summary, metrics and model, and the
+    stages that can run again on it. `Run.open("runs/demo")` opens one; `tinyvision.train(...)`
+    returns one.
+
+    Example:
+        run = tinyvision.train("snacks.yaml", model={"alpha": 0.5})
+        run.summary["int8"]["accuracy"], run.model.summary(), run.predict(["photo.jpg"])
+    """
+
+    def __init__(self, folder: RunDir, config: RunConfig) -> None:
+        self.folder, self.config = folder, config
+        self._model = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        folder = open_run_dir(path)
+        return cls(folder, load_config(folder.config))
+
+    def __repr__(self) -> str:
+        status = (self.summary or {}).get("status", "unfinished")
+        return f"Run({str(self.path)!r}, {status})"
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def path(self) -> Path:
+        return self.folder.root
+
+    @property
+    def summary(self) -> dict | None:
+        """summary.json: headline metrics, sizes, warnings, status (None before it is written)."""
+        return read_json(self.folder.summary)
+
+    @property
+    def metrics(self) -> dict | None:
+        """metrics.json: the float model on the test split."""
+        return read_json(self.folder.metrics)
+
+    @property
+    def model(self):
+        """The trained float Keras model (export/model_float.keras), loaded once."""
+        if self._model is None:
+            from tinyvision.models.user_models import load_trained_model
+
+            self._model = load_trained_model(
+                self.folder.require(self.folder.float_model, "tinyvision train"),
+                self.config.model.allow_unsafe_model_code)
+        return self._model
+
+    def _data(self, progress: bool = False):
+        manifest = Manifest.load(self.folder.require(self.folder.manifest, "tinyvision train"))
+        return prepare_data(self.config, self.folder, manifest, progress=progress)
+
+    def evaluate(self, tta: bool | None = None) -> dict:
+        """Float model metrics on the test split (metrics.json), with flip TTA if asked."""
+        cfg = self.config
+        if tta is not None:
+            cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"tta": tta})})
+        return evaluate_stage(cfg, self.folder, self._data(), self.model)
+
+    def export(self) -> dict:
+        """int8 LiteRT model and C source in export/; returns sizes and quantisation."""
+        return export_stage(self.config, self.folder, self._data(), self.model)
+
+    def verify(self) -> dict:
+        """The int8 model on TFLM and LiteRT reference kernels: metrics, arena (verify.json)."""
+        return verify_stage(self.config, self.folder, self._data())
+
+    def report(self) -> Path:
+        """Write report.html; returns its path."""
+        return report_stage(self.config, self.folder, self._data())
+
+    def predict(self, images, kind: str = "auto", tta: bool = False, top_k: int = 5) -> list:
+        """Labels, scores (and boxes) for image files or folders, decoded as training decoded
+        them; `kind`: int8 (bit-exact with the device), float, or auto (int8 when exported)."""
+        from tinyvision.run.predict import collect_images, load_predictor
+
+        images = [images] if isinstance(images, (str, Path)) else images
+        predictor = load_predictor(self.path, kind)
+        return predictor.predict(collect_images(images), tta=tta, top_k=top_k)
+
+
+def train(config: ConfigLike, *, overrides: list[str] | None = None, console=None,
+          progress: bool = False, **sections) -> Run:
+    """Train, evaluate, export and verify a model: everything `tinyvision train` does.
+
+    `config`: a YAML path, a dict or a RunConfig; `sections` are merged into it (e.g.
+    `model={"alpha": 0.5}, name="a50"`), `overrides` are dotted `key=value` strings.
+    """
+    cfg, folder_summary = as_config(config, sections, overrides), None
+    folder, folder_summary = full_run(cfg, console=console, progress=progress)
+    return Run.open(folder.root)
+
+
+def resume(path: str | Path, *, console=None, progress: bool = False) -> Run:
+    """Continue a killed run from its last saved epoch, then finish every stage."""
+    folder, _ = resume_run(path, console=console, progress=progress)
+    return Run.open(folder.root)
+
+
+def lr_find(config: ConfigLike, *, overrides: list[str] | None = None, on_step=None,
+            progress: bool = False, **sections):
+    """The learning-rate sweep of `tinyvision lr-find`: a run folder `<name>-lr-find` with the
+    CSV and plot; returns the result as data (rates, losses, smoothed, suggestion, folder)."""
+    from tinyvision.run.stages import train_data
+    from tinyvision.training.lr_finder import find_lr, save_lr_find, start_weights_file
+
+    cfg = as_config(config, sections, overrides)
+    if cfg.train.lr_find.weights:  # a wrong path fails before a run folder is made
+        start_weights_file(cfg.train.lr_find.weights)
+    cfg, folder = make_run_folder(cfg.model_copy(update={"name": f"{cfg.name}-lr-find"}))
+    manifest = prepare_manifest(cfg, folder)
+    cfg, lines = resolve_settings(cfg, manifest)  # the recipe decides which layers sweep
+    atomic_write_text(folder.config, cfg.to_yaml())
+    for line in lines:
+        log.info(line)
+    data = train_data(prepare_data(cfg, folder, manifest, progress=progress))
+    result = find_lr(cfg, data, on_step)
+    save_lr_find(result, folder.root)
+    result.folder = folder.root
+    return result
+
+
+def runs(runs_dir: str | Path = "runs", sort: str = "started", filters=None) -> list[dict]:
+    """The registry's runs as records (one dict per run, ready for pandas.DataFrame)."""
+    from tinyvision.run.registry import Registry
+
+    return Registry(runs_dir, create=False).rows(sort=sort, filters=filters)

@@ -1,1 +1,0 @@
-"""Training: two-stage transfer learning, callbacks and logs."""
