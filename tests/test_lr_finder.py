@@ -81,7 +81,7 @@ def test_sweep_on_a_constructed_problem_suggests_a_sensible_rate_deterministical
 def test_lr_find_command_writes_csv_and_plot_and_is_deterministic(tmp_path):
     from tinyvision.cli import app
     from tinyvision.config import load_config
-    from tinyvision.training.lr_finder import run_lr_find
+    from tinyvision.run.run import lr_find
 
     root = make_class_folders(tmp_path / "images", per_class=8)
     config = tmp_path / "run.yaml"
@@ -99,8 +99,8 @@ def test_lr_find_command_writes_csv_and_plot_and_is_deterministic(tmp_path):
     # the same config and seed again (the library call): the same sweep
     cfg = load_config(config, ["train.batch_size=4", "train.lr_find.steps=30",
                                "train.lr_find.start=1e-5", "train.lr_find.end=100"])
-    run, again = run_lr_find(cfg, progress=False)
-    assert run.root.name == "tiny-lr-find-2"
+    again = lr_find(cfg, progress=False)
+    assert again.folder.name == "tiny-lr-find-2"
     assert [float(r["loss"]) for r in rows] == pytest.approx(again.losses.tolist(), rel=1e-5)
     if again.suggestion is not None:
         assert f"{again.suggestion:.2e}" in result.output

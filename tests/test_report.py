@@ -156,11 +156,8 @@ def test_report_without_later_stages_says_what_to_run(tiny_run, tmp_path):
 
 # ---- commands --------------------------------------------------------------------------------
 def _app():
-    from tinyvision.cli.predict import eval_command, report_command
+    from tinyvision.cli import app
 
-    app = typer.Typer()
-    app.command("report")(report_command)
-    app.command("eval")(eval_command)
     return app
 
 

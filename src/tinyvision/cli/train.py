@@ -48,7 +48,6 @@ def train_command(
         run = train(config, overrides=list(overrides or []), console=None if quiet else console,
                     progress=not quiet)
     print_summary(run.summary)
-    print_summary(summary)
 
 
 # ---- demo ------------------------------------------------------------------------------------

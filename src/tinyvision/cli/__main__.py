@@ -1,0 +1,5 @@
+"""`python -m tinyvision.cli`: the command line, as the `tinyvision` script runs it."""
+
+from tinyvision.cli.app import main
+
+main()
