@@ -73,9 +73,8 @@ def baseline(root: Path, max_epochs: int, seed: int = 0
 def tinyvision_curve(root: Path, runs: Path, seed: int = 0) -> list[tuple[float, float]]:
     """[(seconds since start, val accuracy)] per epoch of `tinyvision train` with the demo config
     (its settings resolved as `tinyvision train` resolves them: colour mode, recipe)."""
-    from tinyvision.run.stages import prepare_data, prepare_manifest, resolve_settings, \
     from tinyvision.run.run import make_run_folder
-        train_stage
+    from tinyvision.run.stages import prepare_data, prepare_manifest, resolve_settings, train_stage
 
     start = time.perf_counter()
     raw = demo_config(root, runs)

@@ -7,7 +7,6 @@ import shutil
 import keras
 import numpy as np
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 

@@ -26,8 +26,6 @@ log = logging.getLogger("tinyvision")
 
 CACHE_VERSION = 2  # 2: boxes in the metadata
 MAX_PIXELS = 90_000_000  # larger images are refused as likely decompression bombs
-RESIZE_MODES = frozenset({"stretch", "center_crop", "letterbox"})
-COLOR_MODES = frozenset({"rgb", "grayscale"})
 LETTERBOX_FILL = 128  # mid-grey pads: 0 after the model's int8 input offset, neutral to the network
 
 

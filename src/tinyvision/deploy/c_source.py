@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from tinyvision.deploy.outputs import device_thresholds
 from tinyvision.errors import ExportError

@@ -8,13 +8,12 @@ thin layer over it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from tinyvision.config import RunConfig, load_config, validate_config
+from tinyvision.config import RunConfig, load_config
 from tinyvision.data.manifest import Manifest
 from tinyvision.files import atomic_write_json, atomic_write_text
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir

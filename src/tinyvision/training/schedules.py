@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tinyvision.config import SCHEDULES, ScheduleConfig
+from tinyvision.config import ScheduleConfig
 
 _register = keras.saving.register_keras_serializable(package="tinyvision")
 WARMUP_START = 0.01  # warm-up starts at this fraction of the rate (as the cosine schedule did)
@@ -144,8 +144,6 @@ def build_schedule(schedule: ScheduleConfig, learning_rate: float, steps_per_epo
     `step_epochs`. The cosine schedule is keras' CosineDecay curve with its warm-up, ending at
     `final_fraction` x the rate.
     """
-    if schedule.name not in SCHEDULES:
-        raise ValueError(f"schedule={schedule.name!r}; expected one of {sorted(SCHEDULES)}")
     total = max(1, total_steps if total_steps is not None else steps_per_epoch * epochs)
     warmup = warmup_steps(schedule, steps_per_epoch, total, default_warmup_epochs)
     if schedule.name == "plateau":

@@ -1,0 +1,85 @@
+"""The whole run config (`RunConfig`) and its small sections: export, verify, evaluate."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from tinyvision.config._base import Section
+from tinyvision.config.data import DataConfig
+from tinyvision.config.model import ModelConfig
+from tinyvision.config.train import TrainConfig
+
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ExportConfig(Section):
+    representative_samples: int = Field(
+        200, ge=8,
+        description="training images used to calibrate int8")
+    c_array_name: str = "g_model"
+
+    @field_validator("c_array_name")
+    @classmethod
+    def _c_identifier(cls, value: str) -> str:
+        if not _C_IDENTIFIER.match(value):
+            raise ValueError(f"must be a C identifier (letters, digits, '_', not starting with a "
+                             f"digit), got {value!r}")
+        return value
+
+
+class VerifyConfig(Section):
+    tflm_samples: int = Field(
+        100, ge=1,
+        description="test images run on TFLM and compared to LiteRT reference")
+    max_arena_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024,
+        description="upper end of the arena search")
+
+
+class EvaluateConfig(Section):
+    beta: float = Field(
+        1.0, gt=0.0,
+        description="F-beta weight of recall for multi-label thresholds (2: recall)")
+    tta: bool = Field(
+        False,
+        description="test-time augmentation: average scores over the image and its mirror image")
+    worst_n: int = Field(8, ge=1, description="most confident wrong predictions kept per class")
+
+
+class RunConfig(Section):
+    name: str = "run"
+    seed: int = 0
+    runs_dir: Path = Path("runs")
+    overwrite: bool = Field(False, description="reuse runs/<name> instead of picking a free name")
+    tracking: Literal["none", "mlflow"] = Field(
+        "none",
+        description="Also log each finished run to MLflow (extra \"mlflow\"); the sqlite registry "
+                    "is always kept.")
+    tracking_uri: str | None = None
+    tracking_experiment: str = "tinyvision"
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="after")
+    def _detection_keeps_the_whole_image(self) -> RunConfig:
+        if self.model.task == "detection" and self.data.crop_to_box:
+            raise ValueError("model.task=detection predicts the box, so the image cannot be cropped "
+                             "to it: set data.crop_to_box: false, or model.task: multiclass to "
+                             "classify the cropped object.")
+        return self
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data.cache_dir or self.runs_dir / ".cache"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
