@@ -2,7 +2,8 @@
 
 Each run is a whole `tinyvision train` (data, training, evaluation, int8 export, TFLM check) with
 `model.weights: none`, as a user offline runs it. `default` is a config holding only the data
-source and the weights; `hand` adds the settings that trained best here by hand. `shapes160` is a trivially separable
+source and the weights; `hand` adds the settings that trained best here by hand. `shapes160` is a
+trivially separable
 two-class folder of 160 generated images (circles and squares). Prints test
 accuracy (float and int8 on TFLM), model bytes and minutes side by side. The real sets are cut
 from a Pascal VOC folder by benchmarks/real_sets.py.

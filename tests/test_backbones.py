@@ -154,7 +154,8 @@ def test_resnet50_and_efficientnet_normalise_like_their_keras_preprocessing():
     reference = keras.applications.EfficientNetB0(input_shape=(32, 32, 3), include_top=False,
                                                   weights=None)
     _random_weights(reference, seed=1)
-    norm = next(l for l in reference.layers if isinstance(l, keras.layers.Normalization))
+    norm = next(layer for layer in reference.layers
+                if isinstance(layer, keras.layers.Normalization))
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     norm.set_weights([mean.astype(np.float32), (std ** 2).astype(np.float32)]
                      + norm.get_weights()[2:])  # keras: (pixel / 255 - mean) / std

@@ -80,7 +80,8 @@ def test_manifest_round_trip_and_matrices(tmp_path):
 def test_manifest_validation_names_bad_rows():
     manifest = Manifest(["a", "b"], "multiclass",
                         [Sample("/x/1.jpg", ("z",), "train"), Sample("/x/2.jpg", ("a", "b"), "val")])
-    with pytest.raises(DataError, match=r"(?s)2 bad row\(s\).*1.jpg: unknown label\(s\) \['z'\].*2.jpg: a multi-class"):
+    with pytest.raises(DataError, match=r"(?s)2 bad row\(s\).*1.jpg: unknown label\(s\) \['z'\]"
+                                        r".*2.jpg: a multi-class"):
         manifest.validate()
 
 

@@ -18,7 +18,7 @@ from conftest import COLOURS, make_class_folders, tiny_config, write_image
 from tinyvision.config import validate_config
 from tinyvision.data.cache import DecodeSpec, source_region, map_box
 from tinyvision.errors import ConfigError, DataError, ModelError, RunError
-from tinyvision.predict import (box_to_pixels, collect_images, decode_images, load_predictor,
+from tinyvision.run.predict import (box_to_pixels, collect_images, decode_images, load_predictor,
                                 to_csv)
 
 CHANNEL = {"red": 0, "green": 1, "blue": 2}

@@ -180,7 +180,7 @@ def test_predict_on_the_trained_run_matches_its_cache(tiny_run, kind):
     """The real MobileNet run: predict from files == the model on the cached training pixels."""
     import keras
 
-    from tinyvision.predict import load_predictor
+    from tinyvision.run.predict import load_predictor
     from tinyvision.deploy.runners import ReferenceRunner
 
     _, run, data, _ = tiny_run

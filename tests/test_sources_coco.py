@@ -89,8 +89,8 @@ def test_iscrowd_policies(crowd_coco, policy, person_images, negatives):
     manifest = load_coco(source(crowd_coco, classes=["person"], iscrowd=policy,
                                 negative={"size": 5}))
     labels = labels_by_name(manifest)
-    assert {n for n, l in labels.items() if l == ("person",)} == person_images
-    assert {n for n, l in labels.items() if l == ("negative",)} == negatives
+    assert {n for n, lab in labels.items() if lab == ("person",)} == person_images
+    assert {n for n, lab in labels.items() if lab == ("negative",)} == negatives
 
 
 # ---- negatives -------------------------------------------------------------------------------

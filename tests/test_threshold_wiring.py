@@ -102,7 +102,7 @@ def test_export_writes_the_thresholds_as_c_arrays(multilabel_run, on_grid, tmp_p
 
 @pytest.mark.slow
 def test_predict_uses_the_thresholds(multilabel_run, expected, on_grid):
-    from tinyvision.predict import load_predictor
+    from tinyvision.run.predict import load_predictor
 
     _, run, data, model = multilabel_run
     paths = [s.path for s in data.manifest.samples[:12]]

@@ -41,7 +41,7 @@ def predict_command(
     Images are decoded exactly as the run's training cache was (input size, colour mode, resize),
     multi-label runs use their tuned thresholds.
     """
-    from tinyvision.predict import (OUTPUT_FORMATS, check_choice, collect_images, load_predictor,
+    from tinyvision.run.predict import (OUTPUT_FORMATS, check_choice, collect_images, load_predictor,
                                     save_text, to_csv, to_json, write_annotated)
 
     check_choice("format", output_format, OUTPUT_FORMATS)

@@ -162,12 +162,13 @@ class Manifest:
             raise DataError(f"Cannot read manifest {path}: {exc.strerror}.") from exc
         if not lines:
             raise DataError(f"Manifest {path} is empty; rebuild it with `tinyvision data build`.")
+        number = 1  # the line being read, for the error message
         try:
             header = json.loads(lines[0])
             if header.get("format") != MANIFEST_FORMAT:
                 raise ValueError("missing header")
             samples = []
-            for number, line in enumerate(lines[1:], start=2):
+            for number, line in enumerate(lines[1:], start=2):  # noqa: B007 (read in `except`)
                 if not line.strip():
                     continue
                 row = json.loads(line)
@@ -176,7 +177,7 @@ class Manifest:
                 samples.append(Sample(row["path"], tuple(row["labels"]), row.get("split", ""), box,
                                       size))
         except (ValueError, KeyError, TypeError) as exc:
-            where = f"line {number}" if "number" in locals() else "line 1 (header)"
+            where = "line 1 (header)" if number == 1 else f"line {number}"
             raise DataError(f"Manifest {path} is malformed at {where}: {exc}.") from exc
         return cls(list(header["classes"]), header["task"], samples)
 

@@ -92,4 +92,5 @@ def _interpreter(path_or_bytes):
 
     kwargs = ({"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes)
               else {"model_path": os.fspath(path_or_bytes)})
-    return Interpreter(**kwargs, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return Interpreter(**kwargs,
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

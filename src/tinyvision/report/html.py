@@ -54,7 +54,8 @@ table{border-collapse:collapse;margin:.6rem 0}th,td{border:1px solid #ddd;paddin
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .note{color:#777;font-style:italic}
 .banner{background:#fdecea;border:1px solid #e0a8a2;border-left:6px solid #c62828;
-padding:.6rem 1rem;margin:1rem 0;border-radius:4px}.banner p{margin:.3rem 0}.grid{display:flex;flex-wrap:wrap;gap:.5rem}
+padding:.6rem 1rem;margin:1rem 0;border-radius:4px}.banner p{margin:.3rem 0}
+.grid{display:flex;flex-wrap:wrap;gap:.5rem}
 figure{margin:0;text-align:center;font-size:.8rem;max-width:260px}
 img{max-width:100%}pre{background:#f7f7f7;padding:.6rem;overflow-x:auto;font-size:.8rem}
 .muted{color:#777}

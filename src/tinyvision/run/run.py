@@ -17,7 +17,9 @@ from tinyvision.config import RunConfig, load_config
 from tinyvision.data.manifest import Manifest
 from tinyvision.files import atomic_write_json, atomic_write_text
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
-from tinyvision.run.stages import (evaluate_stage, export_stage, prepare_data, prepare_manifest, read_json, report_stage, resolve_settings, train_stage, verify_stage)
+from tinyvision.run.stages import (evaluate_stage, export_stage, prepare_data, prepare_manifest,
+                                   read_json, report_stage, resolve_settings, train_data,
+                                   train_stage, verify_stage)
 
 log = logging.getLogger("tinyvision")
 
@@ -313,7 +315,6 @@ def lr_find(config: ConfigLike, *, overrides: list[str] | None = None, on_step=N
             progress: bool = False, **sections):
     """The learning-rate sweep of `tinyvision lr-find`: a run folder `<name>-lr-find` with the
     CSV and plot; returns the result as data (rates, losses, smoothed, suggestion, folder)."""
-    from tinyvision.run.stages import train_data
     from tinyvision.training.lr_finder import find_lr, save_lr_find, start_weights_file
 
     cfg = as_config(config, sections, overrides)

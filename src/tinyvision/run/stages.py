@@ -304,10 +304,9 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     if cfg.evaluate.tta:
         outputs = tta_outputs(runner.scores, images, ("horizontal",))
     if thresholds is not None:
-        from tinyvision.deploy.outputs import device_thresholds
+        from tinyvision.deploy.outputs import snap_thresholds
 
-        q = runner.output_q
-        thresholds = np.asarray(device_thresholds(thresholds, q.scale, q.zero_point)[1])
+        thresholds = snap_thresholds(thresholds, runner.output_q)
     metrics = _output_metrics(cfg, data, indices, outputs, thresholds)[0]
     report = {"split": split, "tta": cfg.evaluate.tta, **result, "metrics": metrics}
     float_metrics = _read_float_metrics(run)

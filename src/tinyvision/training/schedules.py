@@ -112,7 +112,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         down = ops.maximum(1.0, total - up)
         rise = ops.clip(step / up, 0.0, 1.0)
         fall = ops.clip((step - up) / down, 0.0, 1.0)
-        rising = self.max_learning_rate + (start - self.max_learning_rate) * 0.5 * (1.0 + ops.cos(math.pi * rise))
+        rising = (self.max_learning_rate
+                  + (start - self.max_learning_rate) * 0.5 * (1.0 + ops.cos(math.pi * rise)))
         falling = end + (self.max_learning_rate - end) * 0.5 * (1.0 + ops.cos(math.pi * fall))
         return ops.where(step < up, rising, falling)
 

@@ -24,8 +24,11 @@ from tinyvision.config import IMAGE_EXTENSIONS, RunConfig, load_config
 from tinyvision.data.cache import BadImage, DecodeSpec, decode_image
 from tinyvision.data.manifest import Manifest
 from tinyvision.errors import ConfigError, DataError, ModelError, RunError, check_choice
-from tinyvision.run.folder import RunDir
+from tinyvision.deploy.outputs import snap_thresholds
+from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.run.folder import RunDir, open_run_dir
+from tinyvision.run.stages import decode_spec
 
 log = logging.getLogger("tinyvision")
 
@@ -110,8 +113,6 @@ class Predictor:
 def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
     """A run directory (its int8 model when exported, else the float one; `kind` chooses) or a
     model file inside a run's export/ folder, ready to predict."""
-    from tinyvision.run.stages import decode_spec
-
     kind = check_choice("kind", kind, MODEL_KINDS)
     model_path, run = resolve_model(Path(target), kind)
     cfg = load_config(run.config)
@@ -121,9 +122,7 @@ def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
                                     cfg.model.allow_unsafe_model_code)
     thresholds = _thresholds(model_path, run, manifest) if manifest.task == "multilabel" else None
     if thresholds is not None and output_q is not None:  # as on the device: the int8 output grid
-        from tinyvision.deploy.outputs import device_thresholds
-
-        thresholds = np.asarray(device_thresholds(thresholds, *output_q)[1])
+        thresholds = snap_thresholds(thresholds, output_q)
     if cfg.data.crop_to_box:
         log.warning("the run trained on images cropped to their boxes (data.crop_to_box); predict "
                     "sees whole images, so crop them to the object first for the same pixels")
@@ -133,8 +132,6 @@ def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
 
 def resolve_model(target: Path, kind: str = "auto") -> tuple[Path, RunDir]:
     """(model file, its run directory) for a run directory or a model file in a run."""
-    from tinyvision.run.folder import open_run_dir
-
     if target.is_dir():
         run = open_run_dir(target)
         if kind == "auto":
@@ -167,15 +164,14 @@ def _run_of(model_path: Path) -> RunDir:
 
 def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int,
                  allow_unsafe_code: bool = False):
-    """(uint8 images -> outputs, (scale, zero point) of the int8 class output or None)."""
+    """(uint8 images -> outputs, quantisation of the int8 class output or None)."""
     from tinyvision.evaluate.tta import int8_scorer, keras_scorer
 
     output_q = None
     if kind == "int8":
-        model = Int8Model(model_path, n_classes)
-        shapes, input_shape = model.output_shapes, model.input_shape
-        scorer, q = int8_scorer(model), model.outputs[0][1]
-        output_q = (q.scale, q.zero_point)
+        runner = ReferenceRunner(model_path, n_classes)
+        shapes, input_shape = runner.output_shapes, runner.input_shape
+        scorer, output_q = int8_scorer(runner), runner.output_q
     else:
         from tinyvision.models.user_models import load_trained_model
 
@@ -210,25 +206,6 @@ def _thresholds(model_path: Path, run: RunDir, manifest: Manifest) -> np.ndarray
     log.warning("no thresholds.json beside %s or in %s; every class uses %g. Run `tinyvision "
                 "eval %s` to tune them.", model_path, run.root, DEFAULT_THRESHOLD, run.root)
     return np.full(len(manifest.classes), DEFAULT_THRESHOLD)
-
-
-class Int8Model:
-    """An int8 .tflite on the LiteRT reference kernels (bit-exact with TFLM), with one output
-    (class scores) or two ([class scores, box]) in the Keras model's order;
-    `.scores(uint8 images)` dequantises."""
-
-    def __init__(self, model_path: str | Path, n_classes: int) -> None:
-        from tinyvision.deploy.runners import ReferenceRunner
-
-        self.runner = ReferenceRunner(model_path, n_classes)
-        self.outputs = list(zip(self.runner.output_indices, self.runner.output_qs))
-        details = {d["index"]: d for d in self.runner.interpreter.get_output_details()}
-        self.output_shapes = [tuple(int(v) for v in details[i]["shape"])
-                              for i in self.runner.output_indices]
-        self.input_shape = self.runner.input_shape
-
-    def scores(self, images: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
-        return self.runner.scores(images)
 
 
 # ---- images ----------------------------------------------------------------------------------
