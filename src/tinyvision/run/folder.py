@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyvision.errors import RunError
-from tinyvision.training.callbacks import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, LOG_FILE
+from tinyvision.training import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, LOG_FILE
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

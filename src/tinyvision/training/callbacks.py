@@ -14,11 +14,6 @@ import numpy as np
 
 from tinyvision.files import atomic_path, atomic_write_text
 
-# Where training writes in a run folder (run/folder.py's RunDir names the same paths).
-CHECKPOINTS_DIR = "checkpoints"
-BEST_WEIGHTS_FILE = "best.weights.h5"  # in CHECKPOINTS_DIR: the best epoch of any stage
-LOG_FILE = "log.csv"
-
 
 class BestCheckpoint(keras.callbacks.Callback):
     """Save weights whenever `monitor` improves; one instance spans both stages, so the file always

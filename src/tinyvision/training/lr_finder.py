@@ -22,7 +22,7 @@ import numpy as np
 
 from tinyvision.config import RunConfig
 from tinyvision.files import atomic_path, atomic_write_text
-from tinyvision.training.callbacks import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR
+from tinyvision.training import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR
 
 log = logging.getLogger("tinyvision")
 
