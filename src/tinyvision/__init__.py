@@ -31,8 +31,8 @@ _API = {
 __all__ = [*_API, "__version__"]
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time the names load lazily
-    from tinyvision.config import RunConfig, load_config
-    from tinyvision.run.run import Run, lr_find, resume, runs, train
+    from tinyvision.config import RunConfig, load_config  # noqa: F401
+    from tinyvision.run.run import Run, lr_find, resume, runs, train  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

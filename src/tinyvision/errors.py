@@ -36,12 +36,18 @@ class RegistryError(TinyVisionError):
     """The run registry (`runs/registry.sqlite`) is missing, locked, newer, or lacks a run."""
 
 
-def did_you_mean(value: object, options) -> str:
-    """' Did you mean 'x'?' for the closest of `options`, or '' when none is close."""
+def did_you_mean(value: object, options, n: int = 1, cutoff: float = 0.6,
+                 aside: bool = False) -> str:
+    """" Did you mean 'x'?" (up to `n` close matches of `value` among `options`), or "" when
+    none is close; with `aside`, " (did you mean 'x'?)" for the middle of a sentence. The one
+    place tinyvision makes close-match hints."""
     import difflib
 
-    close = difflib.get_close_matches(str(value), sorted(map(str, options)), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    close = difflib.get_close_matches(str(value), sorted(map(str, options)), n=n, cutoff=cutoff)
+    if not close:
+        return ""
+    listed = ", ".join(repr(c) for c in close)
+    return f" (did you mean {listed}?)" if aside else f" Did you mean {listed}?"
 
 
 def check_choice(name: str, value: str, allowed) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from tinyvision.config._base import Section, choices
+from tinyvision.errors import did_you_mean
 
 # Training-only, on-the-fly augmentation: `train.augment` is a list of ops, each a mapping with
 # `op` and that op's parameters (docs/augmentation.md). Geometric ops also move a detection box.
@@ -162,15 +162,13 @@ def _check_augment_entries(value: Any) -> Any:
         op = entry["op"]
         model = _AUGMENT_BY_OP.get(op) if isinstance(op, str) else None
         if model is None:
-            close = difflib.get_close_matches(str(op), list(_AUGMENT_BY_OP), n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(op, _AUGMENT_BY_OP, n=3, cutoff=0.5)
             raise ValueError(f"augment[{i}]: unknown op {op!r}.{hint} "
                              f"Known ops: {', '.join(_AUGMENT_BY_OP)}")
         allowed = [k for k in model.model_fields if k != "op"]
         for key in entry:
             if key != "op" and key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=2, cutoff=0.5)
-                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                hint = did_you_mean(key, allowed, n=2, cutoff=0.5)
                 raise ValueError(f"augment[{i}] (op {op!r}): unknown parameter {key!r}.{hint} "
                                  f"Parameters of {op}: {', '.join(allowed)}")
     return value

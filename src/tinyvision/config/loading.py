@@ -3,7 +3,6 @@ name the field, the value received and what is allowed."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from tinyvision.config.data import DataSource
 from tinyvision.config.run import RunConfig
-from tinyvision.errors import ConfigError
+from tinyvision.errors import ConfigError, did_you_mean
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -81,10 +80,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         if error["type"] == "extra_forbidden":
             section = ".".join(loc[:-1]) or "top level"
             allowed = _allowed_keys(error["loc"][:-1])
-            hint = ""
-            close = difflib.get_close_matches(loc[-1], allowed, n=3, cutoff=0.5)
-            if close:
-                hint = f" Did you mean {', '.join(repr(c) for c in close)}?"
+            hint = did_you_mean(loc[-1], allowed, n=3, cutoff=0.5)
             lines.append(f"  - unknown key `{field}` in section {section}.{hint} "
                          f"Allowed keys: {', '.join(allowed)}.")
         elif error["type"] == "missing":

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, field_validator, model_validator
 
 from tinyvision.config._base import Section, choices
+from tinyvision.errors import did_you_mean
 
 
 class BackboneDefaults(NamedTuple):
@@ -126,9 +126,8 @@ class ModelConfig(Section):
     @classmethod
     def _known_backbone(cls, value: str) -> str:
         if value not in BACKBONE_NAMES:
-            close = difflib.get_close_matches(value, sorted(BACKBONE_NAMES), n=2, cutoff=0.5)
-            hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-            raise ValueError(f"unknown backbone {value!r}. {hint}Available: "
+            hint = did_you_mean(value, BACKBONE_NAMES, n=2, cutoff=0.5)
+            raise ValueError(f"unknown backbone {value!r}.{hint} Available: "
                              f"{', '.join(sorted(BACKBONE_NAMES))}")
         return value
 

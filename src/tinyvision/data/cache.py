@@ -26,6 +26,7 @@ log = logging.getLogger("tinyvision")
 
 CACHE_VERSION = 2  # 2: boxes in the metadata
 MAX_PIXELS = 90_000_000  # larger images are refused as likely decompression bombs
+EXIF_ORIENTATION = 0x0112  # the EXIF tag of the orientation (1-8)
 LETTERBOX_FILL = 128  # mid-grey pads: 0 after the model's int8 input offset, neutral to the network
 
 
@@ -75,7 +76,7 @@ def decode_sample(path: str | Path, spec: DecodeSpec,
             if width * height > MAX_PIXELS:
                 raise BadImage(f"{width}x{height} pixels is over the {MAX_PIXELS // 1_000_000} MP "
                                "limit (possible decompression bomb)")
-            orientation = im.getexif().get(0x0112, 1)
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             oriented_w, oriented_h = oriented_size(width, height, orientation)
             region = source_region((oriented_w, oriented_h), spec, box)
             _draft(im, spec, region, orientation)
@@ -116,6 +117,11 @@ def map_box(box: tuple[float, float, float, float], region: tuple[float, float, 
 def oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
     """Size after EXIF transposition (orientations 5-8 swap the axes)."""
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of an open image as displayed, after its EXIF orientation."""
+    return oriented_size(*image.size, image.getexif().get(EXIF_ORIENTATION, 1))
 
 
 def source_region(size: tuple[int, int], spec: DecodeSpec,

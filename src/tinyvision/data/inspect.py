@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyvision.data.cache import displayed_size
 from tinyvision.data.manifest import SPLITS, Manifest
 from tinyvision.data.sources.boxes import BOX_OK, BOX_STATUS_TEXT, check_boxes
 from tinyvision.data.sources.objects import existing_files
@@ -229,10 +230,7 @@ def _draw_tile(canvas, draw, sample, x: int, y: int) -> None:
     from PIL import Image, ImageOps
 
     with Image.open(sample.path) as image:
-        orientation = image.getexif().get(0x0112, 1)
-        width, height = image.size
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
+        width, height = displayed_size(image)
         image.draft("RGB", (TILE, TILE))  # JPEG: decode at a reduced scale
         image = ImageOps.exif_transpose(image).convert("RGB")
     scale = min(TILE / image.width, TILE / image.height)

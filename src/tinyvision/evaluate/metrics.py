@@ -22,6 +22,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from tinyvision.data.sources.boxes import box_area
 from tinyvision.errors import ConfigError, DataError, check_choice
 
 TASKS = frozenset({"multiclass", "multilabel"})
@@ -314,13 +315,9 @@ def iou(a: Any, b: Any) -> np.ndarray:
     width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
     inter = width * height
-    union = _area(a) + _area(b) - inter
+    union = box_area(a) + box_area(b) - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
-def _area(box: np.ndarray) -> np.ndarray:
-    return np.clip(box[..., 2] - box[..., 0], 0, None) * np.clip(box[..., 3] - box[..., 1], 0, None)
 
 
 def box_metrics(true_boxes: Any, pred_boxes: Any, true_labels: Any = None, pred_labels: Any = None,

@@ -8,13 +8,12 @@ flipped image is flipped back before averaging.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from typing import Union
 
 import numpy as np
 
-from tinyvision.errors import ConfigError
+from tinyvision.errors import ConfigError, did_you_mean
 
 FLIPS = frozenset({"horizontal", "vertical"})
 DEFAULT_FLIPS = ("horizontal",)
@@ -31,10 +30,8 @@ def check_flips(flips: Sequence[str]) -> tuple[str, ...]:
     flips = tuple(flips)
     for flip in flips:
         if flip not in FLIPS:
-            close = difflib.get_close_matches(str(flip), sorted(FLIPS), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"Expected each TTA flip to be one of {sorted(FLIPS)}, received "
-                              f"flip={flip!r}.{hint}")
+                              f"flip={flip!r}.{did_you_mean(flip, FLIPS)}")
     if len(set(flips)) != len(flips):
         raise ConfigError(f"TTA flips must not repeat, received flips={list(flips)}.")
     return flips

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
 import keras
 
 from tinyvision.config import ModelConfig
-from tinyvision.errors import ConfigError, ModelError
+from tinyvision.errors import ConfigError, ModelError, did_you_mean
 from tinyvision.models.backbones import (
     AUTO_UNFREEZE_FRACTION, BACKBONES, build_backbone, check_weights_available, copy_weights,
     get_backbone, leaf_layers, load_pretrained)
@@ -122,10 +121,9 @@ def resolve_unfreeze_index(model: keras.Model, backbone: str,
     for index, name in enumerate(names):  # a native block name: its first layer
         if name.startswith(unfreeze_from + "_"):
             return index
-    close = difflib.get_close_matches(unfreeze_from, names, n=3)
-    hint = f" Similar layers: {close}." if close else ""
     raise ConfigError(f"train.fine_tune.unfreeze_from={unfreeze_from!r} is neither 'auto', "
-                      f"block_N, a layer or block name, a layer index nor a fraction.{hint}")
+                      f"block_N, a layer or block name, a layer index nor a fraction."
+                      f"{did_you_mean(unfreeze_from, names, n=3)}")
 
 
 def _backbone_indices(model: keras.Model) -> list[int]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import keras
 
+from tinyvision.config import TASKS
 from tinyvision.errors import ModelError
 
 HEAD_PREFIX = "head_"
-HEAD_TASKS = frozenset({"multiclass", "multilabel", "detection"})
+HEAD_TASKS = TASKS - {"auto"}  # config.model.Task, once "auto" is resolved
 OUTPUT_NAME = "head_output"  # the single output of the classification heads
 CLASS_OUTPUT = "head_class_output"  # detection: class probabilities, first output
 BOX_OUTPUT = "head_box_output"  # detection: normalised xyxy box, second output
@@ -39,12 +40,8 @@ def classification_head(features: keras.KerasTensor, num_classes: int, task: str
     if task not in ("multiclass", "multilabel"):
         raise ModelError(f"classification_head takes task 'multiclass' or 'multilabel', received "
                          f"task={task!r}; use detection_head for detection.")
-    x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="head_pool")(features)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    x = keras.layers.Conv2D(num_classes, 1, name="head_logits")(x)
-    x = keras.layers.Reshape((num_classes,), name="head_reshape")(x)
     activation = "softmax" if task == "multiclass" else "sigmoid"
-    return keras.layers.Activation(activation, name=OUTPUT_NAME)(x)
+    return _class_branch(features, num_classes, dropout, activation, "head_", OUTPUT_NAME)
 
 
 def detection_head(features: keras.KerasTensor, num_classes: int, dropout: float,
@@ -61,11 +58,7 @@ def detection_head(features: keras.KerasTensor, num_classes: int, dropout: float
     if height is None or width is None:
         raise ModelError("The detection head needs a fixed input size (model.input_size); the "
                          "backbone's feature map has an unknown height or width.")
-    x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="head_pool")(features)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    x = keras.layers.Conv2D(num_classes, 1, name="head_class_logits")(x)
-    x = keras.layers.Reshape((num_classes,), name="head_class_reshape")(x)
-    classes = keras.layers.Activation("softmax", name=CLASS_OUTPUT)(x)
+    classes = _class_branch(features, num_classes, dropout, "softmax", "head_class_", CLASS_OUTPUT)
 
     b = keras.layers.Conv2D(box_channels, 1, activation="relu", name="head_box_reduce")(features)
     b = keras.layers.Reshape((height * width * box_channels,), name="head_box_flatten")(b)
@@ -73,3 +66,15 @@ def detection_head(features: keras.KerasTensor, num_classes: int, dropout: float
     b = keras.layers.Dense(4, name="head_box_logits")(b)
     box = keras.layers.Activation("sigmoid", name=BOX_OUTPUT)(b)
     return classes, box
+
+
+def _class_branch(features: keras.KerasTensor, num_classes: int, dropout: float, activation: str,
+                  prefix: str, output_name: str) -> keras.KerasTensor:
+    """Global average pooling, dropout, a 1x1 conv to one logit per class, the activation. The
+    pooling and dropout are `head_pool` / `head_dropout`; the rest are named `<prefix>logits`,
+    `<prefix>reshape` and `output_name`, fixed names that weight loading relies on."""
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True, name="head_pool")(features)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    x = keras.layers.Conv2D(num_classes, 1, name=f"{prefix}logits")(x)
+    x = keras.layers.Reshape((num_classes,), name=f"{prefix}reshape")(x)
+    return keras.layers.Activation(activation, name=output_name)(x)

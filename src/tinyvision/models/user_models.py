@@ -10,7 +10,6 @@ layers load through thin Keras-2-tolerant subclasses here and are rebuilt as sta
 
 from __future__ import annotations
 
-import difflib
 import json
 import zipfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import keras
 
 from tinyvision.config import MODEL_FILE_SUFFIXES
-from tinyvision.errors import ModelError
+from tinyvision.errors import ModelError, did_you_mean
 from tinyvision.models.backbones import like_input, rebuild_on
 
 UNSAFE_FLAG = "model.allow_unsafe_model_code: true"
@@ -150,8 +149,7 @@ def cut_backbone(model: keras.Model, cut_at: str, x: keras.KerasTensor) -> keras
     flat = _flatten(model)
     names = [layer.name for layer in flat.layers]
     if cut_at not in names:
-        close = difflib.get_close_matches(cut_at, names, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(cut_at, names, n=3, cutoff=0.5)
         raise ModelError(f"model.cut_at={cut_at!r} is not a layer of {model.name}.{hint} Its "
                          f"layers end with: {names[-8:]}.")
     output = flat.get_layer(cut_at).output

@@ -23,6 +23,7 @@ import numpy as np
 from tinyvision.config import IMAGE_EXTENSIONS, RunConfig, load_config
 from tinyvision.data.cache import BadImage, DecodeSpec, decode_image
 from tinyvision.data.manifest import Manifest
+from tinyvision.data.sources.boxes import image_size
 from tinyvision.errors import ConfigError, DataError, ModelError, RunError, check_choice
 from tinyvision.deploy.outputs import snap_thresholds
 from tinyvision.deploy.runners import ReferenceRunner
@@ -240,16 +241,6 @@ def decode_images(paths: Sequence[Path], spec: DecodeSpec) -> np.ndarray:
             raise DataError(f"Cannot read image {path}: {exc}. Pass only image files "
                             f"({', '.join(IMAGE_EXTENSIONS)}) that open in an image viewer.") from None
     return batch
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) after EXIF rotation, read from the header only."""
-    from PIL import Image
-
-    from tinyvision.data.cache import oriented_size
-
-    with Image.open(path) as im:
-        return oriented_size(*im.size, im.getexif().get(0x0112, 1))
 
 
 def box_to_pixels(box: Sequence[float], size: tuple[int, int], spec: DecodeSpec) -> list[float]:

@@ -10,7 +10,6 @@ WAL needs shared memory between processes: keep `runs_dir` on a local filesystem
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import io
 import json
@@ -23,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from tinyvision.errors import RegistryError
+from tinyvision.errors import RegistryError, did_you_mean
 from tinyvision.files import atomic_write_text
 
 REGISTRY_FILE = "registry.sqlite"
@@ -35,7 +34,8 @@ FILTER_OPERATORS = frozenset({"=", "!=", ">=", "<=", ">", "<"})
 VOLATILE_CONFIG_KEYS = frozenset({"name", "runs_dir", "overwrite"})
 ABSENT = "(absent)"  # a config key present in only one run of a comparison
 
-# (column, SQL type, dotted path in RunConfig.model_dump(mode="json"))
+# (column, SQL type, dotted path in RunConfig.model_dump(mode="json")): a run's key settings, the
+# columns of the registry and the parameters logged to MLflow (run/tracking.py)
 CONFIG_COLUMNS = (
     ("task", "TEXT", "model.task"),
     ("backbone", "TEXT", "model.backbone"),
@@ -156,7 +156,7 @@ class Registry:
         config = _plain_json(config, "config")
         row = {"name": name, "run_dir": str(run_dir), "status": "running", "started": _now(),
                "config_hash": config_hash(config), "config_json": json.dumps(config)}
-        row.update({c: _sql_value(_lookup(config, path)) for c, _, path in CONFIG_COLUMNS})
+        row.update(key_settings(config))
         sql = (f"INSERT OR REPLACE INTO runs ({', '.join(row)}) "
                f"VALUES ({', '.join('?' * len(row))})")
         self._retry(lambda conn: conn.execute(sql, tuple(row.values())), write=True)
@@ -193,7 +193,7 @@ class Registry:
         values: dict[str, Any] = {"status": status, "finished": _now(), "error": error}
         if config is not None:
             config = _plain_json(config, "config")
-            values.update({c: _sql_value(_lookup(config, path)) for c, _, path in CONFIG_COLUMNS})
+            values.update(key_settings(config))
             values.update(config_hash=config_hash(config), config_json=json.dumps(config))
         if metrics is not None:
             values.update({c: _sql_value(_first(metrics, paths))
@@ -326,13 +326,17 @@ class Registry:
 
     def _unknown(self, conn: sqlite3.Connection, name: str) -> RegistryError:
         names = [r[0] for r in conn.execute("SELECT name FROM runs")]
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, names, n=3)
         return RegistryError(f"No run named {name!r} in {self.path}.{hint} "
                              "`tinyvision runs` lists the runs.")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def key_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """{column: value} of CONFIG_COLUMNS read from a config dict (input_size as "96x96")."""
+    return {c: _sql_value(_lookup(config, path)) for c, _, path in CONFIG_COLUMNS}
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """16 hex digits identifying what a config trains; name, runs_dir and overwrite left out."""
     canonical = json.dumps(_without_volatile(config), sort_keys=True, separators=(",", ":"))
@@ -379,8 +383,7 @@ def _filter_value(column: str, operator: str, value: Any) -> Any:
 
 def _check_column(column: str, what: str) -> str:
     if column not in _COLUMN_TYPES:
-        close = difflib.get_close_matches(column, COLUMNS, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(column, COLUMNS, n=3, cutoff=0.5)
         raise RegistryError(f"Unknown {what} column {column!r}.{hint} Columns: "
                             f"{', '.join(COLUMNS)}.")
     return column

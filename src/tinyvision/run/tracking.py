@@ -9,6 +9,7 @@ from __future__ import annotations
 from tinyvision.config import RunConfig
 from tinyvision.errors import ConfigError
 from tinyvision.run.folder import RunDir
+from tinyvision.run.registry import key_settings
 
 ARTIFACTS = ("config", "log", "metrics", "verify", "summary", "int8_model", "c_header")
 
@@ -45,13 +46,10 @@ def log_run(cfg: RunConfig, run: RunDir, summary: dict) -> None:
 
 
 def _params(cfg: RunConfig) -> dict:
-    model, train = cfg.model, cfg.train
-    return {"backbone": model.backbone, "alpha": model.alpha,
-            "input_size": "x".join(map(str, model.input_size)), "color_mode": model.color_mode,
-            "weights": model.weights, "batch_size": train.batch_size, "optimizer": train.optimizer,
-            "head_epochs": train.head.epochs, "head_lr": train.head.learning_rate,
-            "fine_tune_epochs": train.fine_tune.epochs,
-            "fine_tune_lr": train.fine_tune.learning_rate, "seed": cfg.seed}
+    """The registry's key settings (one table: registry.CONFIG_COLUMNS), optimizer and seed."""
+    params = key_settings(cfg.model_dump(mode="json"))
+    params.update(optimizer=cfg.train.optimizer, seed=cfg.seed)
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _metrics(summary: dict) -> dict:

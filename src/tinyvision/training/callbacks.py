@@ -15,6 +15,11 @@ import numpy as np
 from tinyvision.files import atomic_path, atomic_write_text
 
 
+def monitor_mode(monitor: str) -> str:
+    """"min" for a loss, "max" for a metric such as accuracy: how `monitor` improves."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Save weights whenever `monitor` improves; one instance spans both stages, so the file always
     holds the best model seen so far. Written to a temporary file, then renamed."""
@@ -22,7 +27,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     def __init__(self, path: Path, monitor: str) -> None:
         super().__init__()
         self.path, self.monitor = Path(path), monitor
-        self.mode_max = not monitor.endswith("loss")
+        self.mode_max = monitor_mode(monitor) == "max"
         self.best = -math.inf if self.mode_max else math.inf
         self.best_epoch: int | None = None
         self.stage = ""

@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from tinyvision.config import ScheduleConfig
+from tinyvision.training.callbacks import ResumablePlateau, monitor_mode
 
 _register = keras.saving.register_keras_serializable(package="tinyvision")
 WARMUP_START = 0.01  # warm-up starts at this fraction of the rate (as the cosine schedule did)
@@ -181,11 +182,8 @@ def schedule_callbacks(schedule: ScheduleConfig, monitor: str,
                        restore: dict | None = None) -> list[keras.callbacks.Callback]:
     """Callbacks a schedule needs: ReduceLROnPlateau on `monitor` for `plateau` (its counters
     restored from `restore` when a run resumes), else none."""
-    from tinyvision.training.callbacks import ResumablePlateau
-
     if schedule.name != "plateau":
         return []
-    mode = "min" if monitor.endswith("loss") else "max"
     return [ResumablePlateau(monitor=monitor, factor=schedule.factor, patience=schedule.patience,
-                             mode=mode, min_lr=schedule.min_learning_rate, verbose=0,
+                             mode=monitor_mode(monitor), min_lr=schedule.min_learning_rate, verbose=0,
                              restore=restore)]

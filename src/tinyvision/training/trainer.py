@@ -28,7 +28,7 @@ from tinyvision.data.pipeline import cache_dataset
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
 from tinyvision.training.budget import STAGES, BudgetClock, StagePlan, StopAtStep, plan_stages
 from tinyvision.training.callbacks import (BestCheckpoint, EpochLog, EpochSeeds, ResumableEarlyStopping,
-                                       ResumeCheckpoint, RichProgress, load_resume_state,
+                                       ResumeCheckpoint, RichProgress, load_resume_state, monitor_mode,
                                        restore_optimizer, save_resume_state)
 from tinyvision.training.distribute import make_strategy
 from tinyvision.training.features import extract_features, feature_dataset, split_at_features
@@ -193,7 +193,7 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     for callback in (checkpoint, epoch_log):
         callback.stage, callback.epoch_offset = stage, epoch_offset
     stopping = [] if cfg.train.patience is None else [ResumableEarlyStopping(
-        monitor, patience=cfg.train.patience, mode="min" if monitor.endswith("loss") else "max",
+        monitor, patience=cfg.train.patience, mode=monitor_mode(monitor),
         restore=state["early_stopping"] if state else None)]
     stage_cfg = getattr(cfg.train, stage)
     plateau = schedule_callbacks(stage_cfg.schedule, monitor,

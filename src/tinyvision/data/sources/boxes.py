@@ -27,9 +27,6 @@ BOX_OK, BOX_NOT_FINITE, BOX_DEGENERATE, BOX_OUTSIDE = 0, 1, 2, 3
 BOX_STATUS_TEXT = {BOX_NOT_FINITE: "has a non-numeric or infinite coordinate",
                    BOX_DEGENERATE: "is degenerate (zero or negative width or height)",
                    BOX_OUTSIDE: "lies mostly outside the image"}
-# EXIF orientations that turn the image by 90 degrees (width and height swap when displayed).
-_EXIF_ORIENTATION_TAG = 0x0112
-_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
 def _as_boxes(boxes: object) -> np.ndarray:
@@ -84,8 +81,10 @@ def xyxy_to_normalized(boxes: object, width: float | np.ndarray,
 
 
 def box_area(boxes: object) -> np.ndarray:
-    """Area of pixel xyxy boxes; zero for degenerate ones."""
-    b = _as_boxes(boxes)
+    """Area of xyxy boxes of any shape (..., 4); zero for degenerate ones."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.shape[-1:] != (4,):
+        raise ValueError(f"expected boxes of shape (..., 4), got shape {b.shape}")
     return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
 
 
@@ -126,14 +125,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image as displayed (after its EXIF orientation), from the header only."""
     from PIL import Image, UnidentifiedImageError
 
+    from tinyvision.data.cache import displayed_size
+
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+            return displayed_size(image)
     except FileNotFoundError as exc:
         raise DataError(f"Image {path} does not exist.") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"Cannot read the size of image {path}: {exc}.") from exc
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        width, height = height, width
-    return width, height

@@ -13,7 +13,6 @@ CSV's folder); absolute paths are allowed because a CSV is the user's own file l
 from __future__ import annotations
 
 import csv
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from tinyvision.data.manifest import SPLITS, Manifest, Sample
 from tinyvision.data.sources.boxes import (BOX_OK, BOX_STATUS_TEXT, box_area, check_boxes,
                                            image_size, normalized_to_xyxy)
 from tinyvision.data.sources.objects import Problems, existing_files
-from tinyvision.errors import DataError
+from tinyvision.errors import DataError, did_you_mean
 
 _ALIASES = {"path": "path", "image": "path", "file": "path", "file_name": "path",
             "filename": "path", "label": "label", "labels": "label", "class": "label",
@@ -126,14 +125,12 @@ def _add_row(entries: dict[str, _Entry], line: int, cells: list[str], columns: d
         return
     unknown = [x for x in labels if source.classes is not None and x not in source.classes]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], source.classes, n=1)
         problems.add(f"{where}: label(s) {unknown} not in data.source.classes"
-                     + (f" (did you mean {close[0]!r}?)" if close else ""))
+                     + did_you_mean(unknown[0], source.classes, aside=True))
         return
     if split and split not in SPLITS:
-        close = difflib.get_close_matches(split, SPLITS, n=1, cutoff=0.3)
         problems.add(f"{where}: split {split!r} is not one of {list(SPLITS)}"
-                     + (f" (did you mean {close[0]!r}?)" if close else ""))
+                     + did_you_mean(split, SPLITS, cutoff=0.3, aside=True))
         return
     path = os.path.normpath(os.path.join(root, name))
     entry = entries.setdefault(path, _Entry(path, line, split=split))

@@ -10,7 +10,6 @@ where sizes rarely collide, cost a `stat` per file.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import os
@@ -20,7 +19,7 @@ from typing import Callable
 
 from tinyvision.config import MergeInput, MergeSource
 from tinyvision.data.manifest import Manifest, Sample
-from tinyvision.errors import DataError
+from tinyvision.errors import DataError, did_you_mean
 
 logger = logging.getLogger(__name__)
 _ANY = "*"
@@ -51,7 +50,7 @@ def _map_classes(manifest: Manifest, item: MergeInput, number: int) -> tuple[lis
     mapping = item.class_map
     unknown = [k for k in mapping if k != _ANY and k not in manifest.classes]
     if unknown:
-        hints = [f"{k!r}{_did_you_mean(k, manifest.classes)}" for k in unknown]
+        hints = [f"{k!r}{did_you_mean(k, manifest.classes, aside=True)}" for k in unknown]
         raise DataError(f"data.source.inputs.{number}.class_map names class(es) the source does "
                         f"not have: {', '.join(hints)}. Its classes: {manifest.classes[:50]}.")
 
@@ -70,11 +69,6 @@ def _map_classes(manifest: Manifest, item: MergeInput, number: int) -> tuple[lis
         logger.info("data.source.inputs.%d: %d sample(s) left without a class by class_map were "
                     "dropped.", number, dropped)
     return out, classes
-
-
-def _did_you_mean(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _merged_classes(source: MergeSource, order: list[str], samples: list[Sample]) -> list[str]:

@@ -9,7 +9,6 @@ end up in the manifest become Python objects.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ import numpy as np
 from tinyvision.config import AnnotationSource, NegativeOptions
 from tinyvision.data.manifest import SPLITS, Manifest, Sample
 from tinyvision.data.sources.boxes import BOX_OK, BOX_STATUS_TEXT, box_area, check_boxes
-from tinyvision.errors import DataError
+from tinyvision.errors import DataError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -230,8 +229,7 @@ def _require_categories(table: ObjectTable, names: list[str], what: str) -> None
         return
     lines = []
     for name in unknown:
-        close = difflib.get_close_matches(name, table.categories, n=3, cutoff=0.6)
-        lines.append(f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+        lines.append(f"{name!r}" + did_you_mean(name, table.categories, n=3, aside=True))
     raise DataError(f"{what}: unknown category name(s) {', '.join(lines)}. The annotations have "
                     f"{len(table.categories)} categories: {', '.join(table.categories[:90])}.")
 
