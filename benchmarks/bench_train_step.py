@@ -8,7 +8,7 @@ with its ratio to Keras 3 `fit`:
 
 - keras3: keras.applications.MobileNet, `model.fit` (Keras 3, unfused BatchNorm);
 - tinyvision: the model `tinyvision.models.build` makes, trained as the trainer trains it
-  (fused BatchNorm, train/fused_batchnorm.py);
+  (fused BatchNorm, training/fused_batchnorm.py);
 - tf_keras: tf_keras.applications.MobileNet, `model.fit` (Keras 2; `pip install tf-keras`).
 
     python benchmarks/bench_train_step.py [--rounds 3] [--batch 64] [--images 1536]

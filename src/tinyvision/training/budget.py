@@ -25,7 +25,7 @@ MINUTES_EPOCH_STEPS = 20  # a minutes budget on a small set: at least this many 
 UNSIZED = 10**9  # a minutes budget's steps until the clock has timed the first ones
 PROBE_SKIP = 2  # the first steps of a stage include tracing: not timed
 PROBE_STEPS = 8  # steps timed before a minutes budget sizes the schedule
-REFIT_UNTIL = 0.5  # the schedule's length is refined at each epoch end until this share is done
+REFIT_UNTIL = 0.97  # the schedule's length is refined at each epoch until this share is done
 LATE_GRACE = 0.05  # a stage still running this share past its deadline is stopped
 
 
@@ -127,9 +127,10 @@ class BudgetClock(keras.callbacks.Callback):
 
     Times the steps after the first (traced) ones and each epoch's time outside its steps
     (validation, checkpoints), then sets the plan's total steps, and the schedule's length through
-    `resize(total_steps)`, so that the last step ends at `deadline` (a `time.perf_counter()`
-    value). Refines the fit at each epoch until half the steps are done, then keeps the schedule
-    fixed; stops the stage if it runs late anyway (`late`).
+    `resize(total_steps, at_step)`, so that the last step ends at `deadline` (a
+    `time.perf_counter()` value). The fit is refined at every epoch from the last epoch's step time,
+    so a machine that speeds up or slows down still ends on time; the schedule stays continuous
+    (it is stretched from the current step). Stops the stage if it runs late anyway (`late`).
     """
 
     def __init__(self, plan: StagePlan, deadline: float, resize) -> None:
@@ -140,15 +141,17 @@ class BudgetClock(keras.callbacks.Callback):
         self.late = False
         self._batch_start = 0.0
         self._epoch_start: float | None = None
-        self._epoch_batch_seconds = 0.0
+        self._epoch_batch_seconds, self._epoch_batches = 0.0, 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         if self._epoch_start is not None:  # the last epoch, begin to begin, minus its steps
             self.epoch_overhead = max(0.0, now - self._epoch_start - self._epoch_batch_seconds)
             if self.timed_steps and self.done < REFIT_UNTIL * self.plan.total_steps:
-                self._fit(now)
-        self._epoch_start, self._epoch_batch_seconds = now, 0.0
+                recent = (self._epoch_batch_seconds / self._epoch_batches
+                          if self._epoch_batches >= PROBE_STEPS else None)
+                self._fit(now, recent)
+        self._epoch_start, self._epoch_batch_seconds, self._epoch_batches = now, 0.0, 0
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._batch_start = time.perf_counter()
@@ -156,27 +159,31 @@ class BudgetClock(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         seconds = now - self._batch_start
-        self._epoch_batch_seconds += seconds
         self.done = _iterations(self.model)
         if self.done > PROBE_SKIP:
             self.timed_steps += 1
             self.step_seconds += seconds
+            self._epoch_batch_seconds += seconds
+            self._epoch_batches += 1
             if self.timed_steps == PROBE_STEPS:
                 self._fit(now)
+        else:
+            self._epoch_batch_seconds += seconds
         if now - self.deadline > LATE_GRACE * (self.plan.seconds or 0.0):
             self.late = True
             self.model.stop_training = True
 
-    def _fit(self, now: float) -> None:
-        """Total steps such that the remaining steps and validation rounds end at the deadline."""
-        per_step = self.step_seconds / self.timed_steps
+    def _fit(self, now: float, step_seconds: float | None = None) -> None:
+        """Total steps such that the remaining steps and validation rounds end at the deadline;
+        `step_seconds`: the last epoch's mean step time (default: every timed step's)."""
+        per_step = step_seconds or self.step_seconds / self.timed_steps
         if self.epoch_overhead is not None:
             per_step += self.epoch_overhead / self.plan.steps_per_epoch
         left = math.floor((self.deadline - now) / per_step)
         total = self.done + max(1, left)
         if total != self.plan.total_steps:
             self.plan.total_steps = total
-            self.resize(total)
+            self.resize(total, self.done)
 
 
 def _iterations(model: keras.Model) -> int:

@@ -31,25 +31,50 @@ def _length(value: float) -> tf.Variable:
 @_register
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 1% of `learning_rate` over `warmup_steps`, then cosine decay to
-    `final_fraction` x the rate at `total_steps`: keras' CosineDecay curve with a length that
-    `set_length` can change while training."""
+    `final_fraction` x the rate at `total_steps`: keras' CosineDecay curve, with a length that can
+    change while training (`set_length`). A change after the warm-up keeps the rate continuous:
+    the cosine goes on from where it is and now ends at the new last step."""
 
     def __init__(self, learning_rate: float, total_steps: int, warmup_steps: int,
                  final_fraction: float = 0.01) -> None:
         self.learning_rate, self.final_fraction = float(learning_rate), float(final_fraction)
         self._total, self._warmup = _length(total_steps), _length(warmup_steps)
+        # the cosine's progress (0..1) is `anchor_progress` at step `anchor_step`
+        self._anchor_step, self._anchor_progress = _length(warmup_steps), _length(0.0)
 
-    def set_length(self, total_steps: int, warmup_steps: int) -> None:
+    def set_length(self, total_steps: int, warmup_steps: int, at_step: int = 0) -> None:
+        """A new length; `at_step` past the warm-up keeps the warm-up and the current rate."""
+        warmup = float(self._warmup.numpy())
+        if at_step <= warmup:
+            self._warmup.assign(float(warmup_steps))
+            self._anchor_step.assign(float(warmup_steps))
+            self._anchor_progress.assign(0.0)
+        else:
+            self._anchor_progress.assign(float(self._progress(float(at_step))))
+            self._anchor_step.assign(float(at_step))
         self._total.assign(float(total_steps))
-        self._warmup.assign(float(warmup_steps))
+
+    def _progress(self, step):
+        anchor, done = ops.convert_to_tensor(self._anchor_step), ops.convert_to_tensor(
+            self._anchor_progress)
+        left = ops.maximum(ops.convert_to_tensor(self._total) - anchor, 1.0)
+        return ops.clip(done + (step - anchor) * (1.0 - done) / left, 0.0, 1.0)
+
+    def state(self) -> dict:
+        """The length as it stands (saved with a run's resume state)."""
+        return {name: float(getattr(self, f"_{name}").numpy())
+                for name in ("total", "warmup", "anchor_step", "anchor_progress")}
+
+    def restore(self, state: dict) -> None:
+        for name, value in state.items():
+            getattr(self, f"_{name}").assign(float(value))
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        warmup, total = ops.convert_to_tensor(self._warmup), ops.convert_to_tensor(self._total)
+        warmup = ops.convert_to_tensor(self._warmup)
         start = self.learning_rate * WARMUP_START
         warm = start + (self.learning_rate - start) * step / ops.maximum(warmup, 1.0)
-        decay_steps = ops.maximum(total - warmup, 1.0)
-        progress = ops.clip(step - warmup, 0.0, decay_steps) / decay_steps
+        progress = self._progress(ops.maximum(step, warmup))
         cosine = self.learning_rate * ((1.0 - self.final_fraction) * 0.5 *
                                        (1.0 + ops.cos(math.pi * progress)) + self.final_fraction)
         return ops.where(step < warmup, warm, cosine)
@@ -101,7 +126,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     def total_steps(self) -> int:
         return int(self._total.numpy())
 
-    def set_length(self, total_steps: int, warmup_steps: int = 0) -> None:
+    def set_length(self, total_steps: int, warmup_steps: int = 0, at_step: int = 0) -> None:
         self._total.assign(float(total_steps))
 
     def __call__(self, step):
@@ -168,12 +193,13 @@ def build_schedule(schedule: ScheduleConfig, learning_rate: float, steps_per_epo
 
 def resize_schedule(learning_rate, schedule: ScheduleConfig, steps_per_epoch: int,
                     default_warmup_epochs: float = 0.0):
-    """A function total_steps -> None that gives `learning_rate` (what build_schedule returned) a
-    new length; schedules that do not depend on the length ignore it."""
-    def resize(total_steps: int) -> None:
+    """A function (total_steps, at_step) -> None that gives `learning_rate` (what build_schedule
+    returned) a new length at optimizer step `at_step`; schedules that do not depend on the
+    length ignore it."""
+    def resize(total_steps: int, at_step: int = 0) -> None:
         if isinstance(learning_rate, (WarmupCosine, OneCycle)):
             learning_rate.set_length(total_steps, warmup_steps(
-                schedule, steps_per_epoch, total_steps, default_warmup_epochs))
+                schedule, steps_per_epoch, total_steps, default_warmup_epochs), at_step)
 
     return resize
 

@@ -1,14 +1,14 @@
-"""Training in stages, as the recipe set them up (train/recipes.py).
+"""Training in stages, as the recipe set them up (training/recipes.py).
 
 Stage 1 ("head") freezes the backbone and trains the head. Stage 2 ("fine_tune") unfreezes the
 backbone from a block, layer name or index and trains on at a lower learning rate, BatchNorm kept in
 inference mode for pretrained weights; from scratch it is the only stage and every layer trains.
-Each stage's length is a number of optimizer steps (train/budget.py: epochs, steps or minutes,
+Each stage's length is a number of optimizer steps (training/budget.py: epochs, steps or minutes,
 at least `train.min_steps`). One best checkpoint spans both stages; the best weights are
 restored at the end. Each stage has its optimizer and schedule (default: AdamW, linear warm-up then
-cosine decay; train/optimizers.py, train/schedules.py) and optional early stopping. Losses and
-class weights come from train/losses.py and train/imbalance.py. BatchNorm trains with TensorFlow's
-fused kernel (train/fused_batchnorm.py).
+cosine decay; training/optimizers.py, training/schedules.py) and optional early stopping. Losses and
+class weights come from training/losses.py and training/imbalance.py. BatchNorm trains with TensorFlow's
+fused kernel (training/fused_batchnorm.py).
 """
 
 from __future__ import annotations
@@ -179,6 +179,8 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     steps = plan.steps_per_epoch
     fit_model, train_ds, val_ds = _stage_inputs(cfg, data, model, stage, epoch_offset + first, steps)
     schedule = stage_schedule(cfg, stage, plan.pass_steps, plan.total_steps)
+    if state is not None and state.get("schedule") and hasattr(schedule, "restore"):
+        schedule.restore(state["schedule"])  # a minutes budget had stretched it
     # A head on cached features takes microseconds per step, so Keras' per-step Python overhead
     # would dominate: run a whole epoch per call instead.
     fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, plan.pass_steps, 0, schedule),
@@ -208,7 +210,8 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
         callbacks.append(RichProgress(console, plan))
     callbacks.append(ResumeCheckpoint(run.checkpoints, model, stage, epoch_offset,
                                       lambda: _counters(checkpoint, epoch_log, stopping[0] if
-                                                        stopping else None, plan, plateau)))
+                                                        stopping else None, plan, plateau,
+                                                        schedule)))
     epochs = plan.epochs if clock is None else first + 1_000_000  # the clock ends the stage
     history = fit_model.fit(train_ds, epochs=epochs, initial_epoch=first, steps_per_epoch=steps,
                             validation_data=val_ds, callbacks=callbacks, verbose=0, shuffle=False)
@@ -223,11 +226,12 @@ def _stopped_early(state: dict, cfg: RunConfig) -> bool:
 
 
 def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping, plan: StagePlan,
-              plateau=()) -> dict:
+              plateau=(), schedule=None) -> dict:
     return {"best": checkpoint.best, "best_epoch": checkpoint.best_epoch, "log": epoch_log.rows,
             "early_stopping": stopping.state() if stopping is not None else None,
             "plateau": plateau[0].state() if plateau else None,
-            "planned_steps": plan.total_steps}
+            "planned_steps": plan.total_steps,
+            "schedule": schedule.state() if hasattr(schedule, "state") else None}
 
 
 def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str,

@@ -5,6 +5,9 @@ object — and `select` turns the table into a manifest: multi-label presence la
 thresholds, crowd/difficult/truncated policies, per-class caps, an evenly sampled negative class)
 or the largest object's class and box. Everything per object is vectorised; only the images that
 end up in the manifest become Python objects.
+
+About 500 lines on purpose: the selection rules (presence, negatives, caps, largest) read one
+table and share its masks; split across modules they would pass the table back and forth.
 """
 
 from __future__ import annotations

@@ -1,0 +1,186 @@
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import make_class_folders, write_image
+from tinyvision.data.cache import BadImage, DecodeSpec, build_cache, decode_image
+from tinyvision.data.manifest import Manifest, Sample
+from tinyvision.data.sources.folder import load_folder
+
+RGB16 = DecodeSpec((16, 16))
+
+
+def solid(path, colour, size=(20, 10), mode="RGB", **save):
+    Image.new(mode, size, colour).save(path, **save)
+    return path
+
+
+def test_rgb_png_resized_exactly(tmp_path):
+    image = decode_image(solid(tmp_path / "a.png", (10, 20, 30)), DecodeSpec((8, 12)))
+    assert image.shape == (8, 12, 3) and image.dtype == np.uint8
+    assert (image == [10, 20, 30]).all()
+
+
+def test_grayscale_output(tmp_path):
+    image = decode_image(solid(tmp_path / "a.png", (255, 0, 0)), DecodeSpec((8, 8), "grayscale"))
+    assert image.shape == (8, 8, 1)
+    assert image[0, 0, 0] == 76  # ITU-R 601-2 luma: 0.299 * 255
+
+
+def test_cmyk_jpeg_converted_to_rgb(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(path, quality=100)  # pure red in CMYK
+    image = decode_image(path, RGB16)
+    red, green, blue = image[8, 8].astype(int)
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_palette_with_transparency_over_white(tmp_path):
+    path = tmp_path / "p.png"
+    palette = Image.new("P", (10, 10), 0)
+    palette.putpalette([0, 0, 255] + [0, 0, 0] * 255)
+    palette.save(path, transparency=0)  # index 0 (blue) is fully transparent
+    assert (decode_image(path, RGB16) == 255).all()
+
+
+def test_rgba_alpha_composited(tmp_path):
+    path = solid(tmp_path / "a.png", (0, 0, 0, 128), mode="RGBA")
+    assert abs(int(decode_image(path, RGB16)[0, 0, 0]) - 127) <= 1  # half black over white
+
+
+def test_16_bit_grayscale_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((10, 10), 32896, np.uint16)).save(path)  # 32896 / 257 = 128
+    image = decode_image(path, DecodeSpec((4, 4), "grayscale"))
+    assert (image == 128).all()
+
+
+def test_exif_orientation_applied(tmp_path):
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255  # left half white in stored pixels
+    stored = Image.fromarray(pixels)
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the white half ends up on top
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, exif=exif, quality=95)
+    image = decode_image(path, DecodeSpec((40, 20), "grayscale"))  # displayed: 20 wide, 40 tall
+    assert image[5, 10, 0] > 200 and image[35, 10, 0] < 50
+
+
+def test_jpeg_draft_mode_matches_full_decode(tmp_path):
+    big = write_image(tmp_path / "big.jpg", (90, 160, 200), size=(800, 600))
+    small = decode_image(big, DecodeSpec((48, 64)))
+    with Image.open(big) as im:
+        full = np.asarray(im.convert("RGB").resize((64, 48), Image.Resampling.BILINEAR))
+    assert np.abs(small.astype(int) - full).mean() < 3
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "cannot decode"),
+    (b"this is not an image at all", "cannot decode"),
+])
+def test_unreadable_files(tmp_path, content, reason):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(BadImage, match=reason):
+        decode_image(path, RGB16)
+
+
+def test_truncated_jpeg(tmp_path):
+    path = write_image(tmp_path / "t.jpg", size=(200, 200))
+    path.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(BadImage, match="truncated|cannot decode"):
+        decode_image(path, RGB16)
+
+
+def test_decompression_bomb_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (10_000, 9_500)).save(path)  # 95 MP, a few kB on disk
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(BadImage, match="90 MP limit"):
+        decode_image(path, RGB16)
+
+
+def test_resize_modes(tmp_path):
+    path = tmp_path / "wide.png"
+    pixels = np.zeros((10, 40, 3), np.uint8)
+    pixels[:, 15:25] = 255  # white band in the centre
+    Image.fromarray(pixels).save(path)
+    crop = decode_image(path, DecodeSpec((10, 10), resize="center_crop"))
+    assert crop[5, 1:9].min() > 200  # only the central square is kept: mostly the white band
+    box = decode_image(path, DecodeSpec((20, 20), resize="letterbox"))
+    assert (box[0, :, 0] == 128).all() and (box[19, :, 0] == 128).all()  # padded top and bottom
+    assert box[10, 10, 0] == 255
+
+
+def test_crop_to_box_with_margin(tmp_path):
+    pixels = np.zeros((100, 100, 3), np.uint8)
+    pixels[40:60, 40:60] = 255
+    path = tmp_path / "box.png"
+    Image.fromarray(pixels).save(path)
+    spec = DecodeSpec((20, 20), crop_to_box=True, crop_margin=0.0)
+    assert decode_image(path, spec, box=(40, 40, 60, 60)).min() == 255
+    with_margin = decode_image(path, DecodeSpec((30, 30), crop_to_box=True, crop_margin=0.5),
+                               box=(40, 40, 60, 60))
+    assert with_margin[0, 0, 0] == 0 and with_margin[15, 15, 0] == 255
+
+
+def test_cache_lists_bad_images_and_keeps_good_ones(tmp_path):
+    root = make_class_folders(tmp_path / "img", per_class=3, classes=("red", "blue"))
+    (root / "red" / "zero.jpg").write_bytes(b"")
+    cmyk = root / "blue" / "cmyk.jpg"
+    Image.new("CMYK", (20, 20), (255, 0, 0, 0)).save(cmyk)
+    manifest = load_folder(root)
+    cache = build_cache(manifest, RGB16, tmp_path / "cache", workers=2, progress=False)
+    bad_paths = [p for p, _ in cache.bad]
+    assert bad_paths == [str((root / "red" / "zero.jpg").resolve())]
+    assert cache.valid.sum() == len(manifest) - 1
+    cyan = cache.images[manifest.paths.index(str(cmyk.resolve()))]
+    assert cyan[..., 0].mean() < 60 and cyan[..., 2].mean() > 200
+
+
+def test_cache_reused_then_rebuilt_when_an_image_changes(tmp_path):
+    root = make_class_folders(tmp_path / "img", per_class=2, classes=("red", "blue"))
+    manifest = load_folder(root)
+    first = build_cache(manifest, RGB16, tmp_path / "cache", progress=False)
+    second = build_cache(manifest, RGB16, tmp_path / "cache", progress=False)
+    assert not first.reused and second.reused and second.path == first.path
+    np.testing.assert_array_equal(first.images, second.images)
+
+    changed = manifest.samples[0].path
+    solid(changed, (1, 2, 3), size=(40, 30))
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # mtime surely differs
+    third = build_cache(manifest, RGB16, tmp_path / "cache", progress=False)
+    assert not third.reused and third.path != first.path
+    assert (third.images[0] == [1, 2, 3]).all()
+
+    other_size = build_cache(manifest, DecodeSpec((8, 8)), tmp_path / "cache", progress=False)
+    assert not other_size.reused and other_size.images.shape == (4, 8, 8, 3)
+
+
+def test_interrupted_cache_build_is_not_reused(tmp_path):
+    root = make_class_folders(tmp_path / "img", per_class=2, classes=("red", "blue"))
+    manifest = load_folder(root)
+    cache = build_cache(manifest, RGB16, tmp_path / "cache", progress=False)
+    cache.path.with_suffix(".json").unlink()  # as if the build died before its metadata landed
+    assert not build_cache(manifest, RGB16, tmp_path / "cache", progress=False).reused
+
+
+@pytest.mark.parametrize("resize, expected", [
+    ("stretch", [0.25, 0.5, 0.5, 1.0]),
+    # 40x20 image letterboxed into 20x20: scale 0.5, 5-pixel bands above and below.
+    ("letterbox", [0.25, 0.5, 0.5, 0.75]),
+    # center crop keeps x 10..30 of the 40-pixel width: the box's x 10..20 -> 0..0.5.
+    ("center_crop", [0.0, 0.5, 0.5, 1.0]),
+])
+def test_boxes_follow_the_resize(tmp_path, resize, expected):
+    path = solid(tmp_path / "w.png", (9, 9, 9), size=(40, 20))
+    spec = DecodeSpec((20, 20), resize=resize)
+    manifest = Manifest(["a", "b"], "detection", [Sample(str(path), ("a",), "train", (10, 10, 20, 20))])
+    cache = build_cache(manifest, spec, tmp_path / "cache", progress=False)
+    np.testing.assert_allclose(cache.boxes[0], expected, atol=1e-6)
+    reused = build_cache(manifest, spec, tmp_path / "cache", progress=False)
+    assert reused.reused
+    np.testing.assert_allclose(reused.boxes[0], expected, atol=1e-6)

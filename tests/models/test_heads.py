@@ -1,0 +1,83 @@
+"""Heads: names, outputs and activations of the multi-class, multi-label and detection heads, and
+(slow) their int8 export running bit-exactly on TFLM, both detection outputs included."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import export_and_compare, random_images, settle_batchnorm
+from tinyvision.config import ModelConfig
+from tinyvision.errors import ModelError
+from tinyvision.models.build import build_model, is_head_layer
+from tinyvision.models.heads import BOX_OUTPUT, CLASS_OUTPUT, OUTPUT_NAME, build_head
+
+SMALL = {"backbone": "plain_cnn", "input_size": 32, "plain_cnn": {"filters": [8, 16]}}
+
+
+def _head_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    first = next(i for i, layer in enumerate(model.layers) if is_head_layer(layer))
+    return model.layers[first:]
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_classification_heads(task):
+    model = build_model(ModelConfig(**SMALL), 4, task)
+    assert model.output_names == [OUTPUT_NAME]
+    assert all(is_head_layer(layer) for layer in _head_layers(model))
+    scores = keras.ops.convert_to_numpy(model(random_images(2, 32, 3).astype(np.float32)))
+    assert scores.shape == (2, 4) and np.all((scores >= 0) & (scores <= 1))
+    if task == "multiclass":
+        np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_detection_head_has_class_then_box_output():
+    model = build_model(ModelConfig(**SMALL), 3, "detection")
+    assert model.output_names == [CLASS_OUTPUT, BOX_OUTPUT]
+    assert [tuple(o.shape) for o in model.outputs] == [(None, 3), (None, 4)]
+    assert all(is_head_layer(layer) for layer in _head_layers(model))
+    assert isinstance(model.get_layer("head_box_logits"), keras.layers.Dense)
+    classes, box = (keras.ops.convert_to_numpy(t)
+                    for t in model(random_images(2, 32, 3).astype(np.float32)))
+    np.testing.assert_allclose(classes.sum(axis=1), 1.0, rtol=1e-5)
+    assert box.shape == (2, 4) and np.all((box > 0) & (box < 1))  # sigmoid: normalised xyxy
+
+
+def test_unknown_task_is_refused():
+    features = keras.Input((4, 4, 8))
+    with pytest.raises(ModelError, match=r"Expected task to be one of \['detection', "
+                                         r"'multiclass', 'multilabel'\], received task='boxes'"):
+        build_head(features, 2, "boxes", 0.1)
+
+
+def _fit_briefly(model: keras.Model, images: np.ndarray, targets) -> None:
+    """A few steps with BatchNorm training, so activations and int8 scales are realistic."""
+    losses = (["categorical_crossentropy", "mse"] if isinstance(targets, list)
+              else "binary_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses)
+    model.fit(images.astype(np.float32), targets, epochs=2, batch_size=8, verbose=0)
+
+
+@pytest.mark.slow
+def test_multilabel_and_detection_heads_run_bit_exactly_on_tflm(tmp_path):
+    keras.utils.set_random_seed(0)
+    images = random_images(16, 32, 3)
+    rng = np.random.default_rng(0)
+
+    multilabel = build_model(ModelConfig(**SMALL, weights="none"), 3, "multilabel")
+    settle_batchnorm(multilabel, images)
+    (scores,) = export_and_compare(multilabel, images, tmp_path / "multilabel.tflite")
+    assert scores.shape == (3, 3)
+
+    detector = build_model(ModelConfig(**SMALL, weights="none"), 3, "detection")
+    low = rng.uniform(0.0, 0.5, (16, 2))
+    boxes = np.concatenate([low, low + rng.uniform(0.2, 0.5, (16, 2))], axis=1)
+    _fit_briefly(detector, images, [np.eye(3)[rng.integers(0, 3, 16)], boxes])
+    classes, box = export_and_compare(detector, images, tmp_path / "detection.tflite")
+    assert classes.shape == (3, 3) and box.shape == (3, 4)
+    # The int8 outputs are the float model's, quantised: the order is class, then box.
+    float_classes, float_box = (keras.ops.convert_to_numpy(t)
+                                for t in detector(images[:3].astype(np.float32)))
+    np.testing.assert_allclose((box.astype(np.float32) + 128) / 256, float_box, atol=0.05)
+    np.testing.assert_allclose((classes.astype(np.float32) + 128) / 256, float_classes, atol=0.05)
