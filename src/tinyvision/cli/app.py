@@ -12,7 +12,10 @@ import sys
 import typer
 from rich.logging import RichHandler
 
+from tinyvision.cli import predict, stages, train
 from tinyvision.cli.common import err_console
+from tinyvision.cli.data import data_app
+from tinyvision.cli.runs import runs_app
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info chatter
 
@@ -41,10 +44,6 @@ def _setup_logging(verbose: bool) -> None:
 
 def _mount_subcommands() -> None:
     """One module per command group; each only parses and calls the Python API."""
-    from tinyvision.cli import predict, stages, train
-    from tinyvision.cli.data import data_app
-    from tinyvision.cli.runs import runs_app
-
     app.command("train")(train.train_command)
     app.command("lr-find")(train.lr_find_command)
     app.command("demo")(train.demo_command)

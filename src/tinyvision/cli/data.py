@@ -15,8 +15,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tinyvision.data.download import FetchResult, Reporter
 from tinyvision.cli.common import console, err_console, user_errors
+from tinyvision.config import load_config
+from tinyvision.data.download import FetchResult, Reporter, download_coco
+from tinyvision.data.inspect import inspect_manifest
+from tinyvision.data.manifest import Manifest
+from tinyvision.data.sources import build_manifest
 
 data_app = typer.Typer(help="Build, inspect and download datasets.", no_args_is_help=True,
                        add_completion=False, pretty_exceptions_enable=False)
@@ -33,9 +37,6 @@ def build(config: Path = typer.Argument(..., help="Run config (YAML) with a data
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Manifest to write "
                                              "[default: manifest.jsonl beside the config]")) -> None:
     """Build the manifest a config describes and print its images per class and split."""
-    from tinyvision.config import load_config
-    from tinyvision.data.sources import build_manifest
-
     cfg = load_config(config, overrides or [])
     manifest = build_manifest(cfg.data, cfg.seed, cfg.model.task)
     out = out or config.parent / "manifest.jsonl"
@@ -68,8 +69,6 @@ def inspect(source: Path = typer.Argument(..., help="A manifest (.jsonl) or a ru
             samples: int = typer.Option(24, min=1, max=400, help="Images in the grid."),
             seed: int = typer.Option(0, help="Which images the grid shows.")) -> None:
     """Counts per split, label co-occurrence, box sizes, problems and a grid of sample images."""
-    from tinyvision.data.inspect import inspect_manifest
-
     manifest = _load_manifest(source, overrides or [])
     out = out or source.with_name(source.stem + "_inspect")
     report = inspect_manifest(manifest, out, samples, seed)
@@ -90,12 +89,7 @@ def inspect(source: Path = typer.Argument(..., help="A manifest (.jsonl) or a ru
 
 
 def _load_manifest(source: Path, overrides: list[str]):
-    from tinyvision.data.manifest import Manifest
-
     if source.suffix in (".yaml", ".yml"):
-        from tinyvision.config import load_config
-        from tinyvision.data.sources import build_manifest
-
         cfg = load_config(source, overrides)
         return build_manifest(cfg.data, cfg.seed, cfg.model.task)
     if overrides:
@@ -145,8 +139,6 @@ def download(dataset: str = typer.Argument(..., help="Dataset to fetch: coco."),
                                                            "(a mirror).")) -> None:
     """Fetch COCO annotations, build the presence manifest, then only the images it needs
     (resumable: rerun to continue)."""
-    from tinyvision.data.download import download_coco
-
     if dataset.lower() != "coco":
         raise typer.BadParameter(f"unknown dataset {dataset!r}; supported: coco", param_hint="DATASET")
     names = [c.strip() for item in classes for c in item.split(",") if c.strip()]

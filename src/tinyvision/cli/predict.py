@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from tinyvision.cli.common import console, err_console, user_errors
+from tinyvision.run.predict import (OUTPUT_FORMATS, check_choice, collect_images, load_predictor,
+                                    save_text, to_csv, to_json, write_annotated)
 
 
 # ---- predict ---------------------------------------------------------------------------------
@@ -41,9 +43,6 @@ def predict_command(
     Images are decoded exactly as the run's training cache was (input size, colour mode, resize),
     multi-label runs use their tuned thresholds.
     """
-    from tinyvision.run.predict import (OUTPUT_FORMATS, check_choice, collect_images, load_predictor,
-                                    save_text, to_csv, to_json, write_annotated)
-
     check_choice("format", output_format, OUTPUT_FORMATS)
     paths = collect_images(images)
     predictor = load_predictor(model, kind)

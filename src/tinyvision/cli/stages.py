@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tinyvision.cli.common import RUN_ARG, console, user_errors
+from tinyvision.run.run import Run
 
 
 @user_errors
@@ -19,8 +20,6 @@ def export_command(run_dir: Path = RUN_ARG) -> None:
     Full-integer quantisation (int8 input and output) calibrated on training images; writes
     export/model_int8.tflite and export/model_int8.h/.cc.
     """
-    from tinyvision.run.run import Run
-
     run = Run.open(run_dir)
     result = run.export()
     folder = run.folder
@@ -35,8 +34,6 @@ def verify_command(run_dir: Path = RUN_ARG) -> None:
     Reports its metrics beside the float model's and the smallest tensor arena that works; fails
     if TFLM cannot run it or disagrees with the LiteRT reference kernels. Writes verify.json.
     """
-    from tinyvision.run.run import Run
-
     report = Run.open(run_dir).verify()
     console.print(f"TFLM ran {report['tflm_images']} images identically to the LiteRT reference "
                   f"kernels ({report['reference_images']} scored); arena {report['arena_bytes']:,} "
@@ -51,8 +48,6 @@ def report_command(run_dir: Path = RUN_ARG) -> None:
     Config, data statistics and samples, training curves, confusion matrix, PR curves,
     thresholds, worst predictions, float vs int8-on-TFLM metrics, model and arena bytes.
     """
-    from tinyvision.run.run import Run
-
     path = Run.open(run_dir).report()
     console.print(f"wrote {escape(str(path))}")
 
@@ -71,8 +66,6 @@ def eval_command(
     per-class precision/recall/F1 and the confusion matrix; writes metrics.json.
     """
     from tinyvision.evaluate.metrics import format_metrics_table
-    from tinyvision.run.run import Run
-
     run = Run.open(run_dir)
     metrics = run.evaluate(tta)
     classes = metrics["classes"]

@@ -11,6 +11,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from tinyvision.cli.common import console, user_errors
+from tinyvision.config import load_config
+from tinyvision.data.demo import DEMO_TASKS, demo_config, make_shapes_dataset
+from tinyvision.errors import ConfigError, check_choice
+from tinyvision.run.run import lr_find, resume as resume_run, train
 
 
 # ---- train -----------------------------------------------------------------------------------
@@ -32,10 +36,6 @@ def train_command(
     Micro. Everything goes to runs/NAME/ (a taken name gets a numbered suffix unless
     overwrite=true).
     """
-    from tinyvision.errors import ConfigError
-    from tinyvision.run.run import resume as resume_run
-    from tinyvision.run.run import train
-
     if resume is not None:
         if config is not None or overrides:
             raise ConfigError("--resume continues a run with the config saved in it; pass no "
@@ -67,10 +67,6 @@ def demo_command(
     Writes circle/square/triangle images on noisy textures, trains MobileNet V1 0.25 from scratch,
     evaluates, exports int8 and verifies it on TFLM, then prints a summary table.
     """
-    from tinyvision.data.demo import DEMO_TASKS, demo_config, make_shapes_dataset
-    from tinyvision.errors import check_choice
-    from tinyvision.run.run import train
-
     check_choice("--task", task, DEMO_TASKS)
     data_dir = data_dir or runs_dir / "demo-data"
     if not (data_dir / "boxes.csv").is_file():
@@ -132,9 +128,6 @@ def lr_find_command(
     and lr_find.png in runs/NAME-lr-find/ and prints the rate where the smoothed loss falls
     fastest. Put it in train.head.learning_rate (or fine_tune, with --stage fine_tune).
     """
-    from tinyvision.config import load_config
-    from tinyvision.run.run import lr_find
-
     options = {"start": start, "end": end, "steps": steps, "stage": stage, "weights": start_from}
     extra = [f"train.lr_find.{key}={value}" for key, value in options.items() if value is not None]
     cfg = load_config(config, list(overrides or []) + extra)
@@ -157,8 +150,6 @@ def lr_find_command(
 
 def _with_progress(cfg, steps: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from tinyvision.run.run import lr_find
 
     columns = (TextColumn("lr-find"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"))

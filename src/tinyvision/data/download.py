@@ -23,7 +23,11 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from tinyvision.config import validate_config
+from tinyvision.data.sources import finish_manifest
+from tinyvision.data.sources.coco import build_coco
 from tinyvision.errors import DataError
+from tinyvision.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -290,10 +294,6 @@ def _coco_data_section(out_dir: Path, classes: list[str], year: str, splits: tup
 
 def _build(data: dict, seed: int):
     """The manifest (splits assigned) and image URLs, before any image exists."""
-    from tinyvision.config import validate_config
-    from tinyvision.data.sources import finish_manifest
-    from tinyvision.data.sources.coco import build_coco
-
     cfg = validate_config({"seed": seed, "data": data}, source="download config")
     cfg.data.source.check_images = False
     manifest, urls = build_coco(cfg.data.source, "auto", seed, False)
@@ -308,8 +308,6 @@ def _fallback_url(path: str, out_dir: Path) -> str:
 def _write_outputs(out_dir: Path, year: str, data: dict, seed: int, manifest,
                    results: list[FetchResult]) -> CocoDownload:
     import yaml
-
-    from tinyvision.files import atomic_write_text
 
     relative = {k: os.path.relpath(v, out_dir) if k.endswith(("annotations", "images")) else v
                 for k, v in data["source"].items()}

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.data.cache import displayed_size
-from tinyvision.data.manifest import SPLITS, Manifest
+from tinyvision.data.manifest import Manifest, SPLITS
 from tinyvision.data.sources.boxes import BOX_OK, BOX_STATUS_TEXT, check_boxes
 from tinyvision.data.sources.objects import existing_files
 from tinyvision.errors import DataError
+from tinyvision.files import atomic_path, atomic_write_text
 
 # Box side (square root of its area) in pixels; COCO calls < 32 small and > 96 large.
 SIDE_BINS = (0, 8, 16, 32, 64, 96, 128, 256, 512, float("inf"))
@@ -67,8 +68,6 @@ def inspect_manifest(manifest: Manifest, out_dir: str | Path | None = None, samp
         box_fractions=_fraction_histogram(manifest))
     report.problems = find_problems(manifest, check_files)
     if out_dir is not None:
-        from tinyvision.files import atomic_write_text
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         unreadable = draw_grid(manifest, out_dir / "grid.png", samples, seed)
@@ -199,8 +198,6 @@ def draw_grid(manifest: Manifest, path: Path, n: int = 24, seed: int = 0,
               columns: int = 6) -> list[tuple[str, str]]:
     """Write a grid of `n` samples with labels (and boxes) to `path`; returns unreadable files."""
     from PIL import Image, ImageDraw
-
-    from tinyvision.files import atomic_path
 
     picked = pick_samples(manifest, n, seed)
     columns = max(1, min(columns, len(picked)))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.errors import DataError
+from tinyvision.files import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 TASKS = frozenset({"multiclass", "multilabel", "detection"})
@@ -146,8 +147,6 @@ class Manifest:
     # ---- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write JSON lines atomically (temporary file, then rename)."""
-        from tinyvision.files import atomic_write_text
-
         header = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
                   "task": self.task, "classes": self.classes}
         lines = [json.dumps(header)] + [json.dumps(s.to_json()) for s in self.samples]

@@ -12,15 +12,9 @@ from typing import Any
 
 import numpy as np
 from rich.table import Table
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    confusion_matrix,
-    hamming_loss,
-    multilabel_confusion_matrix,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
+from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix,
+                             hamming_loss, multilabel_confusion_matrix,
+                             precision_recall_fscore_support, roc_auc_score)
 
 from tinyvision.data.sources.boxes import box_area
 from tinyvision.errors import ConfigError, DataError, check_choice

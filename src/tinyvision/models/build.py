@@ -9,10 +9,11 @@ import keras
 
 from tinyvision.config import ModelConfig
 from tinyvision.errors import ConfigError, ModelError, did_you_mean
-from tinyvision.models.backbones import (
-    AUTO_UNFREEZE_FRACTION, BACKBONES, build_backbone, check_weights_available, copy_weights,
-    get_backbone, leaf_layers, load_pretrained)
+from tinyvision.models.backbones import (AUTO_UNFREEZE_FRACTION, BACKBONES, build_backbone,
+                                         check_weights_available, copy_weights, get_backbone,
+                                         leaf_layers, load_pretrained)
 from tinyvision.models.heads import HEAD_PREFIX, build_head
+from tinyvision.models.user_models import cut_backbone, load_model_file
 
 SCRATCH_BN_MOMENTUM = 0.9  # BatchNorm statistics settle faster when training from random weights
 FILE_INPUT_SCALE, FILE_INPUT_OFFSET = 1 / 127.5, -1.0  # a cut model file's default: [-1, 1]
@@ -47,8 +48,6 @@ def build_model(cfg: ModelConfig, num_classes: int, task: str) -> keras.Model:
 def _build_from_file(cfg: ModelConfig, inputs: keras.KerasTensor, num_classes: int,
                      task: str) -> keras.Model:
     """A backbone cut from the user's model file at `cfg.cut_at`, with its trained weights."""
-    from tinyvision.models.user_models import cut_backbone, load_model_file
-
     source = load_model_file(cfg.weights, cfg.allow_unsafe_model_code)
     x = _normalize(inputs, cfg, FILE_INPUT_SCALE, FILE_INPUT_OFFSET)
     features = cut_backbone(source, cfg.cut_at, x)

@@ -21,13 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.config import IMAGE_EXTENSIONS, RunConfig, load_config
-from tinyvision.data.cache import BadImage, DecodeSpec, decode_image
+from tinyvision.data.cache import BadImage, DecodeSpec, decode_image, source_region
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources.boxes import image_size
-from tinyvision.errors import ConfigError, DataError, ModelError, RunError, check_choice
 from tinyvision.deploy.outputs import snap_thresholds
 from tinyvision.deploy.runners import ReferenceRunner
+from tinyvision.errors import ConfigError, DataError, ModelError, RunError, check_choice
+from tinyvision.evaluate.tta import int8_scorer, keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.report.plots import PRED_COLOUR, annotate
 from tinyvision.run.folder import RunDir, open_run_dir
 from tinyvision.run.stages import decode_spec
 
@@ -77,8 +79,6 @@ class Predictor:
     def outputs(self, images: np.ndarray, tta: bool = False,
                 flips: Sequence[str] = ("horizontal",)) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores (N, classes) and normalised boxes (N, 4) or None, for uint8 model inputs."""
-        from tinyvision.evaluate.tta import tta_outputs
-
         result = tta_outputs(self.scorer, images, flips if tta else ())
         return (result[0], result[1]) if isinstance(result, tuple) else (result, None)
 
@@ -166,8 +166,6 @@ def _run_of(model_path: Path) -> RunDir:
 def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int,
                  allow_unsafe_code: bool = False):
     """(uint8 images -> outputs, quantisation of the int8 class output or None)."""
-    from tinyvision.evaluate.tta import int8_scorer, keras_scorer
-
     output_q = None
     if kind == "int8":
         runner = ReferenceRunner(model_path, n_classes)
@@ -246,8 +244,6 @@ def decode_images(paths: Sequence[Path], spec: DecodeSpec) -> np.ndarray:
 def box_to_pixels(box: Sequence[float], size: tuple[int, int], spec: DecodeSpec) -> list[float]:
     """A normalised xyxy box of the model input -> pixel xyxy of the original image: the inverse
     of the cache's mapping for each resize mode (stretch, center_crop, letterbox)."""
-    from tinyvision.data.cache import source_region
-
     rx1, ry1, rx2, ry2 = source_region(size, spec, None)
     target_h, target_w = spec.size
     u = np.clip(np.asarray(box, np.float64), 0.0, 1.0)
@@ -297,8 +293,6 @@ def write_annotated(predictions: Sequence[Prediction], folder: str | Path) -> li
 
     Names are kept (a repeated name gets -2, -3, ...); an input image is never overwritten."""
     from PIL import Image, ImageOps
-
-    from tinyvision.report.plots import PRED_COLOUR, annotate
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,15 @@ from typing import Any
 
 from tinyvision.config import RunConfig, load_config
 from tinyvision.data.manifest import Manifest
+from tinyvision.errors import ExportError, RunError, VerifyError
 from tinyvision.files import atomic_write_json, atomic_write_text
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
+from tinyvision.run.predict import collect_images, load_predictor
+from tinyvision.run.registry import Registry
 from tinyvision.run.stages import (evaluate_stage, export_stage, prepare_data, prepare_manifest,
                                    read_json, report_stage, resolve_settings, train_data,
                                    train_stage, verify_stage)
+from tinyvision.run.tracking import check_tracking, log_run
 
 log = logging.getLogger("tinyvision")
 
@@ -52,8 +56,6 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
 def check_before_work(cfg: RunConfig) -> None:
     """Settings that are valid one by one but not together fail here, before any work."""
     from tinyvision.data.augment import Augmenter
-    from tinyvision.run.tracking import check_tracking
-
     check_tracking(cfg)
     if cfg.train.augment:  # e.g. hue on grayscale input
         Augmenter(cfg.train.augment, (*cfg.model.input_size, cfg.model.channels))
@@ -63,7 +65,6 @@ def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[R
     """Continue a killed `tinyvision train` from its last saved epoch, then finish every stage.
 
     The result equals an uninterrupted run with the same seed (within float tolerance)."""
-    from tinyvision.errors import RunError
     from tinyvision.training.callbacks import load_resume_state
 
     cfg, run, _ = load_run(path)
@@ -78,9 +79,6 @@ def _run_and_register(cfg: RunConfig, run: RunDir, console, progress: bool, resu
                       ) -> tuple[RunDir, dict]:
     """Every stage, with the run's registry row: running, then finished, export_failed or
     failed (the error re-raised)."""
-    from tinyvision.errors import ExportError, VerifyError
-    from tinyvision.run.registry import Registry
-
     registry = Registry(cfg.runs_dir)
     registry.start_run(run.name, run.root, cfg.model_dump(mode="json"))
     try:
@@ -96,8 +94,6 @@ def _run_and_register(cfg: RunConfig, run: RunDir, console, progress: bool, resu
         registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", config=_saved_config(run))
         raise
     registry.finish_run(run.name, summary, config=cfg.model_dump(mode="json"))
-    from tinyvision.run.tracking import log_run
-
     log_run(cfg, run, summary)
     return run, summary
 
@@ -105,7 +101,6 @@ def _run_and_register(cfg: RunConfig, run: RunDir, console, progress: bool, resu
 def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
                 ) -> tuple[RunConfig, dict]:
     """Every stage of a run; returns the resolved config and the summary."""
-    from tinyvision.errors import ExportError, VerifyError
     from tinyvision.models.cost import model_cost
 
     start = time.perf_counter()
@@ -286,8 +281,6 @@ class Run:
     def predict(self, images, kind: str = "auto", tta: bool = False, top_k: int = 5) -> list:
         """Labels, scores (and boxes) for image files or folders, decoded as training decoded
         them; `kind`: int8 (bit-exact with the device), float, or auto (int8 when exported)."""
-        from tinyvision.run.predict import collect_images, load_predictor
-
         images = [images] if isinstance(images, (str, Path)) else images
         predictor = load_predictor(self.path, kind)
         return predictor.predict(collect_images(images), tta=tta, top_k=top_k)
@@ -335,6 +328,4 @@ def lr_find(config: ConfigLike, *, overrides: list[str] | None = None, on_step=N
 
 def runs(runs_dir: str | Path = "runs", sort: str = "started", filters=None) -> list[dict]:
     """The registry's runs as records (one dict per run, ready for pandas.DataFrame)."""
-    from tinyvision.run.registry import Registry
-
     return Registry(runs_dir, create=False).rows(sort=sort, filters=filters)

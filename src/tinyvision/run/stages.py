@@ -13,11 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyvision.config import RunConfig
+from tinyvision.config import RGB_ONLY_AUGMENT_OPS, RunConfig
 from tinyvision.data.cache import DecodeSpec, ImageCache, build_cache
+from tinyvision.data.color import resolve_color_mode
 from tinyvision.data.manifest import Manifest
+from tinyvision.data.sources import build_manifest
+from tinyvision.deploy.c_source import write_c_source
+from tinyvision.deploy.litert import export_int8
+from tinyvision.deploy.outputs import snap_thresholds, tensor_quantization
+from tinyvision.deploy.runners import ReferenceRunner
+from tinyvision.deploy.verify import verify_int8
+from tinyvision.errors import DataError
+from tinyvision.evaluate.health import collapse_warning
+from tinyvision.evaluate.tta import keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_json, atomic_write_text
+from tinyvision.report.html import save_eval_scores, write_report
 from tinyvision.run.folder import RunDir
+from tinyvision.training.recipes import apply_recipe
 
 log = logging.getLogger("tinyvision")
 
@@ -44,8 +56,6 @@ def decode_spec(cfg: RunConfig) -> DecodeSpec:
 # ---- data ------------------------------------------------------------------------------------
 def prepare_manifest(cfg: RunConfig, run: RunDir) -> Manifest:
     """Build the manifest from `data.source` and save it in the run."""
-    from tinyvision.data.sources import build_manifest
-
     manifest = build_manifest(cfg.data, cfg.seed, cfg.model.task)
     manifest.save(run.manifest)
     return manifest
@@ -60,8 +70,6 @@ def prepare_data(cfg: RunConfig, run: RunDir, manifest: Manifest | None = None,
     atomic_write_text(run.bad_images, "".join(f"{path}\t{reason}\n" for path, reason in cache.bad))
     data = PreparedData(manifest, cache)
     if len(data.indices("train")) == 0:
-        from tinyvision.errors import DataError
-
         raise DataError("No decodable training images; see bad_images.txt in the run directory.")
     return data
 
@@ -69,10 +77,6 @@ def prepare_data(cfg: RunConfig, run: RunDir, manifest: Manifest | None = None,
 def resolve_settings(cfg: RunConfig, manifest: Manifest) -> tuple[RunConfig, list[str]]:
     """The config with `model.color_mode: auto` and `train.recipe` resolved from the training
     images, and one line on each choice for the console."""
-    from tinyvision.config import RGB_ONLY_AUGMENT_OPS
-    from tinyvision.data.color import resolve_color_mode
-    from tinyvision.training.recipes import apply_recipe
-
     extra, lines = {}, []
     if cfg.model.color_mode == "auto":
         rgb_only = [op.op for op in cfg.train.augment if op.op in RGB_ONLY_AUGMENT_OPS]
@@ -117,7 +121,6 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) 
     metrics.json also lists the worst predictions; eval_scores.npz keeps the outputs for the report.
     """
     from tinyvision.evaluate.metrics import worst_predictions
-    from tinyvision.report.html import save_eval_scores
     from tinyvision.models.user_models import load_trained_model
 
     if model is None:
@@ -144,8 +147,6 @@ def _collapse_warnings(cfg: RunConfig, data: PreparedData, model, split: str,
                        thresholds: np.ndarray | None) -> list[dict]:
     """The collapse warning (evaluate/health.py) on the evaluation split, or on the val split,
     whichever shows it first; logged as it is found."""
-    from tinyvision.evaluate.health import collapse_warning
-
     labels, classes = data.manifest.label_matrix(), data.manifest.classes
     task = _class_task(data.manifest.task)
     found = collapse_warning(labels[indices], scores, classes, task, split, thresholds)
@@ -192,8 +193,6 @@ def _float_scores(model, images: np.ndarray, indices: np.ndarray, tta: bool):
 
     if not tta:
         return predict_scores(model, images, indices)
-    from tinyvision.evaluate.tta import keras_scorer, tta_outputs
-
     return tta_outputs(keras_scorer(model), np.asarray(images[indices]))
 
 
@@ -235,8 +234,6 @@ def _eval_split(data: PreparedData) -> tuple[str, np.ndarray]:
         indices = data.indices(split)
         if len(indices):
             return split, indices
-    from tinyvision.errors import DataError
-
     raise DataError("Neither a test nor a val split has images to evaluate on; set "
                     "data.test_fraction above 0 or add a test/ folder.")
 
@@ -244,9 +241,6 @@ def _eval_split(data: PreparedData) -> tuple[str, np.ndarray]:
 # ---- export ----------------------------------------------------------------------------------
 def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) -> dict:
     """int8 LiteRT model calibrated on training images, plus its C source/header pair."""
-    from tinyvision.deploy.c_source import write_c_source
-    from tinyvision.deploy.litert import export_int8
-    from tinyvision.deploy.outputs import tensor_quantization
     from tinyvision.models.user_models import load_trained_model
 
     if model is None:
@@ -288,10 +282,6 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     Metrics use the run's multi-label thresholds (snapped to the int8 output grid, as the
     exported C arrays are) and, with `evaluate.tta`, flip averaging on the reference kernels;
     a [class, box] model adds box metrics."""
-    from tinyvision.evaluate.tta import tta_outputs
-    from tinyvision.deploy.runners import ReferenceRunner
-    from tinyvision.deploy.verify import verify_int8
-
     model_path = run.require(run.int8_model, "tinyvision export")
     split, indices = _eval_split(data)
     images = np.asarray(data.cache.images[indices])
@@ -304,8 +294,6 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     if cfg.evaluate.tta:
         outputs = tta_outputs(runner.scores, images, ("horizontal",))
     if thresholds is not None:
-        from tinyvision.deploy.outputs import snap_thresholds
-
         thresholds = snap_thresholds(thresholds, runner.output_q)
     metrics = _output_metrics(cfg, data, indices, outputs, thresholds)[0]
     report = {"split": split, "tta": cfg.evaluate.tta, **result, "metrics": metrics}
@@ -325,8 +313,6 @@ def _read_float_metrics(run: RunDir) -> dict | None:
 def report_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> Path:
     """report.html: a self-contained page on the run (after evaluate; export, verify and
     summary.json add their sections when present). Returns its path."""
-    from tinyvision.report.html import write_report
-
     return write_report(cfg, run, data.manifest, data.cache)
 
 

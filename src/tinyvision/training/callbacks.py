@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tinyvision.errors import RunError
 from tinyvision.files import atomic_path, atomic_write_text
 
 
@@ -233,8 +234,6 @@ def restore_optimizer(optimizer, variables_file: Path, trainable_variables) -> N
     with np.load(variables_file) as saved:
         values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     if len(values) != len(optimizer.variables):
-        from tinyvision.errors import RunError
-
         raise RunError(f"{variables_file} holds {len(values)} optimizer variables but the "
                        f"optimizer has {len(optimizer.variables)}; the run's config changed since "
                        "it was killed. Start a new run instead of resuming.")

@@ -21,8 +21,16 @@ import keras
 import numpy as np
 
 from tinyvision.config import RunConfig
+from tinyvision.data.pipeline import cache_dataset
+from tinyvision.errors import ConfigError, RunError
 from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.models.build import build_model
 from tinyvision.training import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR
+from tinyvision.training.fused_batchnorm import use_fused_batchnorm
+from tinyvision.training.imbalance import balance_training_data
+from tinyvision.training.losses import build_loss, build_loss_weights
+from tinyvision.training.optimizers import lr_multiplier_map, make_optimizer
+from tinyvision.training.trainer import set_trainable
 
 log = logging.getLogger("tinyvision")
 
@@ -106,14 +114,6 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     """The sweep of `train.lr_find` on a model built from `cfg` and `data` (a `TrainData`), fresh
     or from `lr_find.weights`, with the configured optimizer, loss, class weights and
     oversampling."""
-    from tinyvision.data.pipeline import cache_dataset
-    from tinyvision.models.build import build_model
-    from tinyvision.training.imbalance import balance_training_data
-    from tinyvision.training.losses import build_loss, build_loss_weights
-    from tinyvision.training.optimizers import lr_multiplier_map, make_optimizer
-    from tinyvision.training.fused_batchnorm import use_fused_batchnorm
-    from tinyvision.training.trainer import _set_trainable
-
     settings = cfg.train.lr_find
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
@@ -121,7 +121,7 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     data, class_weight = balance_training_data(cfg, data)
     if settings.weights:
         load_start_weights(model, settings.weights)
-    _set_trainable(model, cfg, settings.stage)
+    set_trainable(model, cfg, settings.stage)
     multipliers = lr_multiplier_map(cfg, model) if settings.stage == "fine_tune" else None
     model.compile(optimizer=make_optimizer(cfg.train, float(settings.start), multipliers),
                   loss=build_loss(cfg.train, data.task, class_weight),
@@ -137,8 +137,6 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
 
 def start_weights_file(source: str | Path) -> Path:
     """The weights file `lr_find.weights` names: a run directory's best checkpoint, or a file."""
-    from tinyvision.errors import ConfigError, RunError
-
     path = Path(source)
     if path.is_dir():
         best = path / CHECKPOINTS_DIR / BEST_WEIGHTS_FILE
@@ -154,8 +152,6 @@ def start_weights_file(source: str | Path) -> Path:
 def load_start_weights(model: keras.Model, source: str | Path) -> None:
     """Weights for the sweep's model from `lr_find.weights`; the error says which file and why it
     does not fit."""
-    from tinyvision.errors import ConfigError
-
     path = start_weights_file(source)
     try:
         model.load_weights(path)

@@ -175,7 +175,7 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     """Compile and fit one stage from its epoch `first` (0, or later when resuming); returns the
     Keras history and the BudgetClock (None without a minutes budget)."""
     stage = plan.stage
-    _set_trainable(model, cfg, stage)
+    set_trainable(model, cfg, stage)
     steps = plan.steps_per_epoch
     fit_model, train_ds, val_ds = _stage_inputs(cfg, data, model, stage, epoch_offset + first, steps)
     schedule = stage_schedule(cfg, stage, plan.pass_steps, plan.total_steps)
@@ -276,7 +276,7 @@ def _load_weights(model: keras.Model, path) -> None:
         model.load_weights(path)
 
 
-def _set_trainable(model: keras.Model, cfg: RunConfig, stage: str) -> None:
+def set_trainable(model: keras.Model, cfg: RunConfig, stage: str) -> None:
     """Stage "head": only head layers train. Stage "fine_tune": layers from the unfreeze point on
     train too; BatchNorm follows `fine_tune.batchnorm` (Keras runs a frozen BN in inference mode)."""
     start = (len(model.layers) if stage == "head" else

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from tinyvision.config import DataConfig
 from tinyvision.data.manifest import Manifest, assign_splits
+from tinyvision.data.sources.coco import load_coco
+from tinyvision.data.sources.csv import load_csv
+from tinyvision.data.sources.folder import load_folder
+from tinyvision.data.sources.merge import load_merge
+from tinyvision.data.sources.voc import load_voc
 from tinyvision.errors import DataError
 
 
@@ -19,24 +24,14 @@ def load_source(data: DataConfig, task: str = "auto", seed: int = 0) -> Manifest
 def load_one(source, task: str = "auto", seed: int = 0, crop_to_box: bool = False) -> Manifest:
     """The manifest of one source config (any member of `DataSource`); formats load lazily."""
     if source.format == "folder":
-        from tinyvision.data.sources.folder import load_folder
-
         return load_folder(source.root, source.extensions, task)
     if source.format == "coco":
-        from tinyvision.data.sources.coco import load_coco
-
         return load_coco(source, task, seed, crop_to_box)
     if source.format == "voc":
-        from tinyvision.data.sources.voc import load_voc
-
         return load_voc(source, task, seed, crop_to_box)
     if source.format == "csv":
-        from tinyvision.data.sources.csv import load_csv
-
         return load_csv(source, task, crop_to_box)
     if source.format == "merge":
-        from tinyvision.data.sources.merge import load_merge
-
         return load_merge(source, task, lambda inner: load_one(inner, task, seed, crop_to_box))
     raise AssertionError(f"unhandled source format {source.format!r}")  # config validation prevents
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyvision.data.cache import displayed_size
 from tinyvision.errors import DataError
 
 # Box check results of `check_boxes`.
@@ -124,8 +125,6 @@ def check_boxes(boxes: np.ndarray, width: np.ndarray,
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image as displayed (after its EXIF orientation), from the header only."""
     from PIL import Image, UnidentifiedImageError
-
-    from tinyvision.data.cache import displayed_size
 
     try:
         with Image.open(path) as image:
