@@ -3,8 +3,8 @@
 Each run is a whole `tinyvision train` (data, training, evaluation, int8 export, TFLM check) with
 `model.weights: none`, as a user offline runs it. `default` is a config holding only the data
 source and the weights; `hand` adds the settings that trained best here by hand. `shapes160` is a
-trivially separable
-two-class folder of 160 generated images (circles and squares). Prints test
+trivially separable two-class folder of 160 generated images (white circles and squares on a
+plain background); `demo160` the demo's textured circles and squares, 80 of each. Prints test
 accuracy (float and int8 on TFLM), model bytes and minutes side by side. The real sets are cut
 from a Pascal VOC folder by benchmarks/real_sets.py.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np  # noqa: E402
 from real_sets import SETS, build  # noqa: E402
 
 from tinyvision.config import load_config  # noqa: E402
@@ -45,6 +46,11 @@ def data_folder(name: str, voc: Path | None, work: Path) -> Path:
         return folder
     if name == "shapes160":  # a trivially separable two-class folder of 160 images
         folder = work / "shapes160"
+        if not (folder / ".done").exists():
+            plain_shapes(folder, per_class=80)
+        return folder
+    if name == "demo160":  # the demo's textured shapes, circles and squares, 80 of each
+        folder = work / "demo160"
         if not (folder / "boxes.csv").exists():
             make_shapes_dataset(folder, per_class=80)
             shutil.rmtree(folder / "triangle")
@@ -53,6 +59,25 @@ def data_folder(name: str, voc: Path | None, work: Path) -> Path:
         raise SystemExit(f"set {name!r} needs --voc (a Pascal VOC folder such as "
                          "../shared/data/raccoon-voc)")
     return build(voc, work / "real", [name])[name]
+
+
+def plain_shapes(folder: Path, per_class: int, size: int = 128, seed: int = 0) -> Path:
+    """White circles and squares of random size and place on a plain dark background."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for shape in ("circle", "square"):
+        (folder / shape).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = Image.new("RGB", (size, size), (20, 20, 20))
+            draw = ImageDraw.Draw(image)
+            radius = rng.uniform(0.15, 0.35) * size
+            cx, cy = rng.uniform(radius, size - radius, 2)
+            corners = (cx - radius, cy - radius, cx + radius, cy + radius)
+            (draw.ellipse if shape == "circle" else draw.rectangle)(corners, fill=(235, 235, 235))
+            image.save(folder / shape / f"{shape}_{i:03d}.png")
+    (folder / ".done").write_text("")
+    return folder
 
 
 def run_one(folder: Path, runs: Path, name: str, overrides: list[str], seed: int) -> dict:
@@ -73,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voc", type=Path, help="Pascal VOC folder for the real sets")
     parser.add_argument("--sets", nargs="+", default=["demo", "crops", "crops_gray"],
-                        choices=["demo", "shapes160", *SETS])
+                        choices=["demo", "shapes160", "demo160", *SETS])
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME:key=value;key=value (added to default and hand)")
     parser.add_argument("--only", nargs="+", help="run only these variants")

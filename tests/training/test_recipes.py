@@ -184,6 +184,8 @@ def test_min_steps_on_a_tiny_set_through_training(tmp_path):
     rows = run.log.read_text().splitlines()[1:]
     one_pass = math.ceil(summary["images"]["train"] / 8)  # batch 8
     assert len(rows) == math.ceil(12 / one_pass) > 1
+    last = yaml.safe_load(run.config.read_text())
+    assert last["train"]["keep"] == "best"
     saved = yaml.safe_load(run.config.read_text())
     assert saved["train"]["recipe"] == "scratch" and saved["model"]["color_mode"] == "rgb"
 

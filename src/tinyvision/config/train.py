@@ -21,6 +21,7 @@ ClassWeightMode = Literal["none", "balanced"]
 Stage = Literal["head", "fine_tune"]
 BatchNormPolicy = Literal["auto", "frozen", "train"]
 Monitor = Literal["val_loss", "val_accuracy"]
+Keep = Literal["best", "last"]
 Strategy = Literal["none", "mirrored", "multi_worker"]
 OPTIMIZERS, SCHEDULES, LOSSES = choices(Optimizer), choices(Schedule), choices(Loss)
 BOX_LOSSES, CLASS_WEIGHT_MODES = choices(BoxLoss), choices(ClassWeightMode)
@@ -249,6 +250,10 @@ class TrainConfig(Section):
         description="repeat rarer-class training samples so classes are seen equally")
     lr_find: LrFindConfig = Field(default_factory=LrFindConfig)
     monitor: Monitor = "val_accuracy"
+    keep: Keep = Field(
+        "best",
+        description="The weights a run keeps: best (the epoch with the best `monitor`, saved in "
+                    "checkpoints/best.weights.h5) or last (the end of the schedule).")
     patience: int | None = Field(
         5, ge=1,
         description="Early stopping: epochs without improvement of `monitor`; None: off (the "

@@ -68,8 +68,8 @@ class TrainData:
 @dataclass
 class TrainResult:
     model: keras.Model
-    best_epoch: int | None
-    best_value: float | None
+    best_epoch: int | None  # the epoch whose weights `model` holds (train.keep: best or last)
+    best_value: float | None  # the best value of `monitor`
     monitor: str
     history: list[dict] = field(default_factory=list)
     # per stage trained in this process: stage, steps (planned), epochs, seconds, on_time (minutes)
@@ -138,8 +138,8 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, s
                                         monitor, checkpoint, epoch_log, run, console, state, start)
             fitted = history.epoch
         stage_epochs = first + len(fitted)
-        if run.best_weights.exists():  # the next stage starts from the best weights so far
-            _load_weights(model, run.best_weights)
+        if cfg.train.keep == "best" and run.best_weights.exists():
+            _load_weights(model, run.best_weights)  # the next stage starts from the best so far
         save_resume_state(run.checkpoints, model, None, stage, stage_epochs, done_epochs,
                           finished=True, counters=_counters(checkpoint, epoch_log, None, plan))
         stages.append({"stage": stage, "steps": plan.total_steps, "epochs": stage_epochs,
@@ -148,7 +148,9 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, s
         found += _budget_warnings(plan, clock)
         done_epochs += stage_epochs
         state = None
-    return TrainResult(model, checkpoint.best_epoch,
+    kept_epoch = (checkpoint.best_epoch if cfg.train.keep == "best"
+                  else (epoch_log.rows[-1]["epoch"] if epoch_log.rows else None))
+    return TrainResult(model, kept_epoch,
                        None if checkpoint.best_epoch is None else checkpoint.best,
                        monitor, epoch_log.rows, stages, warnings=found)
 
