@@ -306,3 +306,20 @@ def handbuilt_run(tmp, multilabel=False, detection=False, **sections):
     export_stage(cfg, run, data, model)
     verify_stage(cfg, run, data)
     return cfg, run, data, model
+
+
+def write_bomb_png(path: Path, side: int = 20000) -> Path:
+    """A tiny PNG file whose header claims side x side pixels (400 MP): a decompression bomb.
+    Only the header is valid; nothing should ever decode it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path

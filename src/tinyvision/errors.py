@@ -20,6 +20,14 @@ class ModelError(TinyVisionError):
     """A model cannot be built or loaded as configured (weights, sizes, layers)."""
 
 
+class ImageTooLargeError(DataError):
+    """An image over the pixel limit (likely a decompression bomb); refused, never decoded."""
+
+
+class DiskFullError(DataError):
+    """The disk has no room for a file tinyvision must write (the image cache)."""
+
+
 class ExportError(TinyVisionError):
     """A model cannot be converted to the requested format."""
 

@@ -105,3 +105,25 @@ def test_folder_errors(tmp_path, setup, pattern):
         write_image(root / "cat" / "1.png")
     with pytest.raises(DataError, match=pattern):
         load_folder(root)
+
+
+def test_every_image_format_pillow_reads_is_taken_and_other_files_are_counted(tmp_path, caplog):
+    """A palette GIF, a TIFF and a WebP are images like PNGs; a notes.txt and a labels.json are
+    skipped and reported in one line by extension."""
+    import logging
+
+    from PIL import Image
+
+    root = make_class_folders(tmp_path / "images", per_class=2, classes=("red", "green"))
+    Image.new("P", (20, 20), 3).save(root / "red" / "palette.gif")
+    Image.new("RGB", (20, 20), (200, 0, 0)).save(root / "red" / "scan.tiff")
+    Image.new("RGB", (20, 20), (0, 200, 0)).save(root / "green" / "phone.webp")
+    (root / "red" / "notes.txt").write_text("not an image")
+    (root / "green" / "labels.json").write_text("{}")
+    (root / "green" / "more.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="tinyvision"):
+        manifest = load_folder(root)
+    names = sorted(s.path.rsplit("/", 1)[-1] for s in manifest.samples)
+    assert {"palette.gif", "scan.tiff", "phone.webp"} <= set(names) and len(names) == 7
+    lines = [r.getMessage() for r in caplog.records if "not images" in r.getMessage()]
+    assert len(lines) == 1 and "skipped 3 file(s)" in lines[0] and "2 .txt, 1 .json" in lines[0]

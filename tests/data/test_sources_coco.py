@@ -377,3 +377,21 @@ def test_nothing_qualifies_is_an_error_and_an_empty_class_a_warning(threshold_co
         manifest = load_coco(source(threshold_coco, min_area={"car": 0.5}))
     assert manifest.classes == ["person", "car"]
     assert "no image of class(es) ['car'] passes the options" in caplog.text
+
+
+def test_a_negative_class_no_image_qualifies_for_is_dropped_or_refused(tmp_path, caplog):
+    """Every image shows a person or a car: `negative: true` is dropped with a warning (no dead
+    output); a negative class the config names is an error that says why."""
+    import logging
+
+    path = write_coco(tmp_path, square_images(4), [
+        (0, "person", [0, 0, 30, 30]), (1, "car", [0, 0, 30, 30]),
+        (2, "person", [0, 0, 30, 30]), (3, "car", [0, 0, 30, 30])])
+    with caplog.at_level(logging.WARNING, logger="tinyvision"):
+        manifest = load_coco(source(path, negative=True))
+    assert manifest.classes == ["person", "car"]
+    assert any("no image qualifies for the negative class 'negative'" in r.getMessage()
+               and "left out" in r.getMessage() for r in caplog.records)
+    with pytest.raises(DataError, match=r"no image qualifies for the negative class 'background'"
+                                        r".*Remove data.source.negative"):
+        load_coco(source(path, negative={"name": "background"}))

@@ -131,3 +131,20 @@ def test_semicolon_delimited_file(tmp_path):
     path = write_csv(tmp_path, "a.png;x|y\n")
     manifest = load_csv(csv_source(path, delimiter=";", label_separator="|"))
     assert by_name(manifest) == {"a.png": ("x", "y")}
+
+
+def test_a_decompression_bomb_in_a_box_row_is_a_reported_problem(tmp_path):
+    """A box row sends tinyvision to the image header to check the box; a bomb there is that
+    row's problem (skippable), not a traceback."""
+    from helpers import write_bomb_png
+
+    write_bomb_png(tmp_path / "bomb.png")
+    write_png(tmp_path / "fine.png", (100, 80))
+    path = tmp_path / "boxes.csv"
+    path.write_text("path,x1,y1,x2,y2,label\nbomb.png,1,1,9,9,cat\nfine.png,1,1,50,50,dog\n"
+                    "fine.png,10,10,60,60,cat\n")
+    with pytest.raises(DataError, match=r"boxes.csv:2: image .*bomb.png is refused as a "
+                                        r"decompression bomb"):
+        load_csv(csv_source(path))
+    manifest = load_csv(csv_source(path, on_problem="skip"))
+    assert [s.path.rsplit("/", 1)[-1] for s in manifest.samples] == ["fine.png"]

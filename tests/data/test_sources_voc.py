@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import voc_xml, write_png
+from helpers import voc_xml, write_bomb_png, write_png
 from tinyvision.config import DataConfig, VocSource
 from tinyvision.data.sources import build_manifest
 from tinyvision.data.sources.voc import load_voc
@@ -179,3 +179,71 @@ def test_unknown_class_name(devkit):
     with pytest.raises(DataError, match=r"unknown category name\(s\) 'Person' \(did you mean "
                                         r"'person'\?\)"):
         load_voc(voc(root=devkit / "VOC2012", classes=["Person"]))
+
+
+# ---- messy real datasets ------------------------------------------------------------------------
+def _converted_to_jpeg(root: Path, n: int = 6) -> Path:
+    """A set converted from PNG to JPEG: every XML still names `<id>.png`, the folder holds
+    `<id>.jpg` (as a public raccoon/pets set ships)."""
+    for i in range(n):
+        image_id = f"{i:06d}"
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / f"{image_id}.xml").write_text(
+            voc_xml(f"{image_id}.png", (100, 80), [("person" if i % 2 else "car",
+                                                    (10, 10, 60, 60))]))
+        write_png(root / "images" / f"{image_id}.jpg", (100, 80))
+    return root
+
+
+def test_a_filename_that_does_not_exist_falls_back_to_the_xml_name(tmp_path, caplog):
+    """Through the CLI: `data build` finds 000001.jpg for <filename>000001.png</filename>, and
+    says once how many XML files needed the fallback."""
+    import logging
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from tinyvision.cli import app
+
+    root = _converted_to_jpeg(tmp_path / "voc")
+    config = tmp_path / "voc.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": {
+        "format": "voc", "root": str(root), "classes": ["person", "car"], "on_problem": "skip"}}}))
+    with caplog.at_level(logging.WARNING, logger="tinyvision"):
+        manifest = load_voc(voc(root=root))
+    messages = [r.getMessage() for r in caplog.records if "XML file(s) name an image" in
+                r.getMessage()]
+    assert len(messages) == 1 and "6 XML file(s)" in messages[0]
+    assert "000000.png -> 000000.jpg" in messages[0]
+    result = CliRunner().invoke(app, ["data", "build", str(config)])  # the CLI path, as a user
+    assert result.exit_code == 0, result.output
+    assert "multilabel, 6 images" in " ".join(result.output.split())
+    assert sorted(Path(s.path).name for s in manifest.samples) == \
+        [f"{i:06d}.jpg" for i in range(6)]
+
+
+def test_problems_that_remove_every_entry_are_blamed_not_the_options(tmp_path):
+    """XMLs naming images that exist under no name: with on_problem: skip nothing is left, and
+    the error says the problems removed the entries, with their count."""
+    root = _converted_to_jpeg(tmp_path / "voc", n=4)
+    for image in (root / "images").iterdir():
+        image.rename(image.with_name("other_" + image.name))
+    with pytest.raises(DataError, match=r"no image is left: 4 entr\(y/ies\) had problems and were "
+                                        r"left out \(on_problem: skip\)"):
+        load_voc(voc(root=root, on_problem="skip"))
+
+
+def test_a_decompression_bomb_without_size_is_a_reported_problem(tmp_path):
+    """An XML without <size> sends tinyvision to the image header; a bomb there is a problem of
+    that XML, not a traceback."""
+    root = tmp_path / "voc"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "bomb.xml").write_text(voc_xml("bomb.png", None, [("person", (1, 1,
+                                                                                   9, 9))]))
+    (root / "annotations" / "fine.xml").write_text(voc_xml("fine.png", (100, 80), [
+        ("person", (1, 1, 50, 50)), ("car", (20, 20, 90, 70))]))
+    write_png(root / "images" / "fine.png", (100, 80))
+    write_bomb_png(root / "images" / "bomb.png")
+    with pytest.raises(DataError, match=r"bomb.xml: image .*bomb.png is refused as a "
+                                        r"decompression bomb"):
+        load_voc(voc(root=root))

@@ -262,9 +262,11 @@ def test_box_to_pixels_inverts_the_cache_mapping(resize, size):
     np.testing.assert_allclose(box_to_pixels(normalised, size, spec), inside, atol=1e-3)
 
 
-def test_run_with_a_trusted_lambda_backbone_reloads_for_eval_and_predict(tmp_path):
+def test_run_with_a_trusted_lambda_backbone_reloads_only_when_the_caller_trusts_it(tmp_path):
     """A backbone cut from a file with a Lambda layer (allowed in the config) is saved with its
-    code: eval, export and predict reload the run's model with that trust, and only with it."""
+    code: eval, export and predict reload the run's model only with the caller's
+    `trust_model_code` (--trust-model-code), never because the run's config says so; through the
+    CLI the refusal names the layer and the flag."""
     import keras
 
     from tinyvision.models.build import build_model
@@ -287,13 +289,25 @@ def test_run_with_a_trusted_lambda_backbone_reloads_for_eval_and_predict(tmp_pat
     with atomic_path(run.float_model, suffix=".keras") as tmp_model:
         model.save(tmp_model)
 
-    with pytest.raises(ModelError, match=r"stores Python code.*model.allow_unsafe_model_code: "
-                                         r"true"):
-        load_trained_model(run.float_model)
-    metrics = evaluate_stage(cfg, run, data)  # loads model_float.keras itself
+    # the run's own config.yaml says allow_unsafe_model_code: true, yet its model does not load
+    # without the caller's trust: a shared run folder never runs its code by itself
+    for load in (lambda: load_trained_model(run.float_model),
+                 lambda: evaluate_stage(cfg, run, data),
+                 lambda: load_predictor(run.root, "float")):
+        with pytest.raises(ModelError, match=r"Lambda layer\(s\) \['halve'\].*--trust-model-code"):
+            load()
+    metrics = evaluate_stage(cfg, run, data, trust_model_code=True)  # loads the file itself
     assert metrics["images"] > 0
     indices, paths, images = _cache_view(data)
     got = [[dict(p.top)[c] for c in data.manifest.classes]
-           for p in load_predictor(run.root, "float").predict(paths[:4], top_k=3)]
+           for p in load_predictor(run.root, "float", trust_model_code=True).predict(
+               paths[:4], top_k=3)]
     np.testing.assert_allclose(got, model.predict(images[:4].astype(np.float32), verbose=0),
                                rtol=1e-5, atol=1e-6)
+    from tinyvision.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(run.root)])
+    assert result.exit_code == 1 and "'halve'" in result.output
+    assert "--trust-model-code" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["eval", str(run.root), "--trust-model-code"])
+    assert result.exit_code == 0, result.output

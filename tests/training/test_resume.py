@@ -54,6 +54,12 @@ def test_killed_run_resumes_to_the_same_end(tmp_path):
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "runs" / "killed" / "summary.json").exists()
+    # SIGKILL leaves the row "running"; `tinyvision runs` sees the process is gone
+    listing = cli("runs", "--runs-dir", str(tmp_path / "runs"), "--csv", str(tmp_path / "r.csv"))
+    assert listing.wait(timeout=120) == 0, listing.stdout.read()
+    with open(tmp_path / "r.csv") as handle:
+        status = {row["name"]: row["status"] for row in csv.DictReader(handle)}
+    assert status == {"whole": "finished", "killed": "interrupted"}
 
     resumed = cli("train", "--resume", str(tmp_path / "runs" / "killed"), "--quiet")
     assert resumed.wait(timeout=900) == 0, resumed.stdout.read()[-3000:]
@@ -69,6 +75,30 @@ def test_killed_run_resumes_to_the_same_end(tmp_path):
     assert summary_a["best_epoch"] == summary_b["best_epoch"]
     leftovers = [p.name for p in (tmp_path / "runs" / "killed").rglob("*") if ".tmp" in p.name]
     assert not leftovers
+
+
+def test_sigterm_marks_the_run_interrupted_and_it_resumes(tmp_path):
+    from tinyvision.run.registry import Registry
+
+    root = make_class_folders(tmp_path / "images", per_class=10)
+    raw = tiny_config(root, tmp_path / "runs", train={"head": {"epochs": 0}, "fine_tune": {
+        "epochs": 30, "learning_rate": 0.01, "unfreeze_from": 0}})
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run = cli("train", str(config), "name=term", "--quiet")
+    state_file = tmp_path / "runs" / "term" / "checkpoints" / "state.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and run.poll() is None and not state_file.exists():
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before it could be stopped"
+    os.kill(run.pid, signal.SIGTERM)
+    assert run.wait(timeout=120) == 143, run.stdout.read()[-3000:]
+    row = Registry(tmp_path / "runs").get("term")
+    assert row["status"] == "interrupted" and "SIGTERM" in row["error"]
+    assert f"tinyvision train --resume {tmp_path / 'runs' / 'term'}" in row["error"]
+    resumed = cli("train", "--resume", str(tmp_path / "runs" / "term"), "--quiet")
+    assert resumed.wait(timeout=900) == 0, resumed.stdout.read()[-3000:]
+    assert Registry(tmp_path / "runs").get("term")["status"] == "finished"
 
 
 def test_resume_without_saved_state_is_a_clear_error(tmp_path):

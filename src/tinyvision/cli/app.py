@@ -15,6 +15,7 @@ from rich.logging import RichHandler
 from tinyvision.cli import predict, stages, train
 from tinyvision.cli.common import err_console
 from tinyvision.cli.data import data_app
+from tinyvision.cli.quiet import filter_native_stderr
 from tinyvision.cli.runs import runs_app
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ info chatter
@@ -57,9 +58,12 @@ def _mount_subcommands() -> None:
 
 
 @app.callback()
-def main_options(verbose: bool = typer.Option(False, "--verbose", "-v",
-                                              help="Show debug messages.")) -> None:
+def main_options(verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show debug messages, and TensorFlow's own start-up and "
+        "converter lines (hidden by default).")) -> None:
     _setup_logging(verbose)
+    if not verbose and sys.stderr is sys.__stderr__:  # not under a test runner's capture
+        filter_native_stderr()
 
 
 _mount_subcommands()

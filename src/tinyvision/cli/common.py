@@ -10,12 +10,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from tinyvision.errors import TinyVisionError
+from tinyvision.run.run import RunInterrupted
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 RUN_ARG = typer.Argument(..., help="A run directory made by `tinyvision train`, e.g. runs/demo.",
                          exists=True, file_okay=False)
+TRUST_OPTION = typer.Option(
+    False, "--trust-model-code", help="Load a float model that stores Python code (Lambda layers "
+    "of a backbone cut from your own model file). Only for runs you trust: a run folder never "
+    "switches this on by itself.")
 
 
 def user_errors(func: Callable) -> Callable:
@@ -29,8 +34,8 @@ def user_errors(func: Callable) -> Callable:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
                               soft_wrap=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C (130) or, during a run, SIGTERM (143)
             err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if isinstance(exc, RunInterrupted) else 130) from None
 
     return wrapper

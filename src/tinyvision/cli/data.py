@@ -136,7 +136,13 @@ def download(dataset: str = typer.Argument(..., help="Dataset to fetch: coco."),
              workers: int = typer.Option(8, min=1, max=64, help="Parallel downloads."),
              seed: int = typer.Option(0, help="Seed of caps, negatives and splits."),
              annotations_url: Optional[str] = typer.Option(None, help="Annotation zip URL "
-                                                           "(a mirror).")) -> None:
+                                                           "(a mirror)."),
+             allow_host: Optional[list[str]] = typer.Option(
+                 None, "--allow-host", help="Also download from this host (a mirror you trust); "
+                 "only images.cocodataset.org by default. Repeat for several."),
+             annotations_sha256: Optional[str] = typer.Option(
+                 None, help="SHA-256 the annotation zip must have (default: the official "
+                 "archive's; give it for a different archive).")) -> None:
     """Fetch COCO annotations, build the presence manifest, then only the images it needs
     (resumable: rerun to continue)."""
     if dataset.lower() != "coco":
@@ -145,7 +151,7 @@ def download(dataset: str = typer.Argument(..., help="Dataset to fetch: coco."),
     with _RichReporter() as reporter:
         result = download_coco(out, names, year, tuple(s.strip() for s in splits.split(",")),
                                negative, min_area, max_per_class, seed, workers, annotations_url,
-                               reporter)
+                               reporter, tuple(allow_host or ()), annotations_sha256)
     console.print(f"Images: {result.count('downloaded')} downloaded, {result.count('skipped')} "
                   f"already present, {len(result.failed)} failed.")
     console.print(f"Wrote {escape(str(result.manifest))} and {escape(str(result.config))} "

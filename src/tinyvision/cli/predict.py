@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinyvision.cli.common import console, err_console, user_errors
+from tinyvision.cli.common import TRUST_OPTION, console, err_console, user_errors
 from tinyvision.run.predict import (OUTPUT_FORMATS, check_choice, collect_images, load_predictor,
                                     save_text, to_csv, to_json, write_annotated)
 
@@ -37,6 +37,7 @@ def predict_command(
     tta_vertical: bool = typer.Option(False, "--tta-vertical", help="With --tta, also average "
                                       "with the top-bottom mirror image."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Class scores listed per image."),
+    trust_model_code: bool = TRUST_OPTION,
 ) -> None:
     """Predict labels, scores and boxes for new images with a run's model.
 
@@ -45,7 +46,7 @@ def predict_command(
     """
     check_choice("format", output_format, OUTPUT_FORMATS)
     paths = collect_images(images)
-    predictor = load_predictor(model, kind)
+    predictor = load_predictor(model, kind, trust_model_code)
     flips = ("horizontal", "vertical") if tta_vertical else ("horizontal",)
     tta = tta or tta_vertical
     predictions = predictor.predict(paths, tta=tta, top_k=top_k, flips=flips)

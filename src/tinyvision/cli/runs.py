@@ -76,6 +76,7 @@ def list_runs(
     if ctx.invoked_subcommand is not None:
         return
     registry = Registry(runs_dir, create=False)
+    registry.mark_dead_runs()  # a killed run would otherwise stay "running" forever
     rows = registry.rows(sort=sort, filters=filters or None)
     if csv_path is not None:
         registry.to_csv(csv_path, sort=sort, filters=filters or None)
@@ -88,7 +89,7 @@ def list_runs(
     out = console if console.is_terminal else Console(width=_PIPE_WIDTH)
     out.print(table)
     for row in rows:
-        if row["status"] in ("failed", "export_failed") and row["error"]:
+        if row["status"] in ("failed", "export_failed", "interrupted") and row["error"]:
             out.print(f"[red]{escape(row['name'])} {row['status'].replace('_', ' ')}:[/] "
                       f"{escape(row['error'])}", highlight=False)
 

@@ -9,18 +9,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tinyvision.cli.common import RUN_ARG, console, user_errors
+from tinyvision.cli.common import RUN_ARG, TRUST_OPTION, console, user_errors
 from tinyvision.run.run import Run
 
 
 @user_errors
-def export_command(run_dir: Path = RUN_ARG) -> None:
+def export_command(run_dir: Path = RUN_ARG, trust_model_code: bool = TRUST_OPTION) -> None:
     """Export a run's float model to int8 LiteRT and C source.
 
     Full-integer quantisation (int8 input and output) calibrated on training images; writes
     export/model_int8.tflite and export/model_int8.h/.cc.
     """
-    run = Run.open(run_dir)
+    run = Run.open(run_dir, trust_model_code)
     result = run.export()
     folder = run.folder
     console.print(f"int8 model: {folder.int8_model} ({result['int8_bytes']:,} bytes); "
@@ -59,6 +59,7 @@ def eval_command(
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average each image's scores "
                                        "with its mirror image's (default: evaluate.tta of the "
                                        "run's config)."),
+    trust_model_code: bool = TRUST_OPTION,
 ) -> None:
     """Evaluate a run's float model on its test split.
 
@@ -66,7 +67,7 @@ def eval_command(
     per-class precision/recall/F1 and the confusion matrix; writes metrics.json.
     """
     from tinyvision.evaluate.metrics import format_metrics_table
-    run = Run.open(run_dir)
+    run = Run.open(run_dir, trust_model_code)
     metrics = run.evaluate(tta)
     classes = metrics["classes"]
     suffix = " with flip TTA" if metrics.get("tta") else ""

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from tinyvision.config._base import Section, choices
 from tinyvision.errors import did_you_mean
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # the common ones; data.cache reads more
 
 
 class FolderSource(Section):
@@ -22,11 +22,15 @@ class FolderSource(Section):
 
     format: Literal["folder"] = "folder"
     root: Path
-    extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    extensions: list[str] | None = Field(
+        None, description="file extensions read as images; default: every format Pillow decodes "
+                          "(JPEG, PNG, GIF, BMP, TIFF, WebP, ...)")
 
     @field_validator("extensions")
     @classmethod
-    def _dotted_lowercase(cls, value: list[str]) -> list[str]:
+    def _dotted_lowercase(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         return [e.lower() if e.startswith(".") else "." + e.lower() for e in value]
 
 

@@ -79,7 +79,9 @@ class ModelConfig(Section):
         description="layer of the model file in `weights` whose output is the backbone")
     allow_unsafe_model_code: bool = Field(
         False,
-        description="let that file run stored Python code (Lambda layers)")
+        description="let that file run its stored Python code (Lambda layers) while this run "
+                    "builds and trains; reloading the run's model later (eval, export, predict) "
+                    "needs --trust-model-code on that command")
     plain_cnn: PlainCnnConfig | None = Field(
         None,
         description="blocks of backbone plain_cnn; default [16, 32, 64]")

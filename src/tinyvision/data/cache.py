@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from tinyvision.data.manifest import Manifest
-from tinyvision.files import atomic_path, atomic_write_json
+from tinyvision.files import atomic_path, atomic_write_json, remove_stale_temp_files, reserve_space
 
 log = logging.getLogger("tinyvision")
 
-CACHE_VERSION = 2  # 2: boxes in the metadata
+CACHE_VERSION = 3  # 2: boxes in the metadata; 3: keyed on boxes always, and on inode and ctime
 MAX_PIXELS = 90_000_000  # larger images are refused as likely decompression bombs
 EXIF_ORIENTATION = 0x0112  # the EXIF tag of the orientation (1-8)
 LETTERBOX_FILL = 128  # mid-grey pads: 0 after the model's int8 input offset, neutral to the network
@@ -54,6 +54,24 @@ class DecodeSpec:
 
 
 # ---- decoding --------------------------------------------------------------------------------
+def image_extensions() -> frozenset[str]:
+    """File extensions of every image format Pillow decodes here (.jpg, .png, .gif, .bmp, .tif,
+    .webp, ...): what a folder of images may hold."""
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN and fmt not in _NOT_DECODED and not _stub(fmt))
+
+
+def _stub(fmt: str) -> bool:
+    """A plugin that only identifies files of `fmt` (HDF5, GRIB...: data, not images)."""
+    factory = Image.OPEN[fmt][0]
+    return isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)
+
+
+# Formats Pillow identifies but does not decode by itself (EPS needs Ghostscript)
+_NOT_DECODED = frozenset({"EPS", "MPEG"})
+
+
 def decode_image(path: str | Path, spec: DecodeSpec,
                  box: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """Decode one image file to uint8 (height, width, channels) as the model sees it.
@@ -216,16 +234,18 @@ class ImageCache:
 
 
 def cache_key(manifest: Manifest, spec: DecodeSpec) -> str:
-    """Hash of everything the cached pixels depend on; file size and mtime detect edits."""
+    """Hash of everything the cache holds: the decode settings, each file's identity (size,
+    mtime, inode and ctime, so an edited or replaced file is seen even when a tool keeps its
+    mtime) and each sample's box (stored in the cache: a corrected box, or boxes where a
+    classification run had none, must not reuse it)."""
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, spec.key()]).encode())
     for sample in manifest.samples:
         try:
             stat = os.stat(sample.path)
-            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+            stamp = f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
         except OSError:
             stamp = "missing"
-        box = sample.box if spec.crop_to_box else None
-        digest.update(f"{sample.path}\0{stamp}\0{box}\n".encode())
+        digest.update(f"{sample.path}\0{stamp}\0{sample.box}\n".encode())
     return digest.hexdigest()[:24]
 
 
@@ -234,6 +254,7 @@ def build_cache(manifest: Manifest, spec: DecodeSpec, cache_dir: str | Path, wor
     """Open the cache for `manifest` if it is current, else decode all images in parallel into it."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(cache_dir)  # half-written caches of killed runs
     key = cache_key(manifest, spec)
     data_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     shape = (len(manifest), spec.size[0], spec.size[1], spec.channels)
@@ -251,7 +272,8 @@ def build_cache(manifest: Manifest, spec: DecodeSpec, cache_dir: str | Path, wor
     boxes = np.full((len(manifest), 4), np.nan, np.float32)
     bad: list[tuple[str, str]] = []
     with atomic_path(data_path) as tmp:
-        images = np.memmap(tmp, np.uint8, "w+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
+        reserve_space(tmp, int(np.prod(shape)), "The image cache")
+        images = np.memmap(tmp, np.uint8, "r+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
         _decode_all(manifest, spec, images, boxes, valid, bad, workers, progress)
         if shape[0]:
             images.flush()

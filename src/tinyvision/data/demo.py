@@ -91,13 +91,10 @@ def demo_config(data_root: Path, runs_dir: Path, name: str = "demo", task: str =
         "runs_dir": str(runs_dir),
         "data": {"source": source, "val_fraction": 0.15, "test_fraction": 0.15},
         "model": {"backbone": "mobilenet_v1", "alpha": 0.25, "input_size": 96, "weights": "none"},
-        "train": {
-            # The scratch recipe (model.weights: none) trains the whole network in one stage.
-            # Measured here from scratch: batch 32 at 5e-3 reached 98% validation accuracy in 15
-            # passes where batch 64 at 2e-3 with heavy augmentation stalled near 65%.
-            "batch_size": 32, "budget": "1200 steps",  # 15 passes over the 2,520 training images
-            "fine_tune": {"learning_rate": 5e-3},
-            "augment": augment},
+        # The scratch recipe (model.weights: none) sets the rest: one stage in which the whole
+        # network trains, AdamW at 5e-3 with warm-up then cosine over 40 passes (at least 1500
+        # steps), BatchNorm momentum 0.9. Measured (bench_recipes.py): 99.8% test accuracy.
+        "train": {"augment": augment},
         "export": {"representative_samples": 200},
         "verify": {"tflm_samples": 60},
     }

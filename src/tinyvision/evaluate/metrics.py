@@ -11,6 +11,7 @@ from os import PathLike
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix,
                              hamming_loss, multilabel_confusion_matrix,
@@ -424,7 +425,7 @@ def format_metrics_table(metrics: dict, title: str | None = None) -> Table:
     for column in [headers[s] for s in scores] + ["support"] + ["threshold"] * show_thresholds:
         table.add_column(column, justify="right")
     for index, (name, row) in enumerate(metrics["per_class"].items()):
-        cells = [name, *(f"{row[s]:.3f}" for s in scores), str(row["support"])]
+        cells = [escape(name), *(f"{row[s]:.3f}" for s in scores), str(row["support"])]
         table.add_row(*cells, *([f"{metrics['thresholds'][index]:.3f}"] if show_thresholds else []))
     table.add_section()
     total = sum(row["support"] for row in metrics["per_class"].values())

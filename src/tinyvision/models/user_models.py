@@ -121,12 +121,27 @@ def load_model_file(path: str | Path, allow_unsafe_code: bool = False) -> keras.
     return model
 
 
-def load_trained_model(path: str | Path, allow_unsafe_code: bool = False) -> keras.Model:
+TRUST_FLAG = "--trust-model-code"  # the CLI flag; Python: trust_model_code=True
+
+
+def load_trained_model(path: str | Path, trust_model_code: bool = False) -> keras.Model:
     """A model file that tinyvision saved (a run's model_float.keras). A model whose backbone was
-    cut from a file with Lambda layers stores their code too, so it loads only when the run's
-    config trusts that code (`model.allow_unsafe_model_code`)."""
+    cut from a file with Lambda layers stores their code too, so it loads only when the caller
+    trusts that code (`--trust-model-code`, `trust_model_code=True`): a run folder received from
+    someone else never runs its code by itself, whatever its config.yaml says."""
+    path = Path(path)
+    if not trust_model_code:
+        try:
+            lambdas = lambda_layers(read_model_config(path))
+        except ModelError:
+            lambdas = []  # unreadable here: keras' own load below says why
+        if lambdas:
+            raise ModelError(f"{path} stores Python code in its Lambda layer(s) {lambdas}; loading "
+                             "it would run that code, which tinyvision never does by default. If "
+                             f"you trust the run (you made it), pass {TRUST_FLAG} (Python: "
+                             "trust_model_code=True).")
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe_code)
+        return keras.models.load_model(path, compile=False, safe_mode=not trust_model_code)
     except Exception as exc:  # Keras raises TypeError/ValueError/KeyError... with the reason
         raise ModelError(_load_error(Path(path), exc)) from None
 
@@ -134,8 +149,9 @@ def load_trained_model(path: str | Path, allow_unsafe_code: bool = False) -> ker
 def _load_error(path: Path, exc: Exception) -> str:
     text = str(exc)
     if "safe_mode" in text or "unsafe" in text:
+        hint = (f"pass {TRUST_FLAG}" if path.name == "model_float.keras" else f"set {UNSAFE_FLAG}")
         return (f"{path} stores Python code (a lambda or custom function), which tinyvision does "
-                f"not run by default. If you trust the file, set {UNSAFE_FLAG}. ({text[:300]})")
+                f"not run by default. If you trust the file, {hint}. ({text[:300]})")
     if "Could not locate" in text or "Unknown layer" in text:
         return (f"{path} uses a custom layer or function that is not part of Keras ({text[:300]}). "
                 "A backbone cut from a file must be made of standard Keras layers.")

@@ -64,6 +64,12 @@ def training_curves(rows: Sequence[dict]) -> bytes | None:
     return _png(fig)
 
 
+def plain_text(text: str) -> str:
+    """User text (a class name) shown as it is: matplotlib would read `$...$` as math (and fail
+    on `$\\frac$`), so every `$` is escaped."""
+    return str(text).replace("$", r"\$")
+
+
 def _number(value) -> float | None:
     try:
         number = float(value)
@@ -81,8 +87,8 @@ def confusion_matrix_plot(matrix: Sequence[Sequence[int]], classes: Sequence[str
     fig, (ax,) = _figure(side + 1.0, side)
     image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
     ticks = np.arange(len(classes))
-    ax.set_xticks(ticks, list(classes), rotation=45, ha="right")
-    ax.set_yticks(ticks, list(classes))
+    ax.set_xticks(ticks, [plain_text(c) for c in classes], rotation=45, ha="right")
+    ax.set_yticks(ticks, [plain_text(c) for c in classes])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if len(classes) <= 30:
@@ -107,7 +113,8 @@ def pr_curves(indicator: np.ndarray, scores: np.ndarray, classes: Sequence[str],
             continue
         precision, recall, cuts = precision_recall_curve(column, scores[:, k])
         ap = average_precision_score(column, scores[:, k])
-        (line,) = ax.plot(recall, precision, drawstyle="steps-post", label=f"{name} (AP {ap:.3f})")
+        (line,) = ax.plot(recall, precision, drawstyle="steps-post",
+                          label=f"{plain_text(name)} (AP {ap:.3f})")
         if thresholds is not None and len(cuts):
             at = min(int(np.searchsorted(cuts, thresholds[k], side="left")), len(cuts) - 1)
             ax.plot(recall[at], precision[at], "o", color=line.get_color())

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyvision.config import IMAGE_EXTENSIONS, RunConfig, load_config
-from tinyvision.data.cache import BadImage, DecodeSpec, decode_image, source_region
+from tinyvision.config import RunConfig, load_config
+from tinyvision.data.cache import image_extensions, BadImage, DecodeSpec, decode_image, source_region
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources.boxes import image_size
 from tinyvision.deploy.outputs import snap_thresholds
@@ -111,16 +111,18 @@ class Predictor:
 
 
 # ---- loading ---------------------------------------------------------------------------------
-def load_predictor(target: str | Path, kind: str = "auto") -> Predictor:
+def load_predictor(target: str | Path, kind: str = "auto",
+                   trust_model_code: bool = False) -> Predictor:
     """A run directory (its int8 model when exported, else the float one; `kind` chooses) or a
-    model file inside a run's export/ folder, ready to predict."""
+    model file inside a run's export/ folder, ready to predict. `trust_model_code`: load a float
+    model that stores Python code (never on the strength of the run's own config)."""
     kind = check_choice("kind", kind, MODEL_KINDS)
     model_path, run = resolve_model(Path(target), kind)
     cfg = load_config(run.config)
     manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
     kind, spec = _SUFFIX_KIND[model_path.suffix], decode_spec(cfg)
     scorer, output_q = _load_scorer(model_path, kind, spec, len(manifest.classes),
-                                    cfg.model.allow_unsafe_model_code)
+                                    trust_model_code)
     thresholds = _thresholds(model_path, run, manifest) if manifest.task == "multilabel" else None
     if thresholds is not None and output_q is not None:  # as on the device: the int8 output grid
         thresholds = snap_thresholds(thresholds, output_q)
@@ -164,7 +166,7 @@ def _run_of(model_path: Path) -> RunDir:
 
 
 def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int,
-                 allow_unsafe_code: bool = False):
+                 trust_model_code: bool = False):
     """(uint8 images -> outputs, quantisation of the int8 class output or None)."""
     output_q = None
     if kind == "int8":
@@ -174,7 +176,7 @@ def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int,
     else:
         from tinyvision.models.user_models import load_trained_model
 
-        model = load_trained_model(model_path, allow_unsafe_code)
+        model = load_trained_model(model_path, trust_model_code)
         outputs = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
         shapes, input_shape = [tuple(s) for s in outputs], tuple(model.input_shape)
         scorer = keras_scorer(model)
@@ -214,9 +216,9 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     for item in map(Path, inputs):
         if item.is_dir():
             files = sorted(p for p in item.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                           if p.is_file() and p.suffix.lower() in image_extensions())
             if not files:
-                raise DataError(f"Folder {item} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+                raise DataError(f"Folder {item} holds no image files (of any format Pillow reads).")
             found += files
         elif item.is_file():
             found.append(item)
@@ -236,8 +238,8 @@ def decode_images(paths: Sequence[Path], spec: DecodeSpec) -> np.ndarray:
         try:
             batch[i] = decode_image(path, spec)
         except BadImage as exc:
-            raise DataError(f"Cannot read image {path}: {exc}. Pass only image files "
-                            f"({', '.join(IMAGE_EXTENSIONS)}) that open in an image viewer.") from None
+            raise DataError(f"Cannot read image {path}: {exc}. Pass only image files that open "
+                            "in an image viewer.") from None
     return batch
 
 

@@ -13,8 +13,10 @@ import csv
 import hashlib
 import io
 import json
+import os
 import random
 import re
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from tinyvision.errors import RegistryError, did_you_mean
-from tinyvision.files import atomic_write_text
+from tinyvision.files import process_alive, atomic_write_text
 
 REGISTRY_FILE = "registry.sqlite"
 SCHEMA_VERSION = 2
@@ -33,6 +35,8 @@ FILTER_OPERATORS = frozenset({"=", "!=", ">=", "<=", ">", "<"})
 # Top-level config keys that name or place a run rather than define it: left out of the hash.
 VOLATILE_CONFIG_KEYS = frozenset({"name", "runs_dir", "overwrite"})
 ABSENT = "(absent)"  # a config key present in only one run of a comparison
+INTERRUPTED_BY_KILL = ("its process ended without finishing the run (killed, or the machine went "
+                       "down); continue it with `tinyvision train --resume RUN_DIR`")
 
 # (column, SQL type, dotted path in RunConfig.model_dump(mode="json")): a run's key settings, the
 # columns of the registry and the parameters logged to MLflow (run/tracking.py)
@@ -66,6 +70,7 @@ RUN_COLUMNS = (
     ("name", "TEXT", None), ("run_dir", "TEXT", None), ("status", "TEXT", None),
     ("started", "TEXT", None), ("finished", "TEXT", None), ("duration_s", "REAL", None),
     ("config_hash", "TEXT", None), ("error", "TEXT", None),
+    ("pid", "INTEGER", None), ("host", "TEXT", None),  # the process running it, to spot dead ones
 )
 # Columns of rows(), the table and the CSV, in display order (JSON blobs excluded).
 COLUMNS = tuple(c for c, _, _ in RUN_COLUMNS + CONFIG_COLUMNS + METRIC_COLUMNS)
@@ -84,7 +89,7 @@ def _create_runs(table: str) -> str:
             "name TEXT PRIMARY KEY, run_dir TEXT NOT NULL, "
             f"status TEXT NOT NULL CHECK (status IN ({statuses})), "
             "started TEXT NOT NULL, finished TEXT, duration_s REAL, config_hash TEXT NOT NULL, "
-            "error TEXT, "
+            "error TEXT, pid INTEGER, host TEXT, "
             + "".join(f"{c} {t}, " for c, t, _ in CONFIG_COLUMNS + METRIC_COLUMNS)
             + "config_json TEXT NOT NULL, metrics_json TEXT)")
 
@@ -101,7 +106,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "int8_accuracy REAL, int8_macro_f1 REAL, model_bytes INTEGER, arena_bytes INTEGER, "
         "macs INTEGER, config_json TEXT NOT NULL, metrics_json TEXT)",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
-    # 2: statuses export_failed and interrupted; columns recipe and warnings. SQLite cannot
+    # 2: statuses export_failed and interrupted; columns recipe, warnings, pid, host. SQLite cannot
     # change a CHECK constraint, so the table is copied into a new one.
     2: (_create_runs("runs_v2"),
         f"INSERT INTO runs_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM runs",
@@ -151,11 +156,13 @@ class Registry:
 
     # ---- writes ------------------------------------------------------------------------------
     def start_run(self, name: str, run_dir: str | Path, config: Mapping[str, Any]) -> None:
-        """Add the run as `running`; a row of the same name (an overwritten run) is replaced."""
+        """Add the run as `running` (with this process's id and host, so `mark_dead_runs` can
+        tell a killed run); a row of the same name (an overwritten run) is replaced."""
         name = _check_name(name)
         config = _plain_json(config, "config")
         row = {"name": name, "run_dir": str(run_dir), "status": "running", "started": _now(),
-               "config_hash": config_hash(config), "config_json": json.dumps(config)}
+               "config_hash": config_hash(config), "config_json": json.dumps(config),
+               "pid": os.getpid(), "host": socket.gethostname()}
         row.update(key_settings(config))
         sql = (f"INSERT OR REPLACE INTO runs ({', '.join(row)}) "
                f"VALUES ({', '.join('?' * len(row))})")
@@ -208,6 +215,22 @@ class Registry:
                 raise self._unknown(conn, name)
 
         self._retry(update, write=True)
+
+    def mark_dead_runs(self) -> list[str]:
+        """Rows still `running` whose process (on this host) is gone become `interrupted`: a run
+        killed with SIGKILL, or a machine that went down. Returns their names."""
+        host = socket.gethostname()
+
+        def update(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT name, pid FROM runs WHERE status = 'running' AND host = ?",
+                                (host,)).fetchall()
+            dead = [name for name, pid in rows if pid is not None and not process_alive(pid)]
+            for name in dead:
+                conn.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE name = ?",
+                             (INTERRUPTED_BY_KILL, name))
+            return dead
+
+        return self._retry(update, write=True)
 
     # ---- reads -------------------------------------------------------------------------------
     def rows(self, sort: str = "started", filters: Mapping[str, Any] | Iterable[str] | None = None

@@ -9,7 +9,10 @@ thin layer over it.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +85,14 @@ def _run_and_register(cfg: RunConfig, run: RunDir, console, progress: bool, resu
     registry = Registry(cfg.runs_dir)
     registry.start_run(run.name, run.root, cfg.model_dump(mode="json"))
     try:
-        cfg, summary = _all_stages(cfg, run, console, progress, resume)
+        with _sigterm_interrupts():
+            cfg, summary = _all_stages(cfg, run, console, progress, resume)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (RunInterrupted)
+        how = "SIGTERM" if isinstance(exc, RunInterrupted) else "Ctrl-C"
+        registry.fail_run(run.name, f"interrupted ({how}); the last finished epoch is saved: "
+                          f"continue with `tinyvision train --resume {run.root}`",
+                          status="interrupted", config=_saved_config(run))
+        raise
     except (ExportError, VerifyError) as exc:
         summary = read_json(run.summary)
         refused = summary is not None and summary.get("status") == "export_failed"
@@ -96,6 +106,29 @@ def _run_and_register(cfg: RunConfig, run: RunDir, console, progress: bool, resu
     registry.finish_run(run.name, summary, config=cfg.model_dump(mode="json"))
     log_run(cfg, run, summary)
     return run, summary
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGTERM arrived while a run was training: it ends like Ctrl-C (row `interrupted`)."""
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """While a run works, SIGTERM (a scheduler's or `kill`'s polite stop) raises RunInterrupted
+    instead of killing the process unannounced, so the registry row says `interrupted`. Only
+    the main thread can take signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise RunInterrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
@@ -213,14 +246,18 @@ class Run:
         run.summary["int8"]["accuracy"], run.model.summary(), run.predict(["photo.jpg"])
     """
 
-    def __init__(self, folder: RunDir, config: RunConfig) -> None:
+    def __init__(self, folder: RunDir, config: RunConfig, trust_model_code: bool = False) -> None:
         self.folder, self.config = folder, config
+        self.trust_model_code = trust_model_code  # the caller's, never the run's own config
         self._model = None
 
     @classmethod
-    def open(cls, path: str | Path) -> Run:
+    def open(cls, path: str | Path, trust_model_code: bool = False) -> Run:
+        """An existing run folder. `trust_model_code`: load a model that stores Python code
+        (Lambda layers of a backbone cut from a user's file); off by default, so a run folder
+        from elsewhere never runs its code by itself."""
         folder = open_run_dir(path)
-        return cls(folder, load_config(folder.config))
+        return cls(folder, load_config(folder.config), trust_model_code)
 
     def __repr__(self) -> str:
         status = (self.summary or {}).get("status", "unfinished")
@@ -252,7 +289,7 @@ class Run:
 
             self._model = load_trained_model(
                 self.folder.require(self.folder.float_model, "tinyvision train"),
-                self.config.model.allow_unsafe_model_code)
+                self.trust_model_code)
         return self._model
 
     def _data(self, progress: bool = False):
@@ -282,7 +319,7 @@ class Run:
         """Labels, scores (and boxes) for image files or folders, decoded as training decoded
         them; `kind`: int8 (bit-exact with the device), float, or auto (int8 when exported)."""
         images = [images] if isinstance(images, (str, Path)) else images
-        predictor = load_predictor(self.path, kind)
+        predictor = load_predictor(self.path, kind, self.trust_model_code)
         return predictor.predict(collect_images(images), tta=tta, top_k=top_k)
 
 
@@ -293,9 +330,10 @@ def train(config: ConfigLike, *, overrides: list[str] | None = None, console=Non
     `config`: a YAML path, a dict or a RunConfig; `sections` are merged into it (e.g.
     `model={"alpha": 0.5}, name="a50"`), `overrides` are dotted `key=value` strings.
     """
-    cfg, folder_summary = as_config(config, sections, overrides), None
-    folder, folder_summary = full_run(cfg, console=console, progress=progress)
-    return Run.open(folder.root)
+    cfg = as_config(config, sections, overrides)
+    folder, _ = full_run(cfg, console=console, progress=progress)
+    # the config that cut a backbone with Lambda layers from a user's file trusted that code
+    return Run.open(folder.root, trust_model_code=cfg.model.allow_unsafe_model_code)
 
 
 def resume(path: str | Path, *, console=None, progress: bool = False) -> Run:
@@ -328,4 +366,6 @@ def lr_find(config: ConfigLike, *, overrides: list[str] | None = None, on_step=N
 
 def runs(runs_dir: str | Path = "runs", sort: str = "started", filters=None) -> list[dict]:
     """The registry's runs as records (one dict per run, ready for pandas.DataFrame)."""
-    return Registry(runs_dir, create=False).rows(sort=sort, filters=filters)
+    registry = Registry(runs_dir, create=False)
+    registry.mark_dead_runs()
+    return registry.rows(sort=sort, filters=filters)

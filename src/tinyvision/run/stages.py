@@ -112,7 +112,8 @@ def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None,
 
 
 # ---- evaluate --------------------------------------------------------------------------------
-def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) -> dict:
+def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
+                   trust_model_code: bool = False) -> dict:
     """Float model metrics on the test split (val when there is no test split) -> metrics.json.
 
     Multi-label runs first tune per-class thresholds on the val split (F-beta, `evaluate.beta`)
@@ -125,7 +126,7 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) 
 
     if model is None:
         model = load_trained_model(run.require(run.float_model, "tinyvision train"),
-                                   cfg.model.allow_unsafe_model_code)
+                                   trust_model_code)
     manifest, tta = data.manifest, cfg.evaluate.tta
     thresholds = _tune_thresholds(cfg, run, data, model) if manifest.task == "multilabel" else None
     split, indices = _eval_split(data)
@@ -239,13 +240,14 @@ def _eval_split(data: PreparedData) -> tuple[str, np.ndarray]:
 
 
 # ---- export ----------------------------------------------------------------------------------
-def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None) -> dict:
+def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
+                 trust_model_code: bool = False) -> dict:
     """int8 LiteRT model calibrated on training images, plus its C source/header pair."""
     from tinyvision.models.user_models import load_trained_model
 
     if model is None:
         model = load_trained_model(run.require(run.float_model, "tinyvision train"),
-                                   cfg.model.allow_unsafe_model_code)
+                                   trust_model_code)
     train = data.indices("train")
     rng = np.random.default_rng(cfg.seed)
     chosen = np.sort(rng.permutation(train)[:cfg.export.representative_samples])

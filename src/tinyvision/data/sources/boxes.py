@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyvision.data.cache import displayed_size
-from tinyvision.errors import DataError
+from tinyvision.data.cache import MAX_PIXELS, displayed_size
+from tinyvision.errors import DataError, ImageTooLargeError
 
 # Box check results of `check_boxes`.
 BOX_OK, BOX_NOT_FINITE, BOX_DEGENERATE, BOX_OUTSIDE = 0, 1, 2, 3
@@ -123,13 +123,20 @@ def check_boxes(boxes: np.ndarray, width: np.ndarray,
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image as displayed (after its EXIF orientation), from the header only."""
+    """(width, height) of an image as displayed (after its EXIF orientation), from the header only.
+    An image over the cache's pixel limit is an ImageTooLargeError, as the decoder refuses it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            return displayed_size(image)
+            width, height = displayed_size(image)
     except FileNotFoundError as exc:
         raise DataError(f"Image {path} does not exist.") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image {path} is refused as a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"Cannot read the size of image {path}: {exc}.") from exc
+    if width * height > MAX_PIXELS:
+        raise ImageTooLargeError(f"image {path} is {width}x{height} pixels, over the "
+                                 f"{MAX_PIXELS // 1_000_000} MP limit (possible decompression bomb)")
+    return width, height

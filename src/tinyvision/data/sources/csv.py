@@ -24,7 +24,7 @@ from tinyvision.data.manifest import SPLITS, Manifest, Sample
 from tinyvision.data.sources.boxes import (BOX_OK, BOX_STATUS_TEXT, box_area, check_boxes,
                                            image_size, normalized_to_xyxy)
 from tinyvision.data.sources.objects import Problems, existing_files
-from tinyvision.errors import DataError, did_you_mean
+from tinyvision.errors import DataError, ImageTooLargeError, did_you_mean
 
 _ALIASES = {"path": "path", "image": "path", "file": "path", "file_name": "path",
             "filename": "path", "label": "label", "labels": "label", "class": "label",
@@ -155,7 +155,11 @@ def _add_box(entry: _Entry, values: list[str], labels: list[str], where: str, so
     except ValueError:
         problems.add(f"{where}: box {values} is not four numbers x1,y1,x2,y2")
         return
-    width, height = entry.size or _size_or_none(entry.path)
+    try:
+        width, height = entry.size or _size_or_none(entry.path)
+    except ImageTooLargeError as exc:
+        problems.add(f"{where}: {exc}")
+        return
     if width is None and source.box_units == "normalized":
         problems.add(f"{where}: cannot read {entry.path} to scale its normalised box")
         return
@@ -177,9 +181,12 @@ def _add_box(entry: _Entry, values: list[str], labels: list[str], where: str, so
 
 def _size_or_none(path: str) -> tuple[int, int] | tuple[None, None]:
     """The image's size from its header, to check boxes against; (None, None) if unreadable
-    (a missing file is reported by the existence check)."""
+    (a missing file is reported by the existence check). An over-large image raises
+    ImageTooLargeError, reported as a problem of its row."""
     try:
         return image_size(path)
+    except ImageTooLargeError:
+        raise
     except DataError:
         return None, None
 

@@ -6,7 +6,7 @@ thresholds, crowd/difficult/truncated policies, per-class caps, an evenly sample
 or the largest object's class and box. Everything per object is vectorised; only the images that
 end up in the manifest become Python objects.
 
-About 500 lines on purpose: the selection rules (presence, negatives, caps, largest) read one
+About 530 lines on purpose: the selection rules (presence, negatives, caps, largest) read one
 table and share its masks; split across modules they would pass the table back and forth.
 """
 
@@ -166,7 +166,8 @@ def select(table: ObjectTable, source: AnnotationSource, policies: dict[int, str
     rng = np.random.default_rng(seed)
     if source.mode == "presence":
         task = _presence_task(task, what)
-        chosen, labels, classes = _presence(table, objects, classes, source, policies, task, rng)
+        chosen, labels, classes = _presence(table, objects, classes, source, policies, task, rng,
+                                            what)
         boxes = None
     else:
         task = _largest_task(task, crop_to_box, what)
@@ -176,13 +177,20 @@ def select(table: ObjectTable, source: AnnotationSource, policies: dict[int, str
         chosen, labels = chosen[keep], labels[keep]
         boxes = boxes[keep] if boxes is not None else None
     problems.report(what, source.on_problem == "skip")
-    _check_counts(labels, classes, what)
+    _check_counts(labels, classes, what, problems)
     samples = _samples(table, chosen, labels, boxes, classes)
     return Manifest(classes, task, samples), chosen
 
 
-def _check_counts(labels: np.ndarray, classes: list[str], what: str) -> None:
-    """No image at all is an error; a class without images is a warning (a dead output)."""
+def _check_counts(labels: np.ndarray, classes: list[str], what: str,
+                  problems: Problems | None = None) -> None:
+    """No image at all is an error (blaming problems when they removed the entries); a class
+    without images is a warning (a dead output)."""
+    if not len(labels) and problems:
+        raise DataError(f"{what}: no image is left: {problems.count} entr(y/ies) had problems and "
+                        "were left out (on_problem: skip), listed in the warning above. Fix them "
+                        "(often image files that do not exist under the names the annotations "
+                        "give) rather than the selection options.")
     if not len(labels):
         raise DataError(f"{what}: no image has an object of {classes} that passes the options "
                         "(min_area, iscrowd/difficult/truncated, caps); loosen them or check "
@@ -280,8 +288,8 @@ def _per_class(value: float | int | dict | None, classes: list[str], default: fl
 
 
 def _presence(table: ObjectTable, objects: _Objects, classes: list[str], source: AnnotationSource,
-              policies: dict[int, str], task: str,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+              policies: dict[int, str], task: str, rng: np.random.Generator,
+              what: str = "annotations") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images with at least one positive class (capped), plus sampled negatives."""
     ignored, dropped = _policy_masks(table, objects, policies)
     cls, obj_image = objects.cls, table.obj_image
@@ -308,10 +316,26 @@ def _presence(table: ObjectTable, objects: _Objects, classes: list[str], source:
     candidates = ~blocked & ~dropped
     negatives = _negatives(table, objects, candidates, source, present[chosen], table.split[chosen],
                            rng)
+    if not len(negatives):
+        _no_negatives(source.negative, int(candidates.sum()), what)
+        return chosen, labels, classes
     neg_labels = np.zeros((len(negatives), len(classes) + 1), bool)
     neg_labels[:, -1] = True
     labels = np.vstack([np.pad(labels, ((0, 0), (0, 1))), neg_labels])
     return np.concatenate([chosen, negatives]), labels, classes + [source.negative.name]
+
+
+def _no_negatives(options: NegativeOptions, candidates: int, what: str) -> None:
+    """No image qualifies as a negative: a class the config named is an error with the reason;
+    the default one is dropped with a warning rather than kept as an output that never fires."""
+    reason = (f"{what}: no image qualifies for the negative class {options.name!r} "
+              f"({candidates} candidate(s): every image shows a positive class, or the "
+              "negative.from_categories have none)")
+    if "name" in options.model_fields_set:
+        raise DataError(f"{reason}. Remove data.source.negative, or let more images qualify "
+                        "(negative.allow_small_positives: true, negative.include_empty: true, "
+                        "other negative.from_categories).")
+    logger.warning("%s; the negative class is left out.", reason)
 
 
 def _images_with(table: ObjectTable, object_mask: np.ndarray) -> np.ndarray:

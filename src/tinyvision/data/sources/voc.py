@@ -14,6 +14,7 @@ image. Objects marked `difficult` / `truncated` follow the `difficult` / `trunca
 
 from __future__ import annotations
 
+import logging
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -22,11 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.config import VocSource
+from tinyvision.data.cache import image_extensions
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources.boxes import image_size, voc_to_xyxy
 from tinyvision.data.sources.objects import (FLAG_DIFFICULT, FLAG_TRUNCATED, SPLIT_CODES,
                                              ObjectTable, Problems, escapes_root, select)
-from tinyvision.errors import DataError
+from tinyvision.errors import DataError, ImageTooLargeError
+
+logger = logging.getLogger("tinyvision")
 
 _CORNERS = ("xmin", "ymin", "xmax", "ymax")
 _LAYOUT_HELP = ("Expected a VOCdevkit (VOCdevkit/VOC2012/Annotations, JPEGImages, ImageSets/Main), "
@@ -130,16 +134,39 @@ def _read_folder(folder: _Folder, problems: Problems) -> list[_Image]:
                     continue
                 seen[image_id] = split
                 jobs.append((folder.annotations / f"{image_id}.xml", split))
-    images = []
+    listing = _image_files(folder.images)
+    images, fallbacks = [], []
     for xml, split in jobs:
-        image = _parse(xml, folder.images, split, problems)
+        image = _parse(xml, folder.images, split, problems, listing, fallbacks)
         if image is not None:
             images.append(image)
+    if fallbacks:
+        given, used = fallbacks[0]
+        logger.warning("%s: %d XML file(s) name an image that does not exist; used the image named "
+                       "like the XML file instead (e.g. %s -> %s), as VOC loaders do.",
+                       folder.annotations, len(fallbacks), given, used)
     return images
 
 
-def _parse(xml: Path, images: Path, split: str, problems: Problems) -> _Image | None:
-    """One XML file, or None (with a problem) when it cannot be used at all."""
+def _image_files(folder: Path) -> dict[str, list[str]]:
+    """{file stem: [file names]} of the images folder, to find an image the XML misnames."""
+    by_stem: dict[str, list[str]] = {}
+    extensions = image_extensions()
+    if folder.is_dir():
+        for name in sorted(os.listdir(folder)):
+            if os.path.splitext(name)[1].lower() in extensions:
+                by_stem.setdefault(os.path.splitext(name)[0], []).append(name)
+    return by_stem
+
+
+def _parse(xml: Path, images: Path, split: str, problems: Problems,
+           listing: dict[str, list[str]] | None = None,
+           fallbacks: list[tuple[str, str]] | None = None) -> _Image | None:
+    """One XML file, or None (with a problem) when it cannot be used at all.
+
+    An image that `<filename>` names but the folder lacks (a set converted from PNG to JPEG keeps
+    000088.png in its XML) is looked up by the XML file's name (the image-set ID) with any
+    image extension the folder has; each such fallback is added to `fallbacks`."""
     try:
         root = ET.parse(xml).getroot()
     except FileNotFoundError:
@@ -153,6 +180,12 @@ def _parse(xml: Path, images: Path, split: str, problems: Problems) -> _Image | 
         problems.add(f"{xml}: filename {name!r} escapes the images folder {images}", fatal=True)
         return None
     path = os.path.join(os.path.abspath(images), name)
+    if listing is not None and not os.path.exists(path):
+        stem = os.path.splitext(os.path.basename(name))[0]
+        found = listing.get(xml.stem) or listing.get(stem)
+        if found:
+            fallbacks.append((name, found[0]))
+            name, path = found[0], os.path.join(os.path.abspath(images), found[0])
     size = _size(root, xml, path, problems)
     if size is None:
         return None
@@ -177,6 +210,9 @@ def _size(root: ET.Element, xml: Path, path: str, problems: Problems) -> tuple[f
         return width, height
     try:
         return tuple(float(v) for v in image_size(path))  # type: ignore[return-value]
+    except ImageTooLargeError as exc:
+        problems.add(f"{xml}: {exc}")
+        return None
     except DataError:
         problems.add(f"{xml}: <size> is missing or zero and the image {path} cannot be read to "
                      "measure it")
