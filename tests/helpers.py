@@ -278,8 +278,9 @@ def box_images(root):
     return {"source": {"format": "csv", "path": str(root / "boxes.csv")}}
 
 
-def handbuilt_run(tmp, multilabel=False, detection=False, **sections):
-    """A run directory made by the real stages around a hand-built model (no training)."""
+def handbuilt_run(tmp, multilabel=False, detection=False, make_model=None, **sections):
+    """A run directory made by the real stages around a hand-built model (no training);
+    `make_model(cfg, data)` replaces the colour model."""
     from tinyvision.files import atomic_path
     from tinyvision.run.stages import evaluate_stage, export_stage, prepare_data, verify_stage
     from tinyvision.run.run import make_run_folder
@@ -294,12 +295,14 @@ def handbuilt_run(tmp, multilabel=False, detection=False, **sections):
             pixels[:, 20:] = np.asarray(Image.open(root / "green" / f"green_{i}.png"))[:, 20:]
             Image.fromarray(pixels).save(path)
             shutil.copy(path, root / "green" / f"mix_{i}.png")
-    raw = tiny_config(root, tmp / "runs", export={"representative_samples": 8},
-                      verify={"tflm_samples": 3}, **sections)
+    raw = tiny_config(root, tmp / "runs",
+                      export={"representative_samples": 8, **sections.pop("export", {})},
+                      verify={"tflm_samples": 3, **sections.pop("verify", {})}, **sections)
     cfg, run = make_run_folder(validate_config(raw))
     data = prepare_data(cfg, run, progress=False)
-    model = colour_model(data.manifest.classes, data.manifest.task,
-                         box=DETECTION_BOX if detection else None)
+    model = (make_model(cfg, data) if make_model else
+             colour_model(data.manifest.classes, data.manifest.task,
+                          box=DETECTION_BOX if detection else None))
     with atomic_path(run.float_model, suffix=".keras") as tmp_model:
         model.save(tmp_model)
     evaluate_stage(cfg, run, data, model)

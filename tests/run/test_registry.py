@@ -286,6 +286,33 @@ def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
     assert (new["status"], new["float_accuracy"], new["warnings"]) == \
         ("export_failed", 0.5, "collapse")
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     with pytest.raises(RegistryError, match="failed status"):
         registry.fail_run("new", "x", status="finished")
+
+
+def test_a_version_2_registry_gains_the_fit_columns(tmp_path):
+    """Version 2's table, written out as it was, keeps its rows and takes board, flash_bytes,
+    ram_bytes, fits and latency_ms from summary.json's fit."""
+    from tinyvision.run.registry import _MIGRATIONS
+
+    path = tmp_path / "runs" / "registry.sqlite"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        for statement in _MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO runs (name, run_dir, status, started, config_hash, "
+                     "int8_accuracy, config_json) VALUES ('old', 'runs/old', 'finished', "
+                     "'2026-01-01T00:00:00', 'abc', 0.5, '{}')")
+        for column in ("recipe TEXT", "warnings TEXT", "pid INTEGER", "host TEXT"):
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")  # version 2's extra columns
+        conn.execute("PRAGMA user_version = 2")
+    registry = Registry(tmp_path / "runs")
+    assert registry.get("old")["int8_accuracy"] == 0.5 and registry.get("old")["board"] is None
+    registry.start_run("fit", tmp_path / "runs" / "fit", _config(tmp_path, "fit"))
+    registry.finish_run("fit", {"fit": {"board": "stm32h743", "flash": {"total": 400000},
+                                        "ram": {"total": 250000}, "fits": True,
+                                        "latency_ms": 31.5}})
+    row = registry.get("fit")
+    assert (row["board"], row["flash_bytes"], row["ram_bytes"], row["fits"], row["latency_ms"]) \
+        == ("stm32h743", 400000, 250000, 1, 31.5)

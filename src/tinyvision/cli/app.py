@@ -51,6 +51,7 @@ def _mount_subcommands() -> None:
     app.command("eval")(stages.eval_command)
     app.command("export")(stages.export_command)
     app.command("verify")(stages.verify_command)
+    app.command("fit")(stages.fit_command)
     app.command("report")(stages.report_command)
     app.command("predict")(predict.predict_command)
     app.add_typer(data_app, name="data")

@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from tinyvision.cli.common import RUN_ARG, TRUST_OPTION, console, user_errors
+from tinyvision.cli.train import print_device
+from tinyvision.deploy.fit import PUBLIC_REFERENCES, fit_table
 from tinyvision.run.run import Run
 
 
@@ -24,7 +26,9 @@ def export_command(run_dir: Path = RUN_ARG, trust_model_code: bool = TRUST_OPTIO
     result = run.export()
     folder = run.folder
     console.print(f"int8 model: {folder.int8_model} ({result['int8_bytes']:,} bytes); "
-                  f"C source: {folder.c_source}, {folder.c_header}")
+                  f"C source: {folder.c_source}, {folder.c_header}; TFLM application: "
+                  f"{folder.export_dir / 'app'} (ops {', '.join(result['ops'])})")
+    print_device(result)
 
 
 @user_errors
@@ -38,6 +42,26 @@ def verify_command(run_dir: Path = RUN_ARG) -> None:
     console.print(f"TFLM ran {report['tflm_images']} images identically to the LiteRT reference "
                   f"kernels ({report['reference_images']} scored); arena {report['arena_bytes']:,} "
                   f"bytes; int8 accuracy {report['metrics']['accuracy']:.4f}")
+    print_device(report)
+
+
+@user_errors
+def fit_command(
+    run_dir: Path = RUN_ARG,
+    board: str = typer.Option(..., "--board", "-b", help="A board profile name (stm32h743, "
+                              "nrf52840, ...; see --list-boards) or the path of a YAML file."),
+) -> None:
+    """Does the run's int8 model fit a board? Flash, RAM and estimated latency, as a table.
+
+    Uses the arena the compiled application measured when verify built it, else the Python TFLM
+    interpreter's; the camera frame buffer of deploy.camera. Exits 1 when it does not fit.
+    Writes nothing.
+    """
+    fit = Run.open(run_dir).fit(board)
+    console.print(escape(fit_table(fit)), highlight=False)
+    console.print(f"for comparison: {PUBLIC_REFERENCES}", highlight=False)
+    if not fit["fits"]:
+        raise typer.Exit(1)
 
 
 # ---- report ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from rich.table import Table
 from tinyvision.cli.common import console, user_errors
 from tinyvision.config import load_config
 from tinyvision.data.demo import DEMO_TASKS, demo_config, make_shapes_dataset
+from tinyvision.deploy.fit import PUBLIC_REFERENCES, fit_table
 from tinyvision.errors import ConfigError, check_choice
 from tinyvision.run.run import lr_find, resume as resume_run, train
 
@@ -78,6 +79,27 @@ def demo_command(
 
 
 # ---- output ----------------------------------------------------------------------------------
+def print_device(result: dict) -> None:
+    """The compiled-application check, the camera path and the board fit of a summary or a
+    verify.json, where present."""
+    app = result.get("app") or {}
+    if app.get("checked"):
+        console.print(f"compiled TFLM application: input tensors and output bytes equal the Python "
+                      f"path's on {app['frames']} frames; arena used "
+                      f"{app['arena_used_bytes']:,} bytes")
+    elif app:
+        console.print(f"compiled TFLM application not checked: {escape(app['reason'])}")
+    camera = result.get("camera")
+    if camera:
+        console.print(f"camera path ({camera['camera']}): int8 accuracy "
+                      f"{camera['metrics'].get('accuracy', float('nan')):.4f} vs "
+                      f"{camera['training_path'].get('accuracy', float('nan')):.4f} on the "
+                      f"training path ({camera['accuracy_delta']:+.4f})")
+    if result.get("fit"):
+        console.print(escape(fit_table(result["fit"])), highlight=False)
+        console.print(f"for comparison: {PUBLIC_REFERENCES}", highlight=False)
+
+
 def print_summary(summary: dict) -> None:
     table = Table(title=f"run {summary['run']}")
     table.add_column("")
@@ -100,6 +122,7 @@ def print_summary(summary: dict) -> None:
     console.print(f"images: {images}; bad images skipped: {summary['bad_images']}; "
                   f"recipe {summary.get('recipe', '-')}; best epoch {summary['best_epoch']}; "
                   f"{summary['seconds']} s")
+    print_device(summary)
     for warning in summary.get("warnings", []):  # said when found; repeated where it is seen
         console.print(f"[bold yellow]warning:[/] {escape(warning['message'])}", highlight=False)
 

@@ -21,7 +21,8 @@ from tinyvision.config.loading import (apply_override, format_validation_error, 
 from tinyvision.config.model import (BACKBONE_DEFAULTS, BACKBONE_NAMES, COLOR_MODES,
                                      MODEL_FILE_SUFFIXES, PLAIN_CNN_POOLS, TASKS, BackboneDefaults,
                                      ModelConfig, PlainCnnConfig)
-from tinyvision.config.run import EvaluateConfig, ExportConfig, RunConfig, VerifyConfig
+from tinyvision.config.run import (CameraConfig, DeployConfig, EvaluateConfig, ExportConfig, RunConfig,
+                                   VerifyConfig)
 from tinyvision.config.train import (BOX_LOSSES, CLASS_WEIGHT_MODES, LOSSES, OPTIMIZERS, SCHEDULES,
                                      STAGES, STRATEGIES, BudgetConfig, FineTuneStage, HeadStage,
                                      LrFindConfig, LrMultipliers, ScheduleConfig, TrainConfig)
@@ -33,7 +34,8 @@ __all__ = [
     "PIXEL_AUGMENT_OPS", "PLAIN_CNN_POOLS", "PROBLEM_POLICIES", "RESIZE_MODES",
     "RGB_ONLY_AUGMENT_OPS", "SCHEDULES", "SOURCE_MODES", "STAGES", "STRATEGIES", "TASKS",
     "AnnotationSource", "AugmentList", "AugmentOp", "BackboneDefaults", "BudgetConfig",
-    "CocoSource", "CsvSource", "DataConfig", "DataSource", "EvaluateConfig", "ExportConfig",
+    "CameraConfig", "CocoSource", "CsvSource", "DataConfig", "DataSource", "DeployConfig",
+    "EvaluateConfig", "ExportConfig",
     "FineTuneStage", "FolderSource", "GeometricAugmentOp", "HeadStage", "LrFindConfig",
     "LrMultipliers", "MergeInput", "MergeSource", "ModelConfig", "NegativeOptions", "ObjectPolicy",
     "PlainCnnConfig", "RunConfig", "ScheduleConfig", "Section", "TrainConfig", "VerifyConfig",

@@ -155,6 +155,11 @@ def _resolve_relative_paths(raw: dict, folder: Path) -> dict:
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("source"), dict):
         _resolve_source_paths(data["source"], folder)
+    for section, key in (("verify", "tflm_source"), ("export", "board")):
+        value = (raw.get(section) or {}).get(key) if isinstance(raw.get(section), dict) else None
+        is_path = key == "tflm_source" or str(value).endswith((".yaml", ".yml"))
+        if isinstance(value, str) and value and is_path and not Path(value).is_absolute():
+            raw[section][key] = str((folder / value).resolve())
     return raw
 
 

@@ -1,4 +1,4 @@
-"""The whole run config (`RunConfig`) and its small sections: export, verify, evaluate."""
+"""The whole run config (`RunConfig`) and its small sections: export, deploy, verify, evaluate."""
 
 from __future__ import annotations
 
@@ -17,11 +17,55 @@ from tinyvision.config.train import TrainConfig
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+CameraPixelFormat = Literal["rgb565", "rgb888", "grayscale", "yuv422"]
+Interpolation = Literal["nearest", "bilinear"]
+# the byte orders each format can have; the first is the default
+CAMERA_BYTE_ORDERS = {"rgb565": ("big", "little"), "rgb888": ("rgb", "bgr"),
+                      "grayscale": ("none",), "yuv422": ("yuyv", "uyvy")}
+
+
+class CameraConfig(Section):
+    format: CameraPixelFormat = Field(
+        "rgb565", description="pixel format of the camera frame")
+    width: int = Field(320, ge=1, le=8192)
+    height: int = Field(240, ge=1, le=8192)
+    byte_order: str | None = Field(
+        None,
+        description="rgb565: big (high byte first, as OV7670-class sensors send) or little; "
+                    "yuv422: yuyv or uyvy; rgb888: rgb or bgr; default: the first")
+    interpolation: Interpolation = Field(
+        "bilinear", description="resizing in the generated C preprocessing")
+
+    @model_validator(mode="after")
+    def _byte_order_of_the_format(self) -> CameraConfig:
+        allowed = CAMERA_BYTE_ORDERS[self.format]
+        if self.byte_order is None:
+            self.byte_order = allowed[0]
+        elif self.byte_order not in allowed:
+            raise ValueError(f"byte_order {self.byte_order!r} does not apply to {self.format}: "
+                             f"use one of {', '.join(allowed)}")
+        if self.format == "yuv422" and self.width % 2:
+            raise ValueError(f"a yuv422 frame has an even width (two pixels share U and V), "
+                             f"got {self.width}")
+        return self
+
+
+class DeployConfig(Section):
+    camera: CameraConfig | None = Field(
+        None,
+        description="the camera frames the device feeds the model; the export generates C "
+                    "preprocessing from them. None: frames are images at the model's input size")
+
+
 class ExportConfig(Section):
     representative_samples: int = Field(
         200, ge=8,
         description="training images used to calibrate int8")
     c_array_name: str = "g_model"
+    board: str | None = Field(
+        None,
+        description="a board profile (stm32h743, nrf52840, ... or a YAML path): the export "
+                    "fails with a fit table when the model does not fit it")
 
     @field_validator("c_array_name")
     @classmethod
@@ -39,6 +83,12 @@ class VerifyConfig(Section):
     max_arena_bytes: int = Field(
         16 * 1024 * 1024, ge=1024,
         description="upper end of the arena search")
+    tflm_source: Path | None = Field(
+        None,
+        description="a TFLM C++ source tree (build.sh, tflm_flags.mk) to compile the generated "
+                    "application against and check it on the host; default $TINYVISION_TFLM_SOURCE")
+    app_frames: int = Field(
+        8, ge=1, description="camera frames the compiled application is checked on")
 
 
 class EvaluateConfig(Section):
@@ -66,6 +116,7 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 

@@ -95,6 +95,9 @@ def demo_config(data_root: Path, runs_dir: Path, name: str = "demo", task: str =
         # network trains, AdamW at 5e-3 with warm-up then cosine over 40 passes (at least 1500
         # steps), BatchNorm momentum 0.9. Measured (bench_recipes.py): 99.8% test accuracy.
         "train": {"augment": augment},
-        "export": {"representative_samples": 200},
+        # The device of the mission: an STM32H743 fed 320x240 RGB565 frames; the export writes
+        # the C preprocessing for them and checks that the model fits beside the frame buffer.
+        "export": {"representative_samples": 200, "board": "stm32h743"},
+        "deploy": {"camera": {"format": "rgb565", "width": 320, "height": 240}},
         "verify": {"tflm_samples": 60},
     }

@@ -68,7 +68,7 @@ def tensor_quantization(path_or_bytes: str | Path | bytes, n_classes: int | None
     among the interpreter's outputs (what TFLM's `output(i)` takes); `output` is the first (the
     class scores).
     """
-    interpreter = _interpreter(path_or_bytes)
+    interpreter = litert_interpreter(path_or_bytes)
     file_order = [d["index"] for d in interpreter.get_output_details()]
     inp = interpreter.get_input_details()[0]
     outputs = [dict(_facts(d), index=file_order.index(d["index"]))
@@ -84,10 +84,11 @@ def _facts(detail: dict) -> dict:
 
 def op_names(path_or_bytes: str | Path | bytes) -> list[str]:
     """Builtin op names of a .tflite model, in execution order."""
-    return [op["op_name"] for op in _interpreter(path_or_bytes)._get_ops_details()]
+    return [op["op_name"] for op in litert_interpreter(path_or_bytes)._get_ops_details()]
 
 
-def _interpreter(path_or_bytes):
+def litert_interpreter(path_or_bytes):
+    """A LiteRT interpreter (builtin kernels, no delegates) on a .tflite path or its bytes."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     kwargs = ({"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes)

@@ -8,13 +8,16 @@ TFLM cannot run, is a `VerifyError`.
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from tinyvision.deploy.camera import preprocess
 from tinyvision.deploy.outputs import dequantize, op_names, quantize_images
 from tinyvision.deploy.runners import ReferenceRunner, find_arena_bytes, run_tflm
+from tinyvision.deploy.tflm_build import build_app, build_library, run_app
 from tinyvision.errors import VerifyError
 
 
@@ -54,3 +57,29 @@ def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
         "input_quantization": {"scale": reference.input_q.scale,
                                "zero_point": reference.input_q.zero_point},
     }
+
+
+def verify_app(app_dir: Path, tflm_root: Path, plan, frames: list[bytes], model_path: Path,
+               positions: list[int], arena_bytes: int) -> dict:
+    """Build the generated application against `tflm_root` and run it on `frames`: its int8 input
+    tensors must equal the Python camera model's and its output bytes the Python TFLM
+    interpreter's on those tensors, byte for byte. Returns what was checked and the arena the
+    compiled application really uses."""
+    expected_inputs = np.stack([preprocess(plan, frame) for frame in frames])
+    expected = run_tflm(model_path, expected_inputs, arena_bytes, positions)
+    expected_outputs = np.concatenate([o.reshape(len(frames), -1) for o in expected], axis=1)
+    library = build_library(tflm_root)
+    with tempfile.TemporaryDirectory(prefix="tinyvision-app-") as build:
+        binary = build_app(app_dir, tflm_root, library, Path(build))
+        ran = run_app(binary, frames, expected_inputs[0].size, expected_outputs.shape[1])
+    for what, got, want in (("input tensor", ran.inputs, expected_inputs.reshape(len(frames), -1)),
+                            ("output bytes", ran.outputs, expected_outputs)):
+        differs = np.flatnonzero(np.any(got != want, axis=1))
+        if len(differs):
+            first = int(differs[0])
+            at = int(np.flatnonzero(got[first] != want[first])[0])
+            raise VerifyError(f"the compiled application's {what} differ from the Python path's on "
+                              f"{len(differs)} of {len(frames)} frames (first: frame {first}, "
+                              f"byte {at}: {int(got[first, at])} vs {int(want[first, at])}).")
+    return {"checked": True, "frames": len(frames), "inputs_equal": True, "outputs_equal": True,
+            "arena_used_bytes": ran.arena_used_bytes, "tflm_source": str(tflm_root)}

@@ -28,7 +28,7 @@ from tinyvision.errors import RegistryError, did_you_mean
 from tinyvision.files import process_alive, atomic_write_text
 
 REGISTRY_FILE = "registry.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # export_failed: trained and evaluated, but the int8 export or its verification refused the model
 STATUSES = frozenset({"running", "finished", "failed", "export_failed", "interrupted"})
 FILTER_OPERATORS = frozenset({"=", "!=", ">=", "<=", ">", "<"})
@@ -65,6 +65,12 @@ METRIC_COLUMNS = (
     ("arena_bytes", "INTEGER", ("arena_bytes",)),
     ("macs", "INTEGER", ("macs",)),
     ("warnings", "TEXT", ("warnings",)),  # the codes of summary.json's warnings, e.g. "collapse"
+    # the fit on export.board (deploy/fit.py): flash and RAM totals, estimated latency
+    ("board", "TEXT", ("fit.board",)),
+    ("flash_bytes", "INTEGER", ("fit.flash.total",)),
+    ("ram_bytes", "INTEGER", ("fit.ram.total",)),
+    ("fits", "INTEGER", ("fit.fits",)),
+    ("latency_ms", "REAL", ("fit.latency_ms",)),
 )
 RUN_COLUMNS = (
     ("name", "TEXT", None), ("run_dir", "TEXT", None), ("status", "TEXT", None),
@@ -81,6 +87,7 @@ _V1_COLUMNS = ("name, run_dir, status, started, finished, duration_s, config_has
                "fine_tune_epochs, head_lr, fine_tune_lr, float_accuracy, float_macro_f1, "
                "int8_accuracy, int8_macro_f1, model_bytes, arena_bytes, macs, config_json, "
                "metrics_json")
+_V2_COLUMNS = _V1_COLUMNS + ", recipe, warnings, pid, host"
 
 
 def _create_runs(table: str) -> str:
@@ -112,6 +119,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"INSERT INTO runs_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM runs",
         "DROP TABLE runs",
         "ALTER TABLE runs_v2 RENAME TO runs",
+        "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
+    # 3: the board fit (board, flash_bytes, ram_bytes, fits, latency_ms); copied as in 2, since a
+    # new file's version-2 table already has every current column
+    3: (_create_runs("runs_v3"),
+        f"INSERT INTO runs_v3 ({_V2_COLUMNS}) SELECT {_V2_COLUMNS} FROM runs",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_v3 RENAME TO runs",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
 }
 _OPERATOR_RE = "|".join(re.escape(o) for o in sorted(FILTER_OPERATORS, key=len, reverse=True))

@@ -23,7 +23,9 @@ from tinyvision.files import atomic_write_json, atomic_write_text
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
 from tinyvision.run.predict import collect_images, load_predictor
 from tinyvision.run.registry import Registry
-from tinyvision.run.stages import (evaluate_stage, export_stage, prepare_data, prepare_manifest,
+from tinyvision.run.device import run_fit
+from tinyvision.run.stages import (evaluate_stage, export_stage, headline, prepare_data,
+                                   prepare_manifest,
                                    read_json, report_stage, resolve_settings, train_data,
                                    train_stage, verify_stage)
 from tinyvision.run.tracking import check_tracking, log_run
@@ -155,7 +157,7 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
         "images": {split: int(len(data.indices(split))) for split in ("train", "val", "test")},
         "bad_images": len(data.cache.bad), "best_epoch": result.best_epoch,
         "training": {"seconds": result.seconds, "stages": result.stages},
-        "float": _headline(float_metrics),
+        "float": headline(float_metrics),
         "warnings": result.warnings + float_metrics["warnings"],
         **model_cost(result.model).as_dict(),
     }
@@ -171,9 +173,11 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
                         f"are kept in {run.root}; the registry marks the run export_failed."
                         ) from None
     summary.update({
-        "int8": _headline(verified["metrics"]), "delta": verified.get("delta", {}),
+        "int8": headline(verified["metrics"]), "delta": verified.get("delta", {}),
         "int8_bytes": exported["int8_bytes"], "float_bytes": exported["float_bytes"],
-        "arena_bytes": verified["arena_bytes"], "seconds": round(time.perf_counter() - start, 1),
+        "arena_bytes": verified["arena_bytes"], "ops": exported["ops"],
+        **{key: verified[key] for key in ("app", "fit", "camera") if key in verified},
+        "seconds": round(time.perf_counter() - start, 1),
     })
     atomic_write_json(run.summary, summary)
     report_stage(cfg, run, data)  # reads summary.json for the headline numbers
@@ -186,14 +190,6 @@ def _saved_config(run: RunDir) -> dict | None:
         return load_config(run.config).model_dump(mode="json")
     except Exception:  # a half-made run folder: the row keeps the config it started with
         return None
-
-
-def _headline(metrics: dict) -> dict:
-    """accuracy and macro F1, plus mean IoU and accuracy at IoU >= 0.5 for a box model."""
-    out = {key: metrics[key] for key in ("accuracy", "macro_f1") if key in metrics}
-    boxes = metrics.get("boxes") or {}
-    out.update({key: boxes[key] for key in ("mean_iou", "accuracy_iou50") if key in boxes})
-    return out
 
 
 def load_run(path: str | Path) -> tuple[RunConfig, RunDir, Manifest]:
@@ -310,6 +306,11 @@ class Run:
     def verify(self) -> dict:
         """The int8 model on TFLM and LiteRT reference kernels: metrics, arena (verify.json)."""
         return verify_stage(self.config, self.folder, self._data())
+
+    def fit(self, board: str) -> dict:
+        """Flash, RAM and estimated latency of the int8 model on `board` (a profile name or a
+        YAML path), as a dict with `fits`; writes nothing (`deploy.fit.fit_table` prints it)."""
+        return run_fit(self.config, self.folder, board)
 
     def report(self) -> Path:
         """Write report.html; returns its path."""

@@ -20,7 +20,7 @@ from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources import build_manifest
 from tinyvision.deploy.c_source import write_c_source
 from tinyvision.deploy.litert import export_int8
-from tinyvision.deploy.outputs import snap_thresholds, tensor_quantization
+from tinyvision.deploy.outputs import dequantize, snap_thresholds, tensor_quantization
 from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.deploy.verify import verify_int8
 from tinyvision.errors import DataError
@@ -28,6 +28,7 @@ from tinyvision.evaluate.health import collapse_warning
 from tinyvision.evaluate.tta import keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_json, atomic_write_text
 from tinyvision.report.html import save_eval_scores, write_report
+from tinyvision.run.device import camera_format, camera_inputs, export_device, verify_device
 from tinyvision.run.folder import RunDir
 from tinyvision.training.recipes import apply_recipe
 
@@ -260,8 +261,10 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     thresholds = _export_thresholds(run, data.manifest)
     write_c_source(model_bytes, run.c_header, run.c_source, cfg.export.c_array_name, quantization,
                    data.manifest.classes, thresholds)
+    device = export_device(cfg, run, model, model_bytes, quantization,
+                           np.asarray(data.cache.images[chosen[0]]))
     return {"int8_bytes": len(model_bytes), "float_bytes": run.float_model.stat().st_size,
-            "calibration_images": int(len(chosen)), "quantization": quantization,
+            "calibration_images": int(len(chosen)), "quantization": quantization, **device,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -303,8 +306,39 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     if float_metrics:
         report["delta"] = {key: metrics[key] - float_metrics[key]
                            for key in ("accuracy", "macro_f1") if key in metrics and key in float_metrics}
+    paths = [data.manifest.samples[i].path for i in indices]
+    n_classes = len(data.manifest.classes)
+    report.update(verify_device(cfg, run, paths, n_classes, result["arena_bytes"]))
+    if cfg.deploy.camera is not None:
+        report["camera"] = _camera_skew(cfg, data, indices, paths, model_path, thresholds, metrics)
     atomic_write_json(run.verify, report)
     return report
+
+
+def _camera_skew(cfg: RunConfig, data: PreparedData, indices: np.ndarray, paths: list[str],
+                 model_path: Path, thresholds, training_path: dict) -> dict:
+    """Train/serve skew: the int8 model on the test images seen through deploy.camera (rendered
+    into frames, then the camera preprocessing) vs on the training path's images."""
+    runner = ReferenceRunner(model_path, len(data.manifest.classes))
+    inputs, usable = camera_inputs(cfg, tensor_quantization(model_path, len(data.manifest.classes)),
+                                   paths)
+    outputs = [dequantize(o, q) for o, q in zip(runner.run_all(inputs[usable]), runner.output_qs)]
+    outputs = outputs[0] if len(outputs) == 1 else tuple(outputs)
+    metrics = _output_metrics(cfg, data, indices[usable], outputs, thresholds)[0]
+    skew = {"camera": camera_format(cfg).describe(), "images": int(usable.sum()),
+            "metrics": headline(metrics),
+            "training_path": headline(training_path)}
+    skew["accuracy_delta"] = skew["metrics"].get("accuracy", 0) - skew["training_path"].get(
+        "accuracy", 0)
+    return skew
+
+
+def headline(metrics: dict) -> dict:
+    """accuracy and macro F1, plus mean IoU and accuracy at IoU >= 0.5 for a box model."""
+    out = {key: metrics[key] for key in ("accuracy", "macro_f1") if key in metrics}
+    boxes = metrics.get("boxes") or {}
+    out.update({key: boxes[key] for key in ("mean_iou", "accuracy_iou50") if key in boxes})
+    return out
 
 
 def _read_float_metrics(run: RunDir) -> dict | None:

@@ -1,0 +1,57 @@
+"""Board profiles: flash, RAM, core, clock and a cycles-per-MAC figure for latency estimates, each
+with its source. The shipped ones live in `deploy/boards/*.yaml`; a user's own is a path to a
+YAML file with the same keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tinyvision.errors import ExportError, did_you_mean
+
+BOARDS_DIR = Path(__file__).parent / "boards"
+
+
+class Board(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    title: str = ""
+    core: str
+    clock_mhz: float = Field(gt=0)
+    flash_bytes: int = Field(gt=0)
+    ram_bytes: int = Field(gt=0)
+    largest_ram_block_bytes: int | None = Field(
+        None, gt=0, description="the arena and the frame buffer must each fit one RAM block")
+    cycles_per_mac: float = Field(gt=0, description="int8 inference, for latency estimates")
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+def board_names() -> list[str]:
+    return sorted(p.stem for p in BOARDS_DIR.glob("*.yaml"))
+
+
+def load_board(name_or_path: str | Path) -> Board:
+    """A shipped board by name (`stm32h743`), or a YAML file of your own."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise ExportError(f"board file {path} does not exist")
+    else:
+        path = BOARDS_DIR / f"{text.lower()}.yaml"
+        if not path.exists():
+            raise ExportError(f"unknown board {text!r}.{did_you_mean(text.lower(), board_names())} "
+                              f"Shipped boards: {', '.join(board_names())}; or give the path of "
+                              "a YAML file with name, core, clock_mhz, flash_bytes, ram_bytes, "
+                              "cycles_per_mac.")
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Board(**data)
+    except (yaml.YAMLError, TypeError) as exc:
+        raise ExportError(f"board file {path} is not a YAML mapping: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ExportError(f"board file {path}: {problems}") from None

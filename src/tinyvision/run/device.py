@@ -1,0 +1,171 @@
+"""The device side of a run's export and verify stages: the op check, the arena, the generated TFLM
+application and camera preprocessing, the board fit; then the compiled application checked on the
+host and the test split seen through the camera.
+
+    export:  ops vs TFLM -> arena (Python TFLM) -> export/app/ -> fit on export.board (fit.json)
+    verify:  app built against a TFLM tree, run on seeded frames == Python path, byte for byte;
+             its arena_used_bytes refits; test accuracy through camera frames vs training path
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from tinyvision.config import RunConfig
+from tinyvision.data.cache import BadImage
+from tinyvision.deploy.app import APP_DIR, write_app
+from tinyvision.deploy.boards import load_board
+from tinyvision.deploy.camera import CameraFormat, CameraPlan, frame_from_file, make_plan, preprocess
+from tinyvision.deploy.fit import fit_check, fit_table
+from tinyvision.deploy.ops import check_tflm_ops, model_ops
+from tinyvision.deploy.outputs import Quantization, quantize_images, tensor_quantization
+from tinyvision.deploy.runners import find_arena_bytes
+from tinyvision.deploy.tflm_build import SOURCE_ENV, find_tflm_source
+from tinyvision.deploy.verify import verify_app
+from tinyvision.errors import ExportError
+from tinyvision.files import atomic_write_json
+from tinyvision.run.folder import RunDir
+
+log = logging.getLogger("tinyvision")
+
+FIT_FILE = "fit.json"
+PYTHON_ARENA = "Python TFLM interpreter"
+APP_ARENA = "compiled application"
+
+
+def camera_format(cfg: RunConfig) -> CameraFormat:
+    """deploy.camera, or without one frames that are images at the model's input size."""
+    if cfg.deploy.camera is not None:
+        return CameraFormat.from_config(cfg.deploy.camera)
+    height, width = cfg.model.input_size
+    if cfg.model.channels == 1:
+        return CameraFormat("grayscale", width, height, "none")
+    return CameraFormat("rgb888", width, height, "rgb")
+
+
+def camera_plan(cfg: RunConfig, quantization: dict) -> CameraPlan:
+    height, width = cfg.model.input_size
+    interpolation = cfg.deploy.camera.interpolation if cfg.deploy.camera else "bilinear"
+    inp = quantization["input"]
+    return make_plan(camera_format(cfg), (height, width, cfg.model.channels), cfg.data.resize,
+                     interpolation, inp["scale"], inp["zero_point"])
+
+
+def export_device(cfg: RunConfig, run: RunDir, model, model_bytes: bytes, quantization: dict,
+                  sample: np.ndarray) -> dict:
+    """After conversion: refuse ops TFLM lacks, measure the arena, write export/app/, and check
+    the fit on export.board (an ExportError with the table when it does not fit)."""
+    uses = model_ops(model_bytes, _layer_names(model))
+    check_tflm_ops(uses, run.int8_model.name)
+    ops = [use.op for use in uses]
+    q = quantization["input"]
+    arena = find_arena_bytes(run.int8_model, quantize_images(sample[None], Quantization(
+        q["scale"], q["zero_point"]))[0], cfg.verify.max_arena_bytes)
+    write_app(run.export_dir / APP_DIR, camera_plan(cfg, quantization), ops, quantization,
+              cfg.export.c_array_name, run.c_header.name, run.c_source.name, arena)
+    result = {"ops": sorted(set(ops)), "macs": sum(use.macs for use in uses),
+              "arena_bytes": arena}
+    if cfg.export.board:
+        result["fit"] = board_fit(cfg, run, len(model_bytes), ops, arena, PYTHON_ARENA,
+                                  result["macs"])
+    return result
+
+
+def board_fit(cfg: RunConfig, run: RunDir, model_bytes: int, ops: list[str], arena: int,
+              arena_source: str, macs: int, board: str | None = None) -> dict:
+    """Fit on the board, printed, saved as export/fit.json; an ExportError when it does not fit."""
+    fit = fit_check(load_board(board or cfg.export.board), model_bytes, ops, arena, arena_source,
+                    macs, camera_format(cfg) if cfg.deploy.camera is not None else None)
+    atomic_write_json(run.export_dir / FIT_FILE, fit)
+    if not fit["fits"]:
+        raise ExportError(f"the int8 model does not fit {fit['board']}:\n{fit_table(fit)}\n")
+    return fit
+
+
+def run_fit(cfg: RunConfig, run: RunDir, board: str) -> dict:
+    """The fit of an exported run on any board, without writing: the arena of verify.json (the
+    compiled application's when it was built), else measured now on the Python interpreter."""
+    model_path = run.require(run.int8_model, "tinyvision export")
+    verified = json.loads(run.verify.read_text()) if run.verify.exists() else {}
+    arena, source = (verified.get("app") or {}).get("arena_used_bytes"), APP_ARENA
+    if not arena:
+        arena, source = verified.get("arena_bytes"), PYTHON_ARENA
+    if not arena:
+        q = tensor_quantization(model_path)["input"]
+        arena = find_arena_bytes(model_path, np.full(q["shape"][1:], q["zero_point"], np.int8),
+                                 cfg.verify.max_arena_bytes)
+    uses = model_ops(model_path)
+    camera = camera_format(cfg) if cfg.deploy.camera is not None else None
+    return fit_check(load_board(board), model_path.stat().st_size, [u.op for u in uses], arena,
+                     source, sum(u.macs for u in uses), camera)
+
+
+def _layer_names(model) -> list[str]:
+    names = []
+    for layer in getattr(model, "layers", []):
+        names.append(layer.name)
+        names.extend(_layer_names(layer) if hasattr(layer, "layers") else [])
+    return names
+
+
+def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], n_classes: int,
+                  arena: int) -> dict:
+    """The compiled application on seeded frames (when a TFLM tree is configured), and the
+    refitted board figures with its arena. Returns verify.json's `app` (and `fit`) entries."""
+    out: dict = {}
+    root = find_tflm_source(cfg.verify.tflm_source)
+    if root is None:
+        out["app"] = {"checked": False,
+                      "reason": f"no TFLM source tree: set verify.tflm_source or ${SOURCE_ENV} to "
+                                "build export/app and check it on the host"}
+        log.info("compiled application not checked: %s", out["app"]["reason"])
+    else:
+        quantization = tensor_quantization(run.int8_model, n_classes)
+        plan = camera_plan(cfg, quantization)
+        frames = app_frames(plan.camera, paths, cfg.verify.app_frames, cfg.seed)
+        positions = [o["index"] for o in quantization["outputs"]]
+        out["app"] = verify_app(run.export_dir / APP_DIR, root, plan, frames, run.int8_model,
+                                positions, arena)
+    if cfg.export.board:
+        arena_used = out["app"].get("arena_used_bytes")
+        ops_macs = model_ops(run.int8_model)
+        out["fit"] = board_fit(cfg, run, run.int8_model.stat().st_size,
+                               [u.op for u in ops_macs], arena_used or arena,
+                               APP_ARENA if arena_used else PYTHON_ARENA,
+                               sum(u.macs for u in ops_macs))
+    return out
+
+
+def app_frames(camera: CameraFormat, paths: list[str], count: int, seed: int) -> list[bytes]:
+    """Seeded frames: test images rendered into the camera format, plus one random frame (every
+    byte value, edge cases the photos may not reach)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for index in rng.permutation(len(paths)):
+        if len(frames) >= max(1, count - 1):
+            break
+        try:
+            frames.append(frame_from_file(paths[index], camera))
+        except (BadImage, OSError):
+            continue
+    frames.append(rng.integers(0, 256, camera.frame_bytes, dtype=np.uint8).tobytes())
+    return frames
+
+
+def camera_inputs(cfg: RunConfig, quantization: dict, paths: list[str]) -> tuple[np.ndarray,
+                                                                                  np.ndarray]:
+    """int8 inputs of images seen through deploy.camera: each image rendered into a frame of the
+    camera's format and size, then the camera preprocessing. Returns (inputs, usable mask)."""
+    plan = camera_plan(cfg, quantization)
+    inputs = np.zeros((len(paths), plan.out_height, plan.out_width, plan.channels), np.int8)
+    usable = np.ones(len(paths), bool)
+    for i, path in enumerate(paths):
+        try:
+            inputs[i] = preprocess(plan, frame_from_file(Path(path), plan.camera))
+        except (BadImage, OSError):
+            usable[i] = False
+    return inputs, usable

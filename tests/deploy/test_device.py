@@ -1,0 +1,264 @@
+"""Onto the board: board profiles and the fit check, the TFLM op check, MACs from the .tflite, the
+TFLM library cache, and the generated application built on the host against a TFLM tree, whose
+input tensors and output bytes must equal the Python path's."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from helpers import handbuilt_run, settle_batchnorm
+from typer.testing import CliRunner
+
+from tinyvision.cli import app
+from tinyvision.deploy import tflm_build
+from tinyvision.deploy.boards import Board, board_names, load_board
+from tinyvision.deploy.camera import CameraFormat
+from tinyvision.deploy.fit import (APPLICATION_FLASH_BYTES, STACK_HEAP_BYTES,
+                                   TFLM_CORE_FLASH_BYTES, fit_check, fit_table)
+from tinyvision.deploy.litert import export_int8
+from tinyvision.deploy.ops import check_tflm_ops, model_macs, model_ops
+from tinyvision.deploy.tflm_ops import TFLM_OPS
+from tinyvision.errors import ExportError, VerifyError
+from tinyvision.models.cost import count_macs
+
+SHIPPED = ["esp32s3", "nicla_vision", "nrf52840", "rp2040", "stm32h743", "stm32h747", "stm32l4r5"]
+
+
+def tflm_tree() -> Path | None:
+    """The offline TFLM tree: $TINYVISION_TFLM_SOURCE, or the workspace's shared copy."""
+    for candidate in (os.environ.get(tflm_build.SOURCE_ENV),
+                      Path(__file__).resolve().parents[3] / "shared" / "tflm"):
+        if candidate and (Path(candidate) / "build.sh").exists():
+            return Path(candidate)
+    return None
+
+
+needs_tflm = pytest.mark.skipif(tflm_tree() is None, reason="no TFLM source tree (set "
+                                "TINYVISION_TFLM_SOURCE); .ci/run points it at ../shared/tflm")
+
+
+# ---- boards and the fit ----------------------------------------------------------------------
+def test_every_shipped_board_loads_with_sources():
+    assert board_names() == SHIPPED
+    for name in SHIPPED:
+        board = load_board(name)
+        assert board.flash_bytes > 0 and board.ram_bytes > 0 and board.cycles_per_mac > 0
+        assert {"memory", "clock", "cycles_per_mac"} <= set(board.sources)
+    h743 = load_board("STM32H743")  # names are case-insensitive
+    assert (h743.flash_bytes, h743.ram_bytes, h743.clock_mhz) == (2 * 1024 * 1024, 1024 * 1024, 480)
+
+
+def test_unknown_boards_and_bad_board_files_say_what_to_fix(tmp_path):
+    with pytest.raises(ExportError, match=r"unknown board 'stm32h74'\. Did you mean 'stm32h74[37]'"):
+        load_board("stm32h74")
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\ncore: M4\nclock_mhz: 0\nflash_bytes: 1\nram_bytes: 1\n"
+                   "cycles_per_mac: 2\n")
+    with pytest.raises(ExportError, match=r"mine.yaml: clock_mhz: Input should be greater than 0"):
+        load_board(bad)
+    good = tmp_path / "tiny.yaml"
+    good.write_text("name: tiny\ncore: Cortex-M0+\nclock_mhz: 48\nflash_bytes: 262144\n"
+                    "ram_bytes: 32768\ncycles_per_mac: 12\n")
+    assert load_board(good).ram_bytes == 32768
+
+
+def _board(**changes) -> Board:
+    values = dict(name="b", core="Cortex-M7", clock_mhz=480, flash_bytes=2 * 1024 * 1024,
+                  ram_bytes=1024 * 1024, largest_ram_block_bytes=512 * 1024, cycles_per_mac=2.0)
+    return Board(**{**values, **changes})
+
+
+def test_fit_adds_up_and_fails_where_it_should():
+    camera = CameraFormat("rgb565", 320, 240, "big")
+    ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "RESHAPE", "SOFTMAX"]
+    fit = fit_check(_board(), 300_000, ops, 90_000, "compiled application", 7_489_664, camera)
+    runtime = TFLM_CORE_FLASH_BYTES + 10 * 1024 + 10 * 1024 + 4 * 1024 + 1024 + 4 * 1024
+    assert fit["flash"]["runtime"] == runtime
+    assert fit["flash"]["total"] == 300_000 + runtime + APPLICATION_FLASH_BYTES
+    assert fit["ram"]["frame_buffer"] == 320 * 240 * 2
+    assert fit["ram"]["total"] == 90_000 + 153_600 + STACK_HEAP_BYTES
+    assert fit["latency_ms"] == pytest.approx(7_489_664 * 2.0 / 480e3, rel=1e-3)  # 31.2 ms
+    assert fit["fits"] and "fits" == fit_table(fit).splitlines()[-1]
+    # flash: a 2.1 MB model; RAM: a 300 KB-block board; each fails alone, with the table
+    too_big = fit_check(_board(), 2_100_000, ops, 90_000, "x", 1, camera)
+    assert not too_big["fits"] and not too_big["flash"]["fits"] and too_big["ram"]["fits"]
+    table = fit_table(too_big)
+    assert "OVER" in table and "does NOT fit: flash is" in table and "model.alpha" in table
+    small_block = fit_check(_board(largest_ram_block_bytes=128 * 1024), 300_000, ops, 140_000,
+                            "x", 1, camera)
+    assert not small_block["fits"] and "largest RAM block holds 131,072 bytes" in \
+        fit_table(small_block)
+    no_ram = fit_check(_board(ram_bytes=200_000, largest_ram_block_bytes=None), 300_000, ops,
+                       90_000, "x", 1, camera)
+    assert not no_ram["ram"]["fits"] and "input_size" in fit_table(no_ram)
+
+
+# ---- ops and MACs ----------------------------------------------------------------------------
+def _calibration(shape, count=16):
+    return np.random.default_rng(0).integers(0, 256, (count, *shape), dtype=np.uint8)
+
+
+def test_an_op_tflm_lacks_is_refused_and_named_with_its_layer(tmp_path):
+    from tflite_micro import runtime
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 127.5, -1)(inputs)
+    x = keras.layers.Conv2D(8, 3, name="stem_conv")(x)
+    x = keras.layers.Activation("gelu", name="odd_gelu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x))
+    path = tmp_path / "gelu.tflite"
+    export_int8(model, _calibration((16, 16, 3)), path)
+    uses = model_ops(path, [layer.name for layer in model.layers])
+    assert [u.op for u in uses][:2] == ["CONV_2D", "GELU"] and uses[1].layer == "odd_gelu"
+    with pytest.raises(ExportError, match=r"GELU \(from layer\(s\) 'odd_gelu'\)"):
+        check_tflm_ops(uses, path.name)
+    # the op list is the truth: the TFLM interpreter itself cannot run this model
+    with pytest.raises(RuntimeError):
+        runtime.Interpreter.from_file(str(path), arena_size=1 << 20)
+    check_tflm_ops([u for u in uses if u.op != "GELU"])  # the rest is fine
+
+
+def test_macs_counted_from_the_tflite_equal_the_keras_count(tmp_path):
+    from tinyvision.models.backbones import mobilenet_v1
+
+    inputs = keras.Input((32, 32, 3))
+    x = mobilenet_v1(keras.layers.Rescaling(1 / 127.5, -1)(inputs), 0.25)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    settle_batchnorm(model, _calibration((32, 32, 3)).astype("float32"))
+    path = tmp_path / "m.tflite"
+    export_int8(model, _calibration((32, 32, 3)), path)
+    assert model_macs(path) == count_macs(model) > 100_000
+
+
+@needs_tflm
+def test_the_op_table_is_the_tflm_trees_resolver():
+    """TFLM_OPS lists exactly the builtin ops the tree's all-ops resolver registers."""
+    resolver = (tflm_tree() / "example" / "ops_resolver.h").read_text()
+    registered = set(re.findall(r"r\.(Add[A-Za-z0-9]+)\(\)", resolver))
+    assert set(TFLM_OPS.values()) <= registered
+    assert len(registered - set(TFLM_OPS.values())) == 17  # the signal-processing ops
+
+
+# ---- the library cache -----------------------------------------------------------------------
+def test_the_library_is_built_once_per_tree_content(tmp_path, monkeypatch):
+    tree = tmp_path / "tree"
+    (tree / "tensorflow").mkdir(parents=True)
+    (tree / "tflm_flags.mk").write_text("")
+    (tree / "tensorflow" / "a.cc").write_text("int a;")
+    (tree / "build.sh").write_text('mkdir -p "$1" && echo x >> "$(dirname "$0")/../count" && '
+                                   'echo lib > "$1/libtflm.a"\n')
+    monkeypatch.setenv(tflm_build.CACHE_ENV, str(tmp_path / "cache"))
+    root = tflm_build.find_tflm_source(tree)
+    first = tflm_build.build_library(root)
+    assert first.read_text() == "lib\n" and first.is_relative_to(tmp_path / "cache")
+    assert tflm_build.build_library(root) == first  # cached: build.sh not run again
+    assert (tmp_path / "count").read_text() == "x\n"
+    (tree / "tensorflow" / "a.cc").write_text("int a = 1;")  # the tree changed: a new library
+    assert tflm_build.build_library(root) != first
+    assert (tmp_path / "count").read_text() == "x\nx\n"
+    with pytest.raises(VerifyError, match=r"not a TFLM source tree .*\(missing build.sh"):
+        tflm_build.find_tflm_source(tmp_path / "cache")
+
+
+# ---- the generated application, built and run on the host -----------------------------------
+def _small_mobilenet(cfg, data):
+    from tinyvision.models.build import build_model
+
+    model = build_model(cfg.model, len(data.manifest.classes), data.manifest.task)
+    settle_batchnorm(model, np.asarray(data.cache.images[:16], dtype="float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def device_run(tmp_path_factory):
+    tree = tflm_tree()
+    if tree is None:
+        pytest.skip("no TFLM source tree")
+    tmp = tmp_path_factory.mktemp("device")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(tflm_build.SOURCE_ENV, str(tree))
+        yield handbuilt_run(tmp, make_model=_small_mobilenet, export={"board": "stm32h743"},
+                            deploy={"camera": {"format": "yuv422", "width": 64, "height": 48,
+                                               "interpolation": "bilinear"}},
+                            data={"resize": "letterbox"}, verify={"app_frames": 5})
+
+
+@pytest.mark.slow
+@needs_tflm
+def test_the_compiled_application_equals_the_python_path(device_run):
+    cfg, run, data, model = device_run
+    app_dir = run.export_dir / "app"
+    assert sorted(p.name for p in app_dir.iterdir() if p.is_file()) == [
+        "Makefile", "camera_preprocess.c", "camera_preprocess.h", "main.cc", "model_ops.h"]
+    ops_header = (app_dir / "model_ops.h").read_text()
+    verified = json.loads(run.verify.read_text())
+    assert f"kModelOpCount = {len(verified['ops'])}" in ops_header
+    assert all(f"r.{TFLM_OPS[op]}()" in ops_header for op in verified["ops"])
+    app_check = verified["app"]
+    assert app_check["checked"] and app_check["inputs_equal"] and app_check["outputs_equal"]
+    assert app_check["frames"] == 5
+    # the compiled interpreter needs a little less than the Python one (its bookkeeping)
+    assert 0 < verified["arena_bytes"] - app_check["arena_used_bytes"] <= 512
+    fit = verified["fit"]
+    assert fit["ram"]["arena"] == app_check["arena_used_bytes"]
+    assert fit["ram"]["arena_source"] == "compiled application"
+    assert fit["ram"]["frame_buffer"] == 64 * 48 * 2 and fit["fits"]
+    assert json.loads((run.export_dir / "fit.json").read_text()) == fit
+    camera = verified["camera"]
+    assert camera["camera"] == "64x48 yuv422 yuyv" and camera["images"] == len(
+        data.indices("test"))
+
+
+@pytest.mark.slow
+@needs_tflm
+def test_a_changed_preprocessing_is_caught_byte_for_byte(device_run):
+    """Break the generated C (a rounding constant): verify names the mismatch."""
+    from tinyvision.errors import VerifyError
+    from tinyvision.run.stages import prepare_data, verify_stage
+
+    cfg, run, data, model = device_run
+    source = run.export_dir / "app" / "camera_preprocess.c"
+    original = source.read_text()
+    try:
+        source.write_text(original.replace("(1 << 15)) >> 16]", "(1 << 14)) >> 16]"))
+        with pytest.raises(VerifyError, match="application's input tensor differ from the "
+                                              "Python path's"):
+            verify_stage(cfg, run, prepare_data(cfg, run, progress=False))
+    finally:
+        source.write_text(original)
+
+
+@pytest.mark.slow
+@needs_tflm
+def test_cli_fit_on_other_boards_and_a_board_that_is_too_small(device_run, tmp_path):
+    cfg, run, data, model = device_run
+    result = CliRunner().invoke(app, ["fit", str(run.root), "--board", "rp2040"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "rp2040 (Cortex-M0+, 133 MHz)" in output and "300,568 bytes" in output
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("name: tiny\ncore: Cortex-M0+\nclock_mhz: 48\nflash_bytes: 65536\n"
+                    "ram_bytes: 16384\ncycles_per_mac: 12\n")
+    result = CliRunner().invoke(app, ["fit", str(run.root), "--board", str(tiny)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and "does NOT fit" in output
+    assert "flash is" in output and "RAM is" in output
+
+
+@pytest.mark.slow
+def test_an_export_that_does_not_fit_fails_with_the_table(tmp_path):
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("name: tiny\ncore: Cortex-M0+\nclock_mhz: 48\nflash_bytes: 65536\n"
+                    "ram_bytes: 8192\ncycles_per_mac: 12\n")
+    with pytest.raises(ExportError, match=r"(?s)does not fit tiny:.*RAM.*OVER.*does NOT fit"):
+        handbuilt_run(tmp_path, export={"board": str(tiny)})
+    fits = list((tmp_path / "runs").glob("*/export/fit.json"))
+    assert len(fits) == 1 and json.loads(fits[0].read_text())["fits"] is False
