@@ -262,3 +262,39 @@ def test_an_export_that_does_not_fit_fails_with_the_table(tmp_path):
         handbuilt_run(tmp_path, export={"board": str(tiny)})
     fits = list((tmp_path / "runs").glob("*/export/fit.json"))
     assert len(fits) == 1 and json.loads(fits[0].read_text())["fits"] is False
+
+
+@pytest.mark.slow
+@needs_tflm
+def test_predict_camera_scores_frames_as_the_device_does(device_run, tmp_path):
+    """`predict --camera`: an image and the raw frame it renders to get the same scores, equal
+    to the TFLM interpreter's output on the camera path's tensor."""
+    from tinyvision.deploy.camera import frame_from_file, preprocess
+    from tinyvision.deploy.outputs import Quantization, dequantize, tensor_quantization
+    from tinyvision.deploy.runners import run_tflm
+    from tinyvision.run.device import camera_plan
+
+    cfg, run, data, model = device_run
+    image = Path(data.manifest.samples[int(data.indices("test")[0])].path)
+    quantization = tensor_quantization(run.int8_model, len(data.manifest.classes))
+    plan = camera_plan(cfg, quantization)
+    frame = frame_from_file(image, plan.camera)
+    raw = tmp_path / "frame.raw"
+    raw.write_bytes(frame)
+    result = CliRunner().invoke(app, ["predict", str(run.root), str(image), str(raw), "--camera",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed["camera"] == "64x48 yuv422 yuyv" and printed["kind"] == "int8"
+    scores = [row["scores"] for row in printed["predictions"]]
+    assert scores[0] == scores[1]
+    out = run_tflm(run.int8_model, preprocess(plan, frame)[None], 1 << 20)
+    q = quantization["output"]
+    expected = dequantize(out[0], Quantization(q["scale"], q["zero_point"]))
+    for k, name in enumerate(data.manifest.classes):
+        assert scores[0][name] == pytest.approx(float(expected[k]), abs=1e-6)
+    bad = tmp_path / "short.raw"
+    bad.write_bytes(b"12345")
+    result = CliRunner().invoke(app, ["predict", str(run.root), str(bad), "--camera"])
+    assert result.exit_code == 1 and "frame has 6144 bytes, the file has 5" in " ".join(
+        result.output.split())

@@ -37,6 +37,10 @@ def predict_command(
     tta_vertical: bool = typer.Option(False, "--tta-vertical", help="With --tta, also average "
                                       "with the top-bottom mirror image."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Class scores listed per image."),
+    camera: bool = typer.Option(False, "--camera", help="See each image as the device does: "
+                                "rendered into a frame of the run's deploy.camera (.raw/.bin files "
+                                "are read as frames), then the generated C preprocessing's "
+                                "integer path and the int8 model."),
     trust_model_code: bool = TRUST_OPTION,
 ) -> None:
     """Predict labels, scores and boxes for new images with a run's model.
@@ -46,7 +50,7 @@ def predict_command(
     """
     check_choice("format", output_format, OUTPUT_FORMATS)
     paths = collect_images(images)
-    predictor = load_predictor(model, kind, trust_model_code)
+    predictor = load_predictor(model, kind, trust_model_code, camera=camera)
     flips = ("horizontal", "vertical") if tta_vertical else ("horizontal",)
     tta = tta or tta_vertical
     predictions = predictor.predict(paths, tta=tta, top_k=top_k, flips=flips)

@@ -25,6 +25,7 @@ from tinyvision.errors import ExportError
 
 BYTES_PER_PIXEL = {"rgb565": 2, "rgb888": 3, "grayscale": 1, "yuv422": 2}
 WEIGHT_ONE = 256  # bilinear weights are fractions of 256
+RAW_FRAME_SUFFIXES = (".raw", ".bin", ".yuv", ".rgb565")  # files read as frames, not images
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def frame_from_file(path: str | Path, camera: CameraFormat) -> bytes:
     """A raw frame file of exactly the frame's size is read as it is; any image Pillow reads is
     stretched to the frame size and rendered into the camera format."""
     path = Path(path)
-    if path.suffix.lower() in (".raw", ".bin", ".yuv", ".rgb565"):
+    if path.suffix.lower() in RAW_FRAME_SUFFIXES:
         data = path.read_bytes()
         if len(data) != camera.frame_bytes:
             raise ExportError(f"{path}: a raw {camera.describe()} frame has {camera.frame_bytes} "

@@ -38,6 +38,7 @@ class RunFolder(Protocol):
     summary: Path
     int8_model: Path
     float_model: Path
+    export_dir: Path
 
 
 REPORT_FILE = "report.html"
@@ -113,6 +114,7 @@ def build_report(cfg: RunConfig, run: RunFolder, manifest: Manifest, cache: Imag
         _evaluation_section(manifest, files),
         _worst_section(manifest, cache, files),
         _deployment_section(run, files),
+        _device_section(run, files),
     ]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = f"tinyvision run {run.name}"
@@ -375,6 +377,54 @@ def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
         body += _note("No verify.json: run `tinyvision verify RUN` for int8 metrics on TFLM.")
     body += _table(["", "value"], _size_rows(run, verify, summary))
     return _section("Float vs int8 on TensorFlow Lite Micro", body)
+
+
+def _device_section(run: RunFolder, files: _RunFiles) -> str:
+    """The compiled application's check, the camera path, and the fit on export.board."""
+    verify = files.verify or {}
+    fit = verify.get("fit") or _json(run.export_dir / "fit.json")
+    app, camera = verify.get("app"), verify.get("camera")
+    if not (fit or app or camera):
+        return ""
+    body = ""
+    if app and app.get("checked"):
+        body += (f"<p>The generated TFLM application (export/app), compiled on the host, gave "
+                 f"input tensors and output bytes equal to the Python path's on {app['frames']} "
+                 f"camera frames; it uses a {app['arena_used_bytes']:,}-byte arena.</p>")
+    elif app:
+        body += _note(f"The compiled application was not checked: {app['reason']}")
+    if camera:
+        body += _table(["test split, int8", "training path", f"camera path ({camera['camera']})",
+                        "delta"],
+                       [[key, camera["training_path"].get(key), camera["metrics"].get(key),
+                         _delta(camera["training_path"], camera["metrics"], key)]
+                        for key in ("accuracy", "macro_f1")])
+    if fit:
+        body += _fit_table(fit)
+    return _section("On the device", body)
+
+
+def _fit_table(fit: dict) -> str:
+    flash, ram = fit["flash"], fit["ram"]
+
+    def share(part: dict) -> str:
+        return f"{100 * part['total'] / part['available']:.0f}% {'ok' if part['fits'] else 'OVER'}"
+
+    rows = [["flash: model (C array)", flash["model"], None, ""],
+            [f"flash: TFLM runtime, {len(flash['runtime_ops'])} ops (estimate)", flash["runtime"],
+             None, ""],
+            ["flash: application (estimate)", flash["application"], None, ""],
+            ["flash total", flash["total"], flash["available"], share(flash)],
+            [f"RAM: tensor arena ({ram['arena_source']})", ram["arena"], None, ""],
+            [f"RAM: camera frame buffer ({ram['camera'] or 'no camera'})", ram["frame_buffer"],
+             None, ""],
+            ["RAM: stack, heap, globals (estimate)", ram["stack_heap"], None, ""],
+            ["RAM total", ram["total"], ram["available"], share(ram)]]
+    verdict = "fits" if fit["fits"] else "does NOT fit: " + "; ".join(fit["advice"])
+    return (f"<h3>{escape(fit['board'])} ({escape(fit['core'])}, {fit['clock_mhz']:g} MHz): "
+            f"{escape(verdict)}</h3>" + _table(["", "bytes", "board", "use"], rows)
+            + f"<p>Latency (estimate): {fit['latency_ms']:g} ms = {fit['macs']:,} MACs x "
+              f"{fit['cycles_per_mac']:g} cycles/MAC / {fit['clock_mhz']:g} MHz.</p>")
 
 
 def _size_rows(run: RunFolder, verify: dict | None, summary: dict) -> list[list]:

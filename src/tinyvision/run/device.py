@@ -19,11 +19,12 @@ from tinyvision.config import RunConfig
 from tinyvision.data.cache import BadImage
 from tinyvision.deploy.app import APP_DIR, write_app
 from tinyvision.deploy.boards import load_board
-from tinyvision.deploy.camera import CameraFormat, CameraPlan, frame_from_file, make_plan, preprocess
+from tinyvision.deploy.camera import (CameraFormat, CameraPlan, frame_from_file,
+                                      make_plan, preprocess)
 from tinyvision.deploy.fit import fit_check, fit_table
 from tinyvision.deploy.ops import check_tflm_ops, model_ops
-from tinyvision.deploy.outputs import Quantization, quantize_images, tensor_quantization
-from tinyvision.deploy.runners import find_arena_bytes
+from tinyvision.deploy.outputs import Quantization, dequantize, quantize_images, tensor_quantization
+from tinyvision.deploy.runners import ReferenceRunner, find_arena_bytes
 from tinyvision.deploy.tflm_build import SOURCE_ENV, find_tflm_source
 from tinyvision.deploy.verify import verify_app
 from tinyvision.errors import ExportError
@@ -169,3 +170,22 @@ def camera_inputs(cfg: RunConfig, quantization: dict, paths: list[str]) -> tuple
         except (BadImage, OSError):
             usable[i] = False
     return inputs, usable
+
+
+class CameraScorer:
+    """Image or raw frame files seen as the device sees them: rendered into (or read as) frames
+    of deploy.camera, the camera preprocessing, then the int8 model (`predict --camera`)."""
+
+    def __init__(self, cfg: RunConfig, model_path: Path, n_classes: int) -> None:
+        self.runner = ReferenceRunner(model_path, n_classes)
+        self.plan = camera_plan(cfg, tensor_quantization(model_path, n_classes))
+
+    def outputs(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray | None]:
+        inputs = np.stack([preprocess(self.plan, frame_from_file(p, self.plan.camera))
+                           for p in paths])
+        values = [dequantize(o, q) for o, q in zip(self.runner.run_all(inputs),
+                                                    self.runner.output_qs)]
+        return values[0], (values[1] if len(values) > 1 else None)
+
+    def frame_size(self) -> tuple[int, int]:
+        return self.plan.camera.width, self.plan.camera.height

@@ -24,12 +24,14 @@ from tinyvision.config import RunConfig, load_config
 from tinyvision.data.cache import image_extensions, BadImage, DecodeSpec, decode_image, source_region
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources.boxes import image_size
+from tinyvision.deploy.camera import RAW_FRAME_SUFFIXES
 from tinyvision.deploy.outputs import snap_thresholds
 from tinyvision.deploy.runners import ReferenceRunner
-from tinyvision.errors import ConfigError, DataError, ModelError, RunError, check_choice
+from tinyvision.errors import ConfigError, DataError, ExportError, ModelError, RunError, check_choice
 from tinyvision.evaluate.tta import int8_scorer, keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_text
 from tinyvision.report.plots import PRED_COLOUR, annotate
+from tinyvision.run.device import CameraScorer
 from tinyvision.run.folder import RunDir, open_run_dir
 from tinyvision.run.stages import decode_spec
 
@@ -75,6 +77,7 @@ class Predictor:
     thresholds: np.ndarray | None  # multi-label only
     spec: DecodeSpec  # how the run's cache decoded images: predict decodes the same way
     scorer: object = field(repr=False)  # uint8 images -> scores or (scores, boxes)
+    camera: CameraScorer | None = field(default=None, repr=False)  # the device's camera path
 
     def outputs(self, images: np.ndarray, tta: bool = False,
                 flips: Sequence[str] = ("horizontal",)) -> tuple[np.ndarray, np.ndarray | None]:
@@ -87,14 +90,28 @@ class Predictor:
         """Decode `paths` as the run's cache did and predict each; in input order."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"Expected top_k to be a positive integer, received top_k={top_k!r}.")
+        if self.camera is not None and tta:
+            raise ConfigError("--tta does not apply to --camera: the device sees each frame once.")
         results: list[Prediction] = []
         for start in range(0, len(paths), BATCH):
             chunk = [Path(p) for p in paths[start:start + BATCH]]
-            scores, boxes = self.outputs(decode_images(chunk, self.spec), tta, flips)
+            if self.camera is not None:
+                scores, boxes = self._camera_outputs(chunk)
+            else:
+                scores, boxes = self.outputs(decode_images(chunk, self.spec), tta, flips)
             for i, path in enumerate(chunk):
                 box = None if boxes is None else boxes[i]
                 results.append(self._prediction(path, scores[i], box, top_k))
         return results
+
+    def _camera_outputs(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray | None]:
+        try:
+            return self.camera.outputs(paths)
+        except BadImage as exc:
+            raise DataError(f"Cannot read an image: {exc}. Pass image files or raw frames of "
+                            f"{self.camera.plan.camera.describe()}.") from None
+        except ExportError as exc:  # a raw frame of the wrong size
+            raise DataError(str(exc)) from None
 
     def _prediction(self, path: Path, scores: np.ndarray, box: np.ndarray | None,
                     top_k: int) -> Prediction:
@@ -106,16 +123,19 @@ class Predictor:
             labels = [self.classes[int(np.argmax(scores))]]
         if box is None:
             return Prediction(str(path), labels, top)
-        size = image_size(path)
+        size = (self.camera.frame_size() if self.camera is not None
+                and path.suffix.lower() in RAW_FRAME_SUFFIXES else image_size(path))
         return Prediction(str(path), labels, top, box_to_pixels(box, size, self.spec), size)
 
 
 # ---- loading ---------------------------------------------------------------------------------
 def load_predictor(target: str | Path, kind: str = "auto",
-                   trust_model_code: bool = False) -> Predictor:
+                   trust_model_code: bool = False, camera: bool = False) -> Predictor:
     """A run directory (its int8 model when exported, else the float one; `kind` chooses) or a
     model file inside a run's export/ folder, ready to predict. `trust_model_code`: load a float
-    model that stores Python code (never on the strength of the run's own config)."""
+    model that stores Python code (never on the strength of the run's own config). `camera`:
+    see each file as the device does — rendered into a frame of deploy.camera (raw .raw/.bin
+    frames as they are), the generated preprocessing's integer path, the int8 model."""
     kind = check_choice("kind", kind, MODEL_KINDS)
     model_path, run = resolve_model(Path(target), kind)
     cfg = load_config(run.config)
@@ -129,8 +149,14 @@ def load_predictor(target: str | Path, kind: str = "auto",
     if cfg.data.crop_to_box:
         log.warning("the run trained on images cropped to their boxes (data.crop_to_box); predict "
                     "sees whole images, so crop them to the object first for the same pixels")
+    camera_scorer = None
+    if camera:
+        if kind != "int8":
+            raise ConfigError("--camera runs the exported int8 model, as the device does; drop "
+                              "--kind float (or run `tinyvision export` first).")
+        camera_scorer = CameraScorer(cfg, model_path, len(manifest.classes))
     return Predictor(model_path, kind, cfg, manifest.classes, manifest.task, thresholds, spec,
-                     scorer)
+                     scorer, camera_scorer)
 
 
 def resolve_model(target: Path, kind: str = "auto") -> tuple[Path, RunDir]:
@@ -264,8 +290,9 @@ def box_to_pixels(box: Sequence[float], size: tuple[int, int], spec: DecodeSpec)
 
 # ---- output ----------------------------------------------------------------------------------
 def to_json(predictions: Sequence[Prediction], predictor: Predictor, tta: bool) -> str:
+    camera = predictor.camera.plan.camera.describe() if predictor.camera is not None else None
     return json.dumps({"model": str(predictor.model_path), "kind": predictor.kind,
-                       "task": predictor.task, "tta": tta,
+                       "task": predictor.task, "tta": tta, "camera": camera,
                        "predictions": [p.to_json() for p in predictions]}, indent=2) + "\n"
 
 
