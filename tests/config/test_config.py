@@ -93,3 +93,16 @@ def test_bad_yaml_file(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match=r"must be a mapping of sections"):
         load_config(path)
+
+
+def test_camera_settings_are_checked_with_the_field_named(tmp_path):
+    base = {"data": {"source": {"format": "folder", "root": str(tmp_path)}}}
+    cfg = validate_config({**base, "deploy": {"camera": {"format": "yuv422"}}})
+    assert (cfg.deploy.camera.byte_order, cfg.deploy.camera.width) == ("yuyv", 320)
+    with pytest.raises(ConfigError, match=r"deploy.camera.*byte_order 'rgb' does not apply to "
+                                          r"rgb565: use one of big, little"):
+        validate_config({**base, "deploy": {"camera": {"format": "rgb565", "byte_order": "rgb"}}})
+    with pytest.raises(ConfigError, match=r"even width"):
+        validate_config({**base, "deploy": {"camera": {"format": "yuv422", "width": 321}}})
+    with pytest.raises(ConfigError, match=r"deploy.camera.format"):
+        validate_config({**base, "deploy": {"camera": {"format": "bayer"}}})

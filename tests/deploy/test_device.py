@@ -298,3 +298,22 @@ def test_predict_camera_scores_frames_as_the_device_does(device_run, tmp_path):
     result = CliRunner().invoke(app, ["predict", str(run.root), str(bad), "--camera"])
     assert result.exit_code == 1 and "frame has 6144 bytes, the file has 5" in " ".join(
         result.output.split())
+
+
+def test_a_wrong_board_or_tflm_tree_fails_before_any_training(tmp_path, monkeypatch):
+    from helpers import make_class_folders, tiny_config
+
+    from tinyvision.config import validate_config
+    from tinyvision.run.run import check_before_work
+
+    root = make_class_folders(tmp_path / "images", per_class=4)
+    cfg = validate_config(tiny_config(root, tmp_path / "runs", export={"board": "stm32h7433"}))
+    with pytest.raises(ExportError, match="unknown board 'stm32h7433'"):
+        check_before_work(cfg)
+    cfg = validate_config(tiny_config(root, tmp_path / "runs",
+                                      verify={"tflm_source": str(tmp_path)}))
+    with pytest.raises(VerifyError, match="is not a TFLM source tree"):
+        check_before_work(cfg)
+    monkeypatch.setenv(tflm_build.SOURCE_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(VerifyError, match="nowhere is not a TFLM source tree"):
+        check_before_work(validate_config(tiny_config(root, tmp_path / "runs")))

@@ -45,9 +45,12 @@ _TABLE: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("model KiB", lambda r: _num(r["model_bytes"] and r["model_bytes"] / 1024, "{:.1f}")),
     ("arena KiB", lambda r: _num(r["arena_bytes"] and r["arena_bytes"] / 1024, "{:.1f}")),
     ("MMACs", lambda r: _num(r["macs"] and r["macs"] / 1e6, "{:.2f}")),
+    ("board", lambda r: _join(" ", r["board"], None if r["fits"] is None else
+                              ("fits" if r["fits"] else "OVER"))),
+    ("ms (est.)", lambda r: _num(r["latency_ms"], "{:g}")),
     ("warnings", lambda r: _text(r["warnings"])),
 )
-_LEFT_ALIGNED = frozenset({"name", "status", "started", "backbone", "input", "weights"})
+_LEFT_ALIGNED = frozenset({"name", "status", "started", "backbone", "input", "weights", "board"})
 _PER_CLASS_KEYS = (".per_class.", ".ap_per_iou.", ".label_confusion.")
 _PIPE_WIDTH = 250
 

@@ -38,6 +38,16 @@ PYTHON_ARENA = "Python TFLM interpreter"
 APP_ARENA = "compiled application"
 
 
+def check_device_settings(cfg: RunConfig) -> None:
+    """export.board, deploy.camera and verify.tflm_source fail before any training."""
+    if cfg.export.board:
+        load_board(cfg.export.board)
+    find_tflm_source(cfg.verify.tflm_source)
+    height, width = cfg.model.input_size
+    make_plan(camera_format(cfg), (height, width, cfg.model.channels), cfg.data.resize,
+              "bilinear", 1.0, -128)
+
+
 def camera_format(cfg: RunConfig) -> CameraFormat:
     """deploy.camera, or without one frames that are images at the model's input size."""
     if cfg.deploy.camera is not None:

@@ -23,7 +23,7 @@ from tinyvision.files import atomic_write_json, atomic_write_text
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
 from tinyvision.run.predict import collect_images, load_predictor
 from tinyvision.run.registry import Registry
-from tinyvision.run.device import run_fit
+from tinyvision.run.device import check_device_settings, run_fit
 from tinyvision.run.stages import (evaluate_stage, export_stage, headline, prepare_data,
                                    prepare_manifest,
                                    read_json, report_stage, resolve_settings, train_data,
@@ -64,6 +64,7 @@ def check_before_work(cfg: RunConfig) -> None:
     check_tracking(cfg)
     if cfg.train.augment:  # e.g. hue on grayscale input
         Augmenter(cfg.train.augment, (*cfg.model.input_size, cfg.model.channels))
+    check_device_settings(cfg)  # an unknown board or a wrong TFLM tree, not after training
 
 
 def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[RunDir, dict]:
