@@ -6,6 +6,7 @@ Mounted by cli.py as `app.add_typer(runs_app, name="runs")`. It only parses and 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -48,6 +49,7 @@ _TABLE: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("board", lambda r: _join(" ", r["board"], None if r["fits"] is None else
                               ("fits" if r["fits"] else "OVER"))),
     ("ms (est.)", lambda r: _num(r["latency_ms"], "{:g}")),
+    ("formats", lambda r: " ".join(json.loads(r["formats"])) if r["formats"] else "-"),
     ("warnings", lambda r: _text(r["warnings"])),
 )
 _LEFT_ALIGNED = frozenset({"name", "status", "started", "backbone", "input", "weights", "board"})

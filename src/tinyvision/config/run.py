@@ -57,15 +57,35 @@ class DeployConfig(Section):
                     "preprocessing from them. None: frames are images at the model's input size")
 
 
+ExportFormat = Literal["int8", "float16", "onnx", "onnx_int8", "coreml"]
+WeightQuantization = Literal["per_channel", "per_tensor"]
+
+
 class ExportConfig(Section):
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: ["int8"],
+        description="int8 (LiteRT, the device model; always made), float16 (LiteRT), onnx "
+                    "(float), onnx_int8 (QDQ), coreml (ML Program); each verified in its runtime")
     representative_samples: int = Field(
         200, ge=8,
-        description="training images used to calibrate int8")
+        description="training images used to calibrate int8, drawn class-balanced; at least "
+                    "one training batch")
+    weight_quantization: WeightQuantization = Field(
+        "per_channel", description="int8 weight scales: one per output channel, or per tensor")
+    max_class_drop: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="warn when a class's F1 drops more than this from float to int8")
     c_array_name: str = "g_model"
     board: str | None = Field(
         None,
         description="a board profile (stm32h743, nrf52840, ... or a YAML path): the export "
                     "fails with a fit table when the model does not fit it")
+
+    @field_validator("formats")
+    @classmethod
+    def _int8_first_and_once(cls, value: list[str]) -> list[str]:
+        # int8 is the model verify runs on TFLM and the C array holds: always made, listed first
+        return ["int8", *dict.fromkeys(f for f in value if f != "int8")]
 
     @field_validator("c_array_name")
     @classmethod

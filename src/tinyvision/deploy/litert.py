@@ -19,21 +19,25 @@ from tinyvision.files import atomic_path
 log = logging.getLogger("tinyvision")
 
 MIN_CALIBRATION_IMAGES = 8
-FEW_CALIBRATION_IMAGES = 100
+FEW_CALIBRATION_IMAGES = 200
 
 
-def export_int8(model, calibration: np.ndarray, path: str | Path) -> bytes:
+def export_int8(model, calibration: np.ndarray, path: str | Path, per_channel: bool = True,
+                min_images: int = MIN_CALIBRATION_IMAGES) -> bytes:
     """Convert `model` to an int8-in, int8-out LiteRT flatbuffer written atomically to `path`.
 
     `calibration` holds uint8 training images (N, H, W, C) — the model's own inputs, never random
-    data. Fewer than 8 are refused; fewer than 100 give a warning (ranges may be underestimated).
+    data. Fewer than `min_images` (one training batch) are refused; fewer than 200 give a warning
+    (ranges may be underestimated). `per_channel`: one weight scale per output channel (the
+    default, TFLM's and the converter's), or one per tensor.
     """
     import tensorflow as tf
 
     count = len(calibration)
-    if count < MIN_CALIBRATION_IMAGES:
-        raise ExportError(f"int8 calibration needs at least {MIN_CALIBRATION_IMAGES} training "
-                          f"images, got {count}; add training images.")
+    if count < max(min_images, MIN_CALIBRATION_IMAGES):
+        raise ExportError(f"int8 calibration needs at least one training batch "
+                          f"({max(min_images, MIN_CALIBRATION_IMAGES)} images), got {count}; raise "
+                          "export.representative_samples or add training images.")
     if count < FEW_CALIBRATION_IMAGES:
         log.warning("calibrating int8 ranges on only %d images; a few hundred give safer ranges",
                     count)
@@ -51,21 +55,37 @@ def export_int8(model, calibration: np.ndarray, path: str | Path) -> bytes:
 
     with atomic_path(path, suffix=".tflite") as tmp:
         try:
-            with _quiet():
+            with quiet_converter():
                 model.export(str(tmp), format="litert", verbose=False,
                              input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32)],
                              optimizations=[tf.lite.Optimize.DEFAULT],
                              representative_dataset=representative,
                              target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-                             inference_input_type=tf.int8, inference_output_type=tf.int8)
+                             inference_input_type=tf.int8, inference_output_type=tf.int8,
+                             _experimental_disable_per_channel=not per_channel)
         except Exception as exc:  # the converter raises ConverterError and friends with long logs
             raise ExportError(f"int8 conversion of {model.name} failed: {str(exc)[:2000]}") from None
         data = Path(tmp).read_bytes()
     return data
 
 
+def balanced_draw(labels: np.ndarray, candidates: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Up to `count` of `candidates` (sample indices), class-balanced: classes take turns (by each
+    image's first label), each in a seeded random order, so a rare class is in the calibration
+    set and a frequent one does not set every range. Returned sorted."""
+    rng = np.random.default_rng(seed)
+    first = np.argmax(labels[candidates], axis=1) if len(candidates) else np.array([], int)
+    queues = [list(rng.permutation(candidates[first == k])) for k in np.unique(first)]
+    chosen: list[int] = []
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(int(queue.pop()))
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
 @contextlib.contextmanager
-def _quiet():
+def quiet_converter():
     """Keep the converter's Python-level chatter out of the user's terminal."""
     with contextlib.redirect_stdout(io.StringIO()):
         yield

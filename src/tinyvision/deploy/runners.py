@@ -118,6 +118,7 @@ def _silence_stderr():
 
 def find_arena_bytes(model_path: str | Path, sample: np.ndarray, max_bytes: int) -> int:
     """Smallest tensor arena (to 16 bytes) with which TFLM allocates and invokes the model."""
+    check_model(model_path)  # TFLM would abort the process on a collapsed softmax
     if not _tflm_runs(model_path, sample, max_bytes):
         raise VerifyError(f"TensorFlow Lite Micro cannot run {model_path} even with a "
                           f"{max_bytes}-byte arena (verify.max_arena_bytes); the model may use an op "

@@ -5,6 +5,9 @@ connection, with sqlite's busy timeout and then retries with backoff, so several
 start and finish runs at the same moment and every row lands. The schema version lives in
 `PRAGMA user_version`; `_MIGRATIONS[v]` upgrades a file from version v - 1 to v.
 WAL needs shared memory between processes: keep `runs_dir` on a local filesystem, not NFS/SMB.
+
+About 500 lines on purpose: the schema and its migrations, the retried writes, the filters and the
+comparison all speak the one table's columns; split, each part would re-declare them.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ METRIC_COLUMNS = (
     ("ram_bytes", "INTEGER", ("fit.ram.total",)),
     ("fits", "INTEGER", ("fit.fits",)),
     ("latency_ms", "REAL", ("fit.latency_ms",)),
+    # every exported format with its bytes and verified metrics, as JSON (summary.json's formats)
+    ("formats", "TEXT", ("formats",)),
 )
 RUN_COLUMNS = (
     ("name", "TEXT", None), ("run_dir", "TEXT", None), ("status", "TEXT", None),
@@ -120,8 +125,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE runs",
         "ALTER TABLE runs_v2 RENAME TO runs",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
-    # 3: the board fit (board, flash_bytes, ram_bytes, fits, latency_ms); copied as in 2, since a
-    # new file's version-2 table already has every current column
+    # 3: the board fit (board, flash_bytes, ram_bytes, fits, latency_ms) and the export formats;
+    # copied as in 2, since a new file's version-2 table already has every current column
     3: (_create_runs("runs_v3"),
         f"INSERT INTO runs_v3 ({_V2_COLUMNS}) SELECT {_V2_COLUMNS} FROM runs",
         "DROP TABLE runs",

@@ -164,7 +164,7 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
     }
     try:
         exported = export_stage(cfg, run, data, result.model)
-        verified = verify_stage(cfg, run, data)
+        verified = verify_stage(cfg, run, data, result.model)
     except (ExportError, VerifyError) as exc:
         summary.update(status="export_failed", error=str(exc),
                        seconds=round(time.perf_counter() - start, 1))
@@ -178,11 +178,23 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
         "int8_bytes": exported["int8_bytes"], "float_bytes": exported["float_bytes"],
         "arena_bytes": verified["arena_bytes"], "ops": exported["ops"],
         **{key: verified[key] for key in ("app", "fit", "camera") if key in verified},
+        "formats": _format_summary(exported, verified),
+        "warnings": summary["warnings"] + verified.get("warnings", []),
         "seconds": round(time.perf_counter() - start, 1),
     })
     atomic_write_json(run.summary, summary)
     report_stage(cfg, run, data)  # reads summary.json for the headline numbers
     return cfg, summary
+
+
+def _format_summary(exported: dict, verified: dict) -> dict:
+    """Every exported format with its bytes and verified headline metrics."""
+    formats = {"int8": {**exported["formats"]["int8"], "verified": True,
+                        "metrics": headline(verified["metrics"])}}
+    for fmt, entry in (verified.get("formats") or {}).items():
+        formats[fmt] = {key: entry[key] for key in ("file", "bytes", "verified", "metrics",
+                                                    "max_abs_diff", "note") if key in entry}
+    return formats
 
 
 def _saved_config(run: RunDir) -> dict | None:
@@ -306,7 +318,9 @@ class Run:
 
     def verify(self) -> dict:
         """The int8 model on TFLM and LiteRT reference kernels: metrics, arena (verify.json)."""
-        return verify_stage(self.config, self.folder, self._data())
+        needs_keras = len(self.config.export.formats) > 1
+        return verify_stage(self.config, self.folder, self._data(),
+                            self.model if needs_keras else None)
 
     def fit(self, board: str) -> dict:
         """Flash, RAM and estimated latency of the int8 model on `board` (a profile name or a

@@ -19,7 +19,8 @@ from tinyvision.data.color import resolve_color_mode
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources import build_manifest
 from tinyvision.deploy.c_source import write_c_source
-from tinyvision.deploy.litert import export_int8
+from tinyvision.deploy.formats import FORMAT_FILES
+from tinyvision.deploy.litert import balanced_draw, export_int8
 from tinyvision.deploy.outputs import dequantize, snap_thresholds, tensor_quantization
 from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.deploy.verify import verify_int8
@@ -29,6 +30,7 @@ from tinyvision.evaluate.tta import keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_json, atomic_write_text
 from tinyvision.report.html import save_eval_scores, write_report
 from tinyvision.run.device import camera_format, camera_inputs, export_device, verify_device
+from tinyvision.run.formats import class_drops, export_format, verify_formats
 from tinyvision.run.folder import RunDir
 from tinyvision.training.recipes import apply_recipe
 
@@ -250,21 +252,30 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
         model = load_trained_model(run.require(run.float_model, "tinyvision train"),
                                    trust_model_code)
     train = data.indices("train")
-    rng = np.random.default_rng(cfg.seed)
-    chosen = np.sort(rng.permutation(train)[:cfg.export.representative_samples])
+    chosen = balanced_draw(data.manifest.label_matrix(), train,
+                           cfg.export.representative_samples, cfg.seed)
     if len(chosen) < cfg.export.representative_samples:
         log.warning("export.representative_samples=%d but the training split has %d images; "
                     "calibrating on all of them", cfg.export.representative_samples, len(chosen))
     start = time.perf_counter()
-    model_bytes = export_int8(model, np.asarray(data.cache.images[chosen]), run.int8_model)
+    calibration = np.asarray(data.cache.images[chosen])
+    per_channel = cfg.export.weight_quantization == "per_channel"
+    model_bytes = export_int8(model, calibration, run.int8_model, per_channel,
+                              min_images=min(cfg.train.batch_size, len(train)))
     quantization = tensor_quantization(model_bytes, len(data.manifest.classes))
     thresholds = _export_thresholds(run, data.manifest)
     write_c_source(model_bytes, run.c_header, run.c_source, cfg.export.c_array_name, quantization,
                    data.manifest.classes, thresholds)
+    formats = {"int8": {"file": FORMAT_FILES["int8"], "bytes": len(model_bytes)}}
+    for fmt in cfg.export.formats[1:]:
+        formats[fmt] = {"file": FORMAT_FILES[fmt],
+                        "bytes": export_format(fmt, model, run.export_dir, calibration,
+                                               per_channel)}
     device = export_device(cfg, run, model, model_bytes, quantization,
                            np.asarray(data.cache.images[chosen[0]]))
     return {"int8_bytes": len(model_bytes), "float_bytes": run.float_model.stat().st_size,
-            "calibration_images": int(len(chosen)), "quantization": quantization, **device,
+            "calibration_images": int(len(chosen)), "quantization": quantization,
+            "weight_quantization": cfg.export.weight_quantization, "formats": formats, **device,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -281,12 +292,15 @@ def _export_thresholds(run: RunDir, manifest: Manifest) -> list[float] | None:
 
 
 # ---- verify ----------------------------------------------------------------------------------
-def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
-    """int8 model on TFLM (sample) and LiteRT reference kernels (whole split): metrics, arena.
+def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
+                 trust_model_code: bool = False) -> dict:
+    """int8 model on TFLM (sample) and LiteRT reference kernels (whole split): metrics, arena;
+    the device side (run/device.py) and every other export format on its runtime.
 
     Metrics use the run's multi-label thresholds (snapped to the int8 output grid, as the
     exported C arrays are) and, with `evaluate.tta`, flip averaging on the reference kernels;
-    a [class, box] model adds box metrics."""
+    a [class, box] model adds box metrics. `model`: the float Keras model, the reference of the
+    other formats (loaded from the run when needed and not given)."""
     model_path = run.require(run.int8_model, "tinyvision export")
     split, indices = _eval_split(data)
     images = np.asarray(data.cache.images[indices])
@@ -306,6 +320,24 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> dict:
     if float_metrics:
         report["delta"] = {key: metrics[key] - float_metrics[key]
                            for key in ("accuracy", "macro_f1") if key in metrics and key in float_metrics}
+    report["class_drops"] = class_drops(float_metrics, metrics, cfg.export.max_class_drop)
+    if report["class_drops"]:
+        listed = ", ".join(f"{d['class']} {d['float_f1']:.3f} -> {d['int8_f1']:.3f}"
+                           for d in report["class_drops"])
+        report["warnings"] = [{"code": "int8_class_drop", "message": (
+            f"int8 loses more than {cfg.export.max_class_drop:g} F1 on: {listed}. Try "
+            "export.weight_quantization: per_channel, more export.representative_samples, or "
+            "a longer training")}]
+        log.warning("%s", report["warnings"][0]["message"])
+    if len(cfg.export.formats) > 1:
+        if model is None:
+            from tinyvision.models.user_models import load_trained_model
+
+            model = load_trained_model(run.require(run.float_model, "tinyvision train"),
+                                       trust_model_code)
+        report["formats"] = verify_formats(
+            cfg, run, images, model,
+            lambda outs: headline(_output_metrics(cfg, data, indices, outs, thresholds)[0]))
     paths = [data.manifest.samples[i].path for i in indices]
     n_classes = len(data.manifest.classes)
     report.update(verify_device(cfg, run, paths, n_classes, result["arena_bytes"]))

@@ -1,0 +1,127 @@
+"""Export formats beyond int8 (float16 LiteRT, ONNX float and QDQ int8, Core ML), each verified in
+its runtime; quantisation controls: per-channel vs per-tensor weights, calibration counts and a
+class-balanced draw, and the per-class float vs int8 comparison."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import platform
+
+import keras
+import numpy as np
+import pytest
+from helpers import handbuilt_run
+
+from tinyvision.deploy import formats as formats_module
+from tinyvision.deploy.litert import balanced_draw, export_int8
+from tinyvision.errors import ExportError
+from tinyvision.run.formats import class_drops
+
+
+@pytest.fixture(scope="module")
+def formats_run(tmp_path_factory):
+    # the hand-built colour model: trained-like (a random deep net's float16 rounding moves its
+    # probabilities by several hundredths; the demo model's by 0.002)
+    return handbuilt_run(tmp_path_factory.mktemp("formats"),
+                         export={"formats": ["onnx_int8", "float16", "onnx", "coreml"]})
+
+
+@pytest.mark.slow
+def test_every_format_is_exported_and_verified_in_its_runtime(formats_run):
+    cfg, run, data, model = formats_run
+    assert cfg.export.formats == ["int8", "onnx_int8", "float16", "onnx", "coreml"]
+    verified = json.loads(run.verify.read_text())["formats"]
+    for fmt, file in (("float16", "model_float16.tflite"), ("onnx", "model.onnx"),
+                      ("onnx_int8", "model_int8.onnx"), ("coreml", "model.mlpackage")):
+        assert (run.export_dir / file).exists() and verified[fmt]["file"] == file
+        assert verified[fmt]["bytes"] > 0
+    assert verified["float16"]["verified"] and verified["float16"]["max_abs_diff"] <= 1e-2
+    assert verified["onnx"]["verified"] and verified["onnx"]["max_abs_diff"] <= 1e-4
+    assert verified["onnx_int8"]["verified"] and "accuracy" in verified["onnx_int8"]["metrics"]
+    import onnx  # the int8 ONNX model is in QDQ form: QuantizeLinear/DequantizeLinear pairs
+
+    ops = {node.op_type for node in onnx.load(str(run.export_dir / "model_int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    if platform.system() != "Darwin":
+        assert verified["coreml"]["verified"] is False and "macOS" in verified["coreml"]["note"]
+
+
+@pytest.mark.slow
+def test_the_float_formats_score_what_keras_scores(formats_run):
+    """ONNX float outputs equal Keras's, so its metrics equal the float evaluation's."""
+    cfg, run, data, model = formats_run
+    metrics = json.loads(run.metrics.read_text())["float"]
+    onnx = json.loads(run.verify.read_text())["formats"]["onnx"]["metrics"]
+    assert onnx["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def _conv_model():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 127.5, -1)(inputs)
+    x = keras.layers.Conv2D(8, 3, name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(x))
+
+
+def _images(count: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)
+
+
+def _conv_weight_scales(path) -> int:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "CONV_2D":
+            return len(tensors[int(op["inputs"][1])]["quantization_parameters"]["scales"])
+    raise AssertionError("no CONV_2D")
+
+
+def test_per_channel_and_per_tensor_weight_scales(tmp_path):
+    model = _conv_model()
+    export_int8(model, _images(16), tmp_path / "channel.tflite", per_channel=True)
+    export_int8(model, _images(16), tmp_path / "tensor.tflite", per_channel=False)
+    assert _conv_weight_scales(tmp_path / "channel.tflite") == 8  # one per output channel
+    assert _conv_weight_scales(tmp_path / "tensor.tflite") == 1
+
+
+def test_calibration_counts_are_checked(tmp_path, caplog):
+    model = _conv_model()
+    with pytest.raises(ExportError, match=r"at least one training batch \(32 images\), got 16"):
+        export_int8(model, _images(16), tmp_path / "m.tflite", min_images=32)
+    with caplog.at_level(logging.WARNING, logger="tinyvision"):
+        export_int8(model, _images(40), tmp_path / "m.tflite", min_images=32)
+    assert "calibrating int8 ranges on only 40 images" in caplog.text
+
+
+def test_the_calibration_draw_is_class_balanced():
+    labels = np.zeros((100, 3), np.float32)
+    labels[:80, 0] = 1  # 80 of class 0, 15 of class 1, 5 of class 2
+    labels[80:95, 1] = 1
+    labels[95:, 2] = 1
+    chosen = balanced_draw(labels, np.arange(100), 30, seed=0)
+    counts = np.bincount(np.argmax(labels[chosen], axis=1), minlength=3)
+    assert counts.tolist() == [13, 12, 5]  # class 2 gives all it has, the others share the rest
+    assert len(set(chosen.tolist())) == 30 and (np.diff(chosen) > 0).all()
+    assert len(balanced_draw(labels, np.arange(100), 500, seed=0)) == 100
+
+
+def test_classes_that_int8_hurts_are_listed_worst_first():
+    float_metrics = {"per_class": {"a": {"f1": 0.95}, "b": {"f1": 0.90}, "c": {"f1": 0.80}}}
+    int8_metrics = {"per_class": {"a": {"f1": 0.94}, "b": {"f1": 0.70}, "c": {"f1": 0.70}}}
+    drops = class_drops(float_metrics, int8_metrics, 0.05)
+    assert [d["class"] for d in drops] == ["b", "c"]
+    assert drops[0]["drop"] == pytest.approx(0.20)
+    assert class_drops(None, int8_metrics, 0.05) == []
+
+
+def test_a_missing_converter_names_the_pip_command(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tf2onnx" else real(name, *a))
+    with pytest.raises(ExportError, match=r"ONNX export needs tf2onnx: pip install "
+                                          r"'tinyvision\[onnx\]'"):
+        formats_module.export_onnx(_conv_model(), tmp_path / "model.onnx")
