@@ -75,6 +75,13 @@ class ExportConfig(Section):
     max_class_drop: float = Field(
         0.05, ge=0.0, le=1.0,
         description="warn when a class's F1 drops more than this from float to int8")
+    qat: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="quantisation-aware fine-tuning: auto runs it when post-training int8 loses "
+                    "more than qat_threshold accuracy to float on the val split")
+    qat_threshold: float = Field(0.01, ge=0.0, le=1.0)
+    qat_steps: int = Field(300, ge=1, description="optimiser steps of the QAT fine-tune")
+    qat_learning_rate: float = Field(1e-4, gt=0.0)
     c_array_name: str = "g_model"
     board: str | None = Field(
         None,

@@ -376,6 +376,19 @@ def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
     else:
         body += _note("No verify.json: run `tinyvision verify RUN` for int8 metrics on TFLM.")
     body += _table(["", "value"], _size_rows(run, verify, summary))
+    qat = (verify or {}).get("qat")
+    if qat:
+        body += "<h3>Quantisation-aware fine-tuning</h3>" + _table(
+            ["metric", "float", "post-training int8", "QAT int8"],
+            [[key, qat["float"].get(key), qat["ptq_int8"].get(key), qat["qat_int8"].get(key)]
+             for key in ("accuracy", "macro_f1")])
+    formats = (verify or {}).get("formats")
+    if formats:
+        body += "<h3>Other formats</h3>" + _table(
+            ["format", "file", "bytes", "accuracy", "max |diff| to Keras", "note"],
+            [[fmt, e["file"], e["bytes"], (e.get("metrics") or {}).get("accuracy"),
+              e.get("max_abs_diff"), e.get("note", "verified" if e.get("verified") else "")]
+             for fmt, e in formats.items()])
     return _section("Float vs int8 on TensorFlow Lite Micro", body)
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from tinyvision.config import RunConfig
 from tinyvision.deploy.formats import (FORMAT_FILES, TOLERANCE, export_coreml, export_float16,
                                        export_onnx, export_onnx_int8, format_runner)
+from tinyvision.deploy.litert import export_int8
+from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.errors import VerifyError
 from tinyvision.run.folder import RunDir
 
@@ -95,3 +97,80 @@ def class_drops(float_metrics: dict | None, int8_metrics: dict, threshold: float
             drops.append({"class": name, "float_f1": before, "int8_f1": row["f1"],
                           "drop": before - row["f1"]})
     return sorted(drops, key=lambda d: -d["drop"])
+
+
+# ---- quantisation-aware fine-tuning ----------------------------------------------------------
+PTQ_FILE = "model_int8_ptq.tflite"
+QAT_FILE = "model_int8_qat.tflite"
+
+
+def quantisation_aware(cfg: RunConfig, run: RunDir, data, model, calibration: np.ndarray,
+                       per_channel: bool, min_images: int) -> dict:
+    """export.qat: when post-training int8 loses more than export.qat_threshold accuracy to
+    float on the val split (or always with `on`), fine-tune a copy of the float model with fake
+    quantisation, convert it, and keep whichever int8 model scores better on val as
+    model_int8.tflite (the other stays beside it: model_int8_ptq.tflite or _qat.tflite)."""
+    import keras
+
+    from tinyvision.training.qat import qat_fine_tune
+
+    if cfg.export.qat == "off":
+        return {"ran": False, "reason": "export.qat: off"}
+    val = data.indices("val")
+    if len(val) == 0:
+        return {"ran": False, "reason": "no val split to compare float and int8 on"}
+    images, targets = np.asarray(data.cache.images[val]), data.manifest.label_matrix()
+    n_classes = len(data.manifest.classes)
+    float_val = _val_accuracy(_first(model(images.astype(np.float32), training=False)),
+                              targets[val], data.manifest.task)
+    ptq_val = _val_accuracy(_first(ReferenceRunner(run.int8_model, n_classes).scores(images)),
+                            targets[val], data.manifest.task)
+    result = {"float_val": float_val, "ptq_val": ptq_val}
+    if cfg.export.qat == "auto" and float_val - ptq_val <= cfg.export.qat_threshold:
+        return {**result, "ran": False,
+                "reason": f"int8 loses {float_val - ptq_val:.4f} on val, within export.qat_threshold"}
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    boxes = data.cache.boxes if data.manifest.task == "detection" else None
+    qat_fine_tune(copy, data.cache.images, data.indices("train"), targets, data.manifest.task,
+                  cfg.train, cfg.export.qat_steps, cfg.export.qat_learning_rate,
+                  cfg.train.batch_size, cfg.seed, boxes)
+    qat_path = run.export_dir / QAT_FILE
+    export_int8(copy, calibration, qat_path, per_channel, min_images)
+    qat_val = _val_accuracy(_first(ReferenceRunner(qat_path, n_classes).scores(images)),
+                            targets[val], data.manifest.task)
+    result.update(ran=True, qat_val=qat_val, steps=cfg.export.qat_steps,
+                  learning_rate=cfg.export.qat_learning_rate, used="qat" if qat_val > ptq_val
+                  else "ptq")
+    if result["used"] == "qat":
+        run.int8_model.replace(run.export_dir / PTQ_FILE)
+        qat_path.replace(run.int8_model)
+    log.info("quantisation-aware fine-tuning: val accuracy float %.4f, post-training int8 %.4f, "
+             "QAT int8 %.4f; model_int8.tflite is the %s model", float_val, ptq_val, qat_val,
+             result["used"].upper())
+    return result
+
+
+def _first(outputs):
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _val_accuracy(scores, targets: np.ndarray, task: str) -> float:
+    scores = np.asarray(scores)
+    if task == "multilabel":  # every label right at 0.5
+        return float(np.mean(np.all((scores >= 0.5) == (targets >= 0.5), axis=1)))
+    return float(np.mean(np.argmax(scores, axis=1) == np.argmax(targets, axis=1)))
+
+
+def side_by_side(run: RunDir, images: np.ndarray, n_classes: int, score) -> dict | None:
+    """Test metrics of the post-training and QAT int8 models, when QAT ran."""
+    files = {"ptq_int8": run.export_dir / PTQ_FILE, "qat_int8": run.export_dir / QAT_FILE}
+    if not any(path.exists() for path in files.values()):
+        return None
+    out = {}
+    for name, path in files.items():
+        chosen = path if path.exists() else run.int8_model
+        runner = ReferenceRunner(chosen, n_classes)
+        values = runner.scores(images)
+        out[name] = score(values)
+    return out

@@ -177,7 +177,7 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
         "int8": headline(verified["metrics"]), "delta": verified.get("delta", {}),
         "int8_bytes": exported["int8_bytes"], "float_bytes": exported["float_bytes"],
         "arena_bytes": verified["arena_bytes"], "ops": exported["ops"],
-        **{key: verified[key] for key in ("app", "fit", "camera") if key in verified},
+        **{key: verified[key] for key in ("app", "fit", "camera", "qat") if key in verified},
         "formats": _format_summary(exported, verified),
         "warnings": summary["warnings"] + verified.get("warnings", []),
         "seconds": round(time.perf_counter() - start, 1),

@@ -30,7 +30,8 @@ from tinyvision.evaluate.tta import keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_json, atomic_write_text
 from tinyvision.report.html import save_eval_scores, write_report
 from tinyvision.run.device import camera_format, camera_inputs, export_device, verify_device
-from tinyvision.run.formats import class_drops, export_format, verify_formats
+from tinyvision.run.formats import (class_drops, export_format, quantisation_aware, side_by_side,
+                                    verify_formats)
 from tinyvision.run.folder import RunDir
 from tinyvision.training.recipes import apply_recipe
 
@@ -260,8 +261,11 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     start = time.perf_counter()
     calibration = np.asarray(data.cache.images[chosen])
     per_channel = cfg.export.weight_quantization == "per_channel"
-    model_bytes = export_int8(model, calibration, run.int8_model, per_channel,
-                              min_images=min(cfg.train.batch_size, len(train)))
+    min_images = min(cfg.train.batch_size, len(train))
+    model_bytes = export_int8(model, calibration, run.int8_model, per_channel, min_images)
+    qat = quantisation_aware(cfg, run, data, model, calibration, per_channel, min_images)
+    if qat.get("used") == "qat":
+        model_bytes = run.int8_model.read_bytes()
     quantization = tensor_quantization(model_bytes, len(data.manifest.classes))
     thresholds = _export_thresholds(run, data.manifest)
     write_c_source(model_bytes, run.c_header, run.c_source, cfg.export.c_array_name, quantization,
@@ -275,7 +279,8 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
                            np.asarray(data.cache.images[chosen[0]]))
     return {"int8_bytes": len(model_bytes), "float_bytes": run.float_model.stat().st_size,
             "calibration_images": int(len(chosen)), "quantization": quantization,
-            "weight_quantization": cfg.export.weight_quantization, "formats": formats, **device,
+            "weight_quantization": cfg.export.weight_quantization, "formats": formats, "qat": qat,
+            **device,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -338,8 +343,13 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
         report["formats"] = verify_formats(
             cfg, run, images, model,
             lambda outs: headline(_output_metrics(cfg, data, indices, outs, thresholds)[0]))
-    paths = [data.manifest.samples[i].path for i in indices]
     n_classes = len(data.manifest.classes)
+    both = side_by_side(run, images, n_classes,
+                        lambda outs: headline(_output_metrics(cfg, data, indices, outs,
+                                                              thresholds)[0]))
+    if both is not None:
+        report["qat"] = {"float": headline(float_metrics or {}), **both}
+    paths = [data.manifest.samples[i].path for i in indices]
     report.update(verify_device(cfg, run, paths, n_classes, result["arena_bytes"]))
     if cfg.deploy.camera is not None:
         report["camera"] = _camera_skew(cfg, data, indices, paths, model_path, thresholds, metrics)
