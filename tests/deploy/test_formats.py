@@ -104,7 +104,8 @@ def test_the_calibration_draw_is_class_balanced():
     labels[95:, 2] = 1
     chosen = balanced_draw(labels, np.arange(100), 30, seed=0)
     counts = np.bincount(np.argmax(labels[chosen], axis=1), minlength=3)
-    assert counts.tolist() == [13, 12, 5]  # class 2 gives all it has, the others share the rest
+    # class 2 gives all it has, the others share the rest
+    assert counts[2] == 5 and sorted(counts[:2].tolist()) == [12, 13]
     assert len(set(chosen.tolist())) == 30 and (np.diff(chosen) > 0).all()
     assert len(balanced_draw(labels, np.arange(100), 500, seed=0)) == 100
 

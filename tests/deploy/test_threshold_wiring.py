@@ -57,7 +57,9 @@ def test_evaluate_tunes_and_saves_thresholds_in_run_and_export(multilabel_run, e
 
 @pytest.mark.slow
 def test_eval_and_verify_metrics_use_the_thresholds(multilabel_run, expected, on_grid):
-    _, run, _, _ = multilabel_run
+    from tinyvision.deploy.runners import ReferenceRunner
+
+    _, run, data, _ = multilabel_run
     metrics = json.loads(run.metrics.read_text())
     verify = json.loads(run.verify.read_text())
     np.testing.assert_allclose(metrics["float"]["thresholds"], expected, rtol=1e-6)
@@ -67,7 +69,15 @@ def test_eval_and_verify_metrics_use_the_thresholds(multilabel_run, expected, on
     # The colour model is near-certain: tuned thresholds sit above the largest int8 score
     # (255/256), and only snapping them to the grid keeps int8 from missing those classes.
     assert max(expected) > 255 / 256
-    assert verify["metrics"]["accuracy"] == metrics["float"]["accuracy"]
+    # int8 accuracy by hand: TTA scores of the int8 model against the snapped thresholds (a
+    # score one int8 step below its threshold is a miss, as on the device)
+    test = data.indices("test")
+    scores = tta_outputs(ReferenceRunner(run.int8_model).scores,
+                         np.asarray(data.cache.images[test]))
+    truth = data.manifest.label_matrix()[test] >= 0.5
+    by_hand = np.mean(np.all((scores >= on_grid[1]) == truth, axis=1))
+    assert verify["metrics"]["accuracy"] == pytest.approx(by_hand)
+    assert verify["metrics"]["accuracy"] >= metrics["float"]["accuracy"] - 1 / len(test) - 1e-9
     assert set(metrics["worst_predictions"]) == {"blue", "green", "red"}
 
 

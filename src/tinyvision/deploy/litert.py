@@ -70,12 +70,15 @@ def export_int8(model, calibration: np.ndarray, path: str | Path, per_channel: b
 
 
 def balanced_draw(labels: np.ndarray, candidates: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """Up to `count` of `candidates` (sample indices), class-balanced: classes take turns (by each
-    image's first label), each in a seeded random order, so a rare class is in the calibration
-    set and a frequent one does not set every range. Returned sorted."""
+    """Up to `count` of `candidates` (sample indices), class-balanced: classes take turns (for
+    multi-label data, each set of labels is a class of its own), each in a seeded random order,
+    so a rare class is in the calibration set and a frequent one does not set every range.
+    Returned sorted."""
     rng = np.random.default_rng(seed)
-    first = np.argmax(labels[candidates], axis=1) if len(candidates) else np.array([], int)
-    queues = [list(rng.permutation(candidates[first == k])) for k in np.unique(first)]
+    rows = labels[candidates] >= 0.5
+    _, group = np.unique(rows, axis=0, return_inverse=True) if len(candidates) else (None, [])
+    group = np.asarray(group).reshape(-1)
+    queues = [list(rng.permutation(candidates[group == k])) for k in np.unique(group)]
     chosen: list[int] = []
     while len(chosen) < count and any(queues):
         for queue in queues:
