@@ -166,21 +166,10 @@ def random_images(count: int, size: int, channels: int, seed: int = 0) -> np.nda
 
 
 def settle_batchnorm(model: keras.Model, images: np.ndarray) -> None:
-    """Set every BatchNorm's moving statistics from one training-mode pass over `images`.
+    """models.build.settle_batchnorm, imported when called (keeps TensorFlow out of data tests)."""
+    from tinyvision.models.build import settle_batchnorm as settle
 
-    An untrained deep network's activations shrink layer by layer until int8 scales collapse
-    (~1e-9), which makes the interpreters abort on SOFTMAX; with batch statistics each layer's
-    output is normalised again, as after training. Much cheaper than fitting.
-    """
-    import keras
-
-    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(images.astype(np.float32), training=True)
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
+    settle(model, images)
 
 
 def run_both_runtimes(path: Path, images: np.ndarray, arena_bytes: int = 4 * 1024 * 1024

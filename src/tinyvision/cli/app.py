@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.logging import RichHandler
 
-from tinyvision.cli import predict, stages, train
+from tinyvision.cli import predict, search, stages, train
 from tinyvision.cli.common import err_console
 from tinyvision.cli.data import data_app
 from tinyvision.cli.quiet import filter_native_stderr
@@ -52,6 +52,7 @@ def _mount_subcommands() -> None:
     app.command("export")(stages.export_command)
     app.command("verify")(stages.verify_command)
     app.command("fit")(stages.fit_command)
+    app.command("search")(search.search_command)
     app.command("report")(stages.report_command)
     app.command("predict")(predict.predict_command)
     app.add_typer(data_app, name="data")

@@ -21,6 +21,7 @@ from tinyvision.config.loading import (apply_override, format_validation_error, 
 from tinyvision.config.model import (BACKBONE_DEFAULTS, BACKBONE_NAMES, COLOR_MODES,
                                      MODEL_FILE_SUFFIXES, PLAIN_CNN_POOLS, TASKS, BackboneDefaults,
                                      ModelConfig, PlainCnnConfig)
+from tinyvision.config.search import SearchConfig
 from tinyvision.config.run import (CameraConfig, DeployConfig, EvaluateConfig, ExportConfig, RunConfig,
                                    VerifyConfig)
 from tinyvision.config.train import (BOX_LOSSES, CLASS_WEIGHT_MODES, LOSSES, OPTIMIZERS, SCHEDULES,
@@ -38,7 +39,8 @@ __all__ = [
     "EvaluateConfig", "ExportConfig",
     "FineTuneStage", "FolderSource", "GeometricAugmentOp", "HeadStage", "LrFindConfig",
     "LrMultipliers", "MergeInput", "MergeSource", "ModelConfig", "NegativeOptions", "ObjectPolicy",
-    "PlainCnnConfig", "RunConfig", "ScheduleConfig", "Section", "TrainConfig", "VerifyConfig",
+    "PlainCnnConfig", "RunConfig", "ScheduleConfig", "SearchConfig", "Section", "TrainConfig",
+    "VerifyConfig",
     "VocSource", "apply_override", "choices", "format_validation_error", "load_config",
     "validate_config",
 ]

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from tinyvision.config._base import Section
 from tinyvision.config.data import DataConfig
 from tinyvision.config.model import ModelConfig
+from tinyvision.config.search import SearchConfig
 from tinyvision.config.train import TrainConfig
 
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -146,6 +147,7 @@ class RunConfig(Section):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     @model_validator(mode="after")
     def _detection_keeps_the_whole_image(self) -> RunConfig:

@@ -117,23 +117,51 @@ def _silence_stderr():
 
 
 def find_arena_bytes(model_path: str | Path, sample: np.ndarray, max_bytes: int) -> int:
-    """Smallest tensor arena (to 16 bytes) with which TFLM allocates and invokes the model."""
+    """The tensor arena TFLM needs for the model (to 16 bytes): what its recording allocator
+    used with a `max_bytes` arena, checked by running the model in exactly that arena.
+
+    Not a bisection: TFLM's Python interpreter can crash the process (SIGSEGV) when an arena
+    far too small fails at certain allocation steps, so only arenas that suffice are tried."""
     check_model(model_path)  # TFLM would abort the process on a collapsed softmax
-    if not _tflm_runs(model_path, sample, max_bytes):
+    used = _recorded_arena(model_path, sample, max_bytes)
+    if used is None:
         raise VerifyError(f"TensorFlow Lite Micro cannot run {model_path} even with a "
                           f"{max_bytes}-byte arena (verify.max_arena_bytes); the model may use an op "
                           "TFLM lacks or need more memory. Raise verify.max_arena_bytes or shrink "
                           "the model (model.alpha, model.input_size).")
-    low, high = MIN_ARENA_BYTES, max_bytes  # invariant: high works
-    if _tflm_runs(model_path, sample, low):
-        return low
-    while high - low > ARENA_RESOLUTION:
-        middle = (low + high) // 2
-        if _tflm_runs(model_path, sample, middle):
-            high = middle
-        else:
-            low = middle
-    return high
+    needed = max(MIN_ARENA_BYTES, -(-used // ARENA_RESOLUTION) * ARENA_RESOLUTION)
+    if not _tflm_runs(model_path, sample, needed):
+        raise VerifyError(f"TensorFlow Lite Micro recorded {used} arena bytes for {model_path} "
+                          f"but cannot run it in {needed}.")
+    return needed
+
+
+def _recorded_arena(model_path: str | Path, sample: np.ndarray, max_bytes: int) -> int | None:
+    """Arena bytes the recording allocator reports after one invoke (None if it cannot run)."""
+    import ctypes
+    import re
+    import tempfile
+
+    from tflite_micro import runtime
+
+    with tempfile.TemporaryFile(mode="w+") as capture:  # TFLM reports on stderr (fd 2)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            interpreter = runtime.Interpreter.from_file(os.fspath(model_path), arena_size=max_bytes)
+            interpreter.set_input(sample[None], 0)
+            interpreter.invoke()
+            interpreter.print_allocations()
+        except RuntimeError:
+            return None
+        finally:
+            ctypes.CDLL(None).fflush(None)  # C stdio may buffer what goes to a file
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        found = re.search(r"Arena allocation total (\d+) bytes", capture.read())
+    return int(found.group(1)) if found else None
 
 
 def check_model(model_path: str | Path) -> None:
@@ -153,5 +181,6 @@ def check_model(model_path: str | Path) -> None:
                 raise VerifyError(f"{model_path}: the input of {op['op_name']} has quantisation "
                                   f"scale {scale:.3g}, i.e. its activations are all ~0. The model "
                                   "is untrained or its training diverged; retrain it.")
+
 
 

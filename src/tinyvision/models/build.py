@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from tinyvision.config import ModelConfig
 from tinyvision.errors import ConfigError, ModelError, did_you_mean
@@ -149,3 +150,19 @@ def _auto_index(model: keras.Model, spec, names: list[str]) -> int:
         except ModelError:
             pass  # e.g. a backbone cut from a user's file: no registry block names
     return _fraction_index(model, AUTO_UNFREEZE_FRACTION)
+
+
+def settle_batchnorm(model: keras.Model, images: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics from one training-mode pass over `images`.
+
+    An untrained deep network's activations shrink layer by layer until int8 scales collapse
+    (~1e-9), which makes the interpreters abort on SOFTMAX; with batch statistics each layer's
+    output is normalised again, as after training. Much cheaper than fitting.
+    """
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(images.astype(np.float32), training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum

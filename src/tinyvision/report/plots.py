@@ -174,3 +174,19 @@ def encode_image(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def search_front(result) -> bytes:
+    """A search's completed trials as validation accuracy vs flash bytes, the Pareto front
+    joined and marked (`result`: run/search.py's SearchResult)."""
+    fig, (ax,) = _figure(6.0, 4.0)
+    rows = result.rows or []
+    ax.scatter([r["flash"] / 1024 for r in rows], [r["val_accuracy"] for r in rows],
+               color="#9aa5b1", label="trials")
+    front = sorted(result.front, key=lambda r: r["flash"])
+    ax.plot([r["flash"] / 1024 for r in front], [r["val_accuracy"] for r in front], "o-",
+            color="#d9480f", label="Pareto front")
+    ax.set_xlabel("flash (KiB, model + runtime + application)")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(loc="lower right")
+    return _png(fig)

@@ -33,7 +33,7 @@ from tinyvision.files import process_alive, atomic_write_text
 REGISTRY_FILE = "registry.sqlite"
 SCHEMA_VERSION = 3
 # export_failed: trained and evaluated, but the int8 export or its verification refused the model
-STATUSES = frozenset({"running", "finished", "failed", "export_failed", "interrupted"})
+STATUSES = frozenset({"running", "finished", "failed", "export_failed", "interrupted", "pruned"})
 FILTER_OPERATORS = frozenset({"=", "!=", ">=", "<=", ">", "<"})
 # Top-level config keys that name or place a run rather than define it: left out of the hash.
 VOLATILE_CONFIG_KEYS = frozenset({"name", "runs_dir", "overwrite"})
@@ -76,6 +76,7 @@ METRIC_COLUMNS = (
     ("latency_ms", "REAL", ("fit.latency_ms",)),
     # every exported format with its bytes and verified metrics, as JSON (summary.json's formats)
     ("formats", "TEXT", ("formats",)),
+    ("study", "TEXT", ("study",)),  # the `tinyvision search` study a trial run belongs to
 )
 RUN_COLUMNS = (
     ("name", "TEXT", None), ("run_dir", "TEXT", None), ("status", "TEXT", None),
@@ -125,8 +126,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE runs",
         "ALTER TABLE runs_v2 RENAME TO runs",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
-    # 3: the board fit (board, flash_bytes, ram_bytes, fits, latency_ms) and the export formats;
-    # copied as in 2, since a new file's version-2 table already has every current column
+    # 3: the board fit (board, flash_bytes, ram_bytes, fits, latency_ms), the export formats, the
+    # search study, status pruned; copied as in 2 (a new CHECK), and since a new file's version-2
+    # table already has every current column
     3: (_create_runs("runs_v3"),
         f"INSERT INTO runs_v3 ({_V2_COLUMNS}) SELECT {_V2_COLUMNS} FROM runs",
         "DROP TABLE runs",
@@ -205,7 +207,8 @@ class Registry:
 
     def fail_run(self, name: str, error: str, metrics: Mapping[str, Any] | None = None,
                  status: str = "failed", config: Mapping[str, Any] | None = None) -> None:
-        """Mark the run failed (or `status` export_failed / interrupted) with a one-line `error`
+        """Mark the run failed (or `status` export_failed / interrupted / pruned) with a one-line
+        `error`
         (e.g. the exception's message), keeping `metrics` when some were computed."""
         if status not in STATUSES - {"running", "finished"}:
             raise RegistryError(f"Expected a failed status, one of "

@@ -104,12 +104,12 @@ def train_data(data: PreparedData):
 
 
 def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None,
-                resume: bool = False):
+                resume: bool = False, callbacks=()):
     """Two-stage training (continuing from the last saved epoch with `resume`); saves the float
     model as export/model_float.keras."""
     from tinyvision.training.trainer import train_model
 
-    result = train_model(cfg, train_data(data), run, console, resume=resume)
+    result = train_model(cfg, train_data(data), run, console, resume=resume, callbacks=callbacks)
     with atomic_path(run.float_model, suffix=".keras") as tmp:
         result.model.save(tmp)
     return result

@@ -13,6 +13,8 @@ fused kernel (training/fused_batchnorm.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import logging
 import time
 import warnings
@@ -79,8 +81,9 @@ class TrainResult:
 
 
 def train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console=None,
-                resume: bool = False) -> TrainResult:
+                resume: bool = False, callbacks: Sequence = ()) -> TrainResult:
     """Build the model from `cfg.model` and train it stage by stage; returns the best model.
+    `callbacks`: more Keras callbacks for every stage (the search's pruning).
 
     Model, optimizer and training run inside the `train.strategy` tf.distribute scope. With
     `resume`, training continues from the run's last saved epoch (checkpoints/state.json) and ends
@@ -89,13 +92,13 @@ def train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console=Non
     start = time.perf_counter()
     with make_strategy(cfg.train.strategy).scope():
         result = _train_model(cfg, data, run, console, load_resume_state(run.checkpoints) if resume
-                              else None, start)
+                              else None, start, callbacks)
     result.seconds = round(time.perf_counter() - start, 1)
     return result
 
 
 def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, state: dict | None,
-                 start: float) -> TrainResult:
+                 start: float, extra: Sequence = ()) -> TrainResult:
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
     use_fused_batchnorm(model)
@@ -135,7 +138,8 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, s
         # the stage was closed: nothing is left to fit, only the closing below.
         if state is None or not (_stopped_early(state, cfg) or first >= plan.epochs):
             history, clock = _fit_stage(cfg, data, model, plan, done_epochs, first, class_weight,
-                                        monitor, checkpoint, epoch_log, run, console, state, start)
+                                        monitor, checkpoint, epoch_log, run, console, state, start,
+                                        extra)
             fitted = history.epoch
         stage_epochs = first + len(fitted)
         if cfg.train.keep == "best" and run.best_weights.exists():
@@ -173,7 +177,7 @@ def _budget_warnings(plan: StagePlan, clock: BudgetClock | None) -> list[dict]:
 
 
 def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_weight, monitor,
-               checkpoint, epoch_log, run, console, state, start):
+               checkpoint, epoch_log, run, console, state, start, extra=()):
     """Compile and fit one stage from its epoch `first` (0, or later when resuming); returns the
     Keras history and the BudgetClock (None without a minutes budget)."""
     stage = plan.stage
@@ -207,7 +211,7 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
         clock = BudgetClock(plan, start + plan.seconds, resize_schedule(
             schedule, stage_cfg.schedule, plan.pass_steps, cfg.train.warmup_epochs))
     callbacks = [EpochSeeds(model, cfg.seed, epoch_offset), *([clock] if clock else []),
-                 StopAtStep(plan), checkpoint, epoch_log, *stopping, *plateau]
+                 StopAtStep(plan), checkpoint, epoch_log, *stopping, *plateau, *extra]
     if console is not None:
         callbacks.append(RichProgress(console, plan))
     callbacks.append(ResumeCheckpoint(run.checkpoints, model, stage, epoch_offset,
