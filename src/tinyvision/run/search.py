@@ -199,7 +199,9 @@ def run_trial(trial, cfg: RunConfig, study: str, checker: FitChecker, registry: 
         manifest = prepare_manifest(trial_cfg, run)
         trial_cfg, _ = resolve_settings(trial_cfg, manifest)
         raw = trial_cfg.model_dump(mode="json")
-        raw["train"].update(budget=budget, min_steps=0)  # the trial's budget, not the recipe's
+        # the trial's budget: search.epochs, and a third of the recipe's step minimum (a model
+        # from scratch learns nothing in a hundred steps, so short trials would all tie at chance)
+        raw["train"].update(budget=budget, min_steps=(raw["train"]["min_steps"] or 0) // 3)
         trial_cfg = validate_config(raw)
         data = prepare_data(trial_cfg, run, manifest, progress=False)
         pruning = _Pruning(trial, "val_accuracy" if len(data.indices("val")) else "accuracy")
@@ -262,7 +264,7 @@ def search(cfg: RunConfig, board_name: str, trials: int | None = None,
     study = optuna.create_study(
         study_name=study_name, storage=_storage(url), direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=settings.epochs,
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto",
                                               reduction_factor=3))
     manifest = _probe(cfg)
     cfg, _ = resolve_settings(cfg, manifest)  # colour mode and recipe, once for every trial
