@@ -12,7 +12,6 @@ from rich.table import Table
 from tinyvision.cli.common import console, user_errors
 from tinyvision.cli.train import print_summary
 from tinyvision.run.run import as_config
-from tinyvision.run.search import front_table_rows, search
 
 
 @user_errors
@@ -44,6 +43,9 @@ def search_command(
     with the full recipe, exports and verifies it. Run the same command again to continue a
     stopped search.
     """
+    # TensorFlow loads here, after the CLI has set up its stderr filter
+    from tinyvision.run.search import front_table_rows, search
+
     cfg = as_config(config, {}, list(overrides or []))
     result = search(cfg, board, trials=trials, minutes=minutes, latency_ms=latency_ms,
                     storage=storage, study_name=study, retrain=retrain, console=console)
