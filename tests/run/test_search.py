@@ -22,8 +22,14 @@ from tinyvision.run.search import (Candidate, FitChecker, candidate_space, own_c
 pytest.importorskip("optuna")
 
 
-def _setup(tmp_path: Path, **search):
-    root = make_class_folders(tmp_path / "images", per_class=12)
+def _setup(tmp_path: Path, demo: bool = False, **search):
+    """A search config on colour folders, or on the demo's shapes (few, small)."""
+    if demo:
+        from tinyvision.data.demo import make_shapes_dataset
+
+        root = make_shapes_dataset(tmp_path / "shapes", per_class=16, size=64)
+    else:
+        root = make_class_folders(tmp_path / "images", per_class=12)
     raw = tiny_config(root, tmp_path / "runs", name="colours",
                       model={"alpha": 0.25, "input_size": 48, "weights": "none"},
                       search={"input_sizes": [32, 48, 64], "alphas": [0.25], "dropouts": [0.2],
@@ -71,7 +77,9 @@ def test_the_pareto_front_keeps_only_undominated_trials():
 
 @pytest.mark.slow
 def test_over_budget_candidates_are_pruned_before_training_and_the_best_fits(tmp_path):
-    raw = _setup(tmp_path, trials=6)
+    """On the demo's shapes with a tight board: the search returns a model that fits and is at
+    least as accurate as the default configuration at equal or smaller size."""
+    raw = _setup(tmp_path, demo=True, trials=6)
     cfg = validate_config(raw)
     ram48, ram64 = _ram(cfg, 48), _ram(cfg, 64)
     assert ram48 < ram64
