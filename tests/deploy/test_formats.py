@@ -126,3 +126,35 @@ def test_a_missing_converter_names_the_pip_command(monkeypatch, tmp_path):
     with pytest.raises(ExportError, match=r"ONNX export needs tf2onnx: pip install "
                                           r"'tinyvision\[onnx\]'"):
         formats_module.export_onnx(_conv_model(), tmp_path / "model.onnx")
+
+
+@pytest.mark.slow
+def test_the_demo_model_exports_every_format_each_verified(tmp_path):
+    """The demo config (MobileNet V1 0.25 from scratch) on a few shapes, briefly trained, through
+    `train`: every format is exported and checked in its runtime (Core ML off macOS: noted)."""
+    from tinyvision.data.demo import demo_config, make_shapes_dataset
+    from tinyvision.run.run import train
+
+    raw = demo_config(make_shapes_dataset(tmp_path / "shapes", per_class=40, size=64),
+                      tmp_path / "runs", name="formats")
+    raw["model"]["input_size"] = 48
+    raw["train"].update(budget="300 steps", batch_size=32)
+    raw["export"] = {"representative_samples": 32, "formats": ["onnx", "float16", "onnx_int8",
+                                                              "coreml"]}
+    raw.pop("deploy")
+    run = train(raw)
+    formats = run.summary["formats"]
+    assert list(formats) == ["int8", "onnx", "float16", "onnx_int8", "coreml"]
+    assert all(formats[f]["verified"] for f in ("int8", "onnx", "float16", "onnx_int8"))
+    assert formats["onnx"]["max_abs_diff"] <= 1e-4 and formats["float16"]["max_abs_diff"] <= 0.05
+    assert formats["onnx"]["metrics"]["accuracy"] == pytest.approx(run.summary["float"]["accuracy"])
+    assert formats["float16"]["bytes"] < 0.6 * run.summary["float_bytes"]
+    assert formats["coreml"]["verified"] is (platform.system() == "Darwin")
+    row = tinyvision_runs(tmp_path / "runs")[0]
+    assert set(json.loads(row["formats"])) == set(formats)
+
+
+def tinyvision_runs(runs_dir):
+    from tinyvision.run.run import runs
+
+    return runs(runs_dir)

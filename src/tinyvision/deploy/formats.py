@@ -29,8 +29,10 @@ from tinyvision.files import atomic_path
 
 FORMAT_FILES = {"int8": "model_int8.tflite", "float16": "model_float16.tflite",
                 "onnx": "model.onnx", "onnx_int8": "model_int8.onnx", "coreml": "model.mlpackage"}
-# what a float export may differ from Keras by, in output units (probabilities or box fractions)
-TOLERANCE = {"float16": 1e-2, "onnx": 1e-4, "coreml": 1e-2}
+# what a float export may differ from Keras by, in output units (probabilities or box fractions):
+# float16 weights move a partly trained net's probabilities by up to ~0.013 (0.0013 for the demo
+# model); a broken conversion moves them by tenths
+TOLERANCE = {"float16": 0.05, "onnx": 1e-4, "coreml": 0.05}
 _EXTRAS = {"onnx": ("tf2onnx", "onnxruntime", "onnx"), "coreml": ("coremltools",)}
 
 
