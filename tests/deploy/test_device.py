@@ -31,12 +31,10 @@ SHIPPED = ["esp32s3", "nicla_vision", "nrf52840", "rp2040", "stm32h743", "stm32h
 
 
 def tflm_tree() -> Path | None:
-    """The offline TFLM tree: $TINYVISION_TFLM_SOURCE, or the workspace's shared copy."""
-    for candidate in (os.environ.get(tflm_build.SOURCE_ENV),
-                      Path(__file__).resolve().parents[3] / "shared" / "tflm"):
-        if candidate and (Path(candidate) / "build.sh").exists():
-            return Path(candidate)
-    return None
+    """The TFLM source tree named by $TINYVISION_TFLM_SOURCE (.ci/run sets it when the tree is
+    there), or None: tests do not look for one themselves."""
+    candidate = os.environ.get(tflm_build.SOURCE_ENV)
+    return Path(candidate) if candidate and (Path(candidate) / "build.sh").exists() else None
 
 
 needs_tflm = pytest.mark.skipif(tflm_tree() is None, reason="no TFLM source tree (set "

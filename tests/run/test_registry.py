@@ -260,9 +260,9 @@ def test_cli_errors_are_one_line_without_traceback(registry, tmp_path):
     assert result.exit_code == 1 and "No run registry at" in result.output
 
 
-def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
-    """A registry written before recipes and export_failed existed keeps its runs, and takes the
-    new statuses and columns."""
+def _old_registry(tmp_path, version: int, column: str, value: float, added=()) -> Path:
+    """A registry file as version 1 (plus `added` columns) wrote it, holding one finished run
+    'old' with `column` = `value`."""
     from tinyvision.run.registry import _MIGRATIONS
 
     path = tmp_path / "runs" / "registry.sqlite"
@@ -270,10 +270,19 @@ def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
     with sqlite3.connect(path) as conn:
         for statement in _MIGRATIONS[1]:
             conn.execute(statement)
-        conn.execute("INSERT INTO runs (name, run_dir, status, started, config_hash, "
-                     "float_accuracy, config_json) VALUES ('old', 'runs/old', 'finished', "
-                     "'2026-01-01T00:00:00', 'abc', 0.75, '{}')")
-        conn.execute("PRAGMA user_version = 1")
+        conn.execute(f"INSERT INTO runs (name, run_dir, status, started, config_hash, {column}, "
+                     "config_json) VALUES ('old', 'runs/old', 'finished', "
+                     f"'2026-01-01T00:00:00', 'abc', {value}, '{{}}')")
+        for added_column in added:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {added_column}")
+        conn.execute(f"PRAGMA user_version = {version}")
+    return path
+
+
+def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
+    """A registry written before recipes and export_failed existed keeps its runs, and takes the
+    new statuses and columns."""
+    path = _old_registry(tmp_path, 1, "float_accuracy", 0.75)
     registry = Registry(tmp_path / "runs")
     old = registry.get("old")
     assert (old["status"], old["float_accuracy"], old["recipe"], old["warnings"]) == \
@@ -294,19 +303,8 @@ def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
 def test_a_version_2_registry_gains_the_fit_columns(tmp_path):
     """Version 2's table, written out as it was, keeps its rows and takes board, flash_bytes,
     ram_bytes, fits and latency_ms from summary.json's fit."""
-    from tinyvision.run.registry import _MIGRATIONS
-
-    path = tmp_path / "runs" / "registry.sqlite"
-    path.parent.mkdir()
-    with sqlite3.connect(path) as conn:
-        for statement in _MIGRATIONS[1]:
-            conn.execute(statement)
-        conn.execute("INSERT INTO runs (name, run_dir, status, started, config_hash, "
-                     "int8_accuracy, config_json) VALUES ('old', 'runs/old', 'finished', "
-                     "'2026-01-01T00:00:00', 'abc', 0.5, '{}')")
-        for column in ("recipe TEXT", "warnings TEXT", "pid INTEGER", "host TEXT"):
-            conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")  # version 2's extra columns
-        conn.execute("PRAGMA user_version = 2")
+    _old_registry(tmp_path, 2, "int8_accuracy", 0.5,  # version 2's extra columns
+                  added=("recipe TEXT", "warnings TEXT", "pid INTEGER", "host TEXT"))
     registry = Registry(tmp_path / "runs")
     assert registry.get("old")["int8_accuracy"] == 0.5 and registry.get("old")["board"] is None
     registry.start_run("fit", tmp_path / "runs" / "fit", _config(tmp_path, "fit"))
