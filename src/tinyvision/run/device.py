@@ -133,7 +133,6 @@ def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], n_classes: int,
         out["app"] = {"checked": False,
                       "reason": f"no TFLM source tree: set verify.tflm_source or ${SOURCE_ENV} to "
                                 "build export/app and check it on the host"}
-        log.info("compiled application not checked: %s", out["app"]["reason"])
     else:
         quantization = tensor_quantization(run.int8_model, n_classes)
         plan = camera_plan(cfg, quantization)
