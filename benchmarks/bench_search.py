@@ -49,7 +49,7 @@ def main() -> None:
     print(f"wall {wall:.0f} s; trials {result.trials}: trained to the end {result.completed}, "
           f"stopped early {result.pruned_early}, pruned before training (over budget) "
           f"{result.pruned_over_budget}")
-    print("Pareto front (trial, val acc, flash, RAM, ms est., settings):")
+    print(f"Pareto front (trial, {result.objective}, flash, RAM, ms est., settings):")
     for row in front_table_rows(result):
         print("  " + " | ".join(row))
     own = next((r for r in result.rows or [] if r["trial"] == 0), None)
@@ -57,7 +57,7 @@ def main() -> None:
         print("the config's own model (96x96) did not fit or did not finish")
     if result.best is not None:
         best = result.best
-        print(f"best: trial {best['trial']} val {best['val_accuracy']:.4f}, flash "
+        print(f"best: trial {best['trial']} val {best['objective']:.4f}, flash "
               f"{best['flash']:,}, RAM {best['ram']:,}, {best['latency_ms']:g} ms (est.)")
     if result.final is not None:
         final = result.final

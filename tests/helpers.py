@@ -154,7 +154,7 @@ def voc_xml(filename: str | None, size: tuple[int, int] | None,
 ALLOWED_TFLM_OPS = frozenset({
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D",
     "RESHAPE", "SOFTMAX", "LOGISTIC", "ADD", "MUL", "SUB", "PAD", "CONCATENATION", "HARD_SWISH",
-    "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "MAXIMUM", "MINIMUM",
+    "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "MAXIMUM", "MINIMUM", "TANH",
 })
 
 

@@ -16,6 +16,7 @@ from helpers import handbuilt_run, settle_batchnorm
 from typer.testing import CliRunner
 
 from tinyvision.cli import app
+from tinyvision.config import validate_config
 from tinyvision.deploy import tflm_build
 from tinyvision.deploy.boards import Board, board_names, load_board
 from tinyvision.deploy.camera import CameraFormat
@@ -315,3 +316,31 @@ def test_a_wrong_board_or_tflm_tree_fails_before_any_training(tmp_path, monkeypa
     monkeypatch.setenv(tflm_build.SOURCE_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(VerifyError, match="nowhere is not a TFLM source tree"):
         check_before_work(validate_config(tiny_config(root, tmp_path / "runs")))
+
+
+# ---- boxes through the camera ----------------------------------------------------------------
+@pytest.mark.parametrize("resize", ["letterbox", "center_crop", "stretch"])
+def test_boxes_seen_through_the_camera_by_hand(tmp_path, resize):
+    """A frame is the image stretched to the camera's size, then the camera preprocessing applies
+    data.resize to the frame. A camera of the image's aspect sees the boxes the cache holds; a
+    square camera stretches a 4:3 image square, so every geometry sees the stretched box."""
+    from helpers import box_images
+    from tinyvision.data.manifest import Manifest
+    from tinyvision.run.device import camera_boxes
+    from tinyvision.run.run import make_run_folder
+    from tinyvision.run.stages import prepare_data
+
+    raw = {"name": "cam", "runs_dir": str(tmp_path / "runs"),
+           "data": {**box_images(tmp_path / "boxes"), "resize": resize},
+           "model": {"input_size": 32, "weights": "none"}}
+    for width, height, expect_cache in ((80, 60, True), (64, 64, False)):
+        raw["deploy"] = {"camera": {"format": "rgb565", "width": width, "height": height}}
+        cfg, run = make_run_folder(validate_config(raw))
+        data = prepare_data(cfg, run, progress=False)
+        samples = Manifest.load(run.manifest).samples
+        seen = camera_boxes(cfg, samples)
+        if expect_cache or resize == "stretch":
+            np.testing.assert_allclose(seen, data.cache.boxes, atol=1e-6)
+        else:  # 40x30 images: the stretched box is the box over the image's own sides
+            by_hand = np.array([np.asarray(s.box) / [40, 30, 40, 30] for s in samples])
+            np.testing.assert_allclose(seen, by_hand, atol=1e-6)

@@ -8,12 +8,13 @@ import logging
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from helpers import make_class_folders, tiny_config
 from helpers import settle_batchnorm
 from tinyvision.config import validate_config
-from tinyvision.evaluate.health import collapse_warning
+from tinyvision.evaluate.health import box_baselines, box_warning, collapse_warning
 
 CLASSES = ["cat", "dog", "owl"]
 
@@ -130,3 +131,93 @@ def test_an_export_refusal_keeps_evaluation_report_and_registry_row(three_class_
     assert row["status"] == "export_failed" and "quantisation" in row["error"]
     assert row["float_accuracy"] == summary["float"]["accuracy"] and row["int8_accuracy"] is None
     assert row["recipe"] == "scratch" and row["color_mode"] == "rgb"  # the resolved config
+
+
+# ---- boxes -----------------------------------------------------------------------------------
+def _boxes(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    low = rng.uniform(0.0, 0.6, (n, 2))
+    return np.concatenate([low, low + rng.uniform(0.1, 0.4, (n, 2))], axis=1)
+
+
+def test_constant_boxes_and_their_scores_by_hand():
+    train = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [np.nan] * 4])
+    truth = np.array([[0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 1.0, 1.0]])
+    baselines = box_baselines(train, truth)
+    assert baselines["mean_box"]["box"] == [0.25, 0.25, 0.75, 0.75]  # the NaN row is left out
+    # the mean box: IoU 1 with the first, 0.25 with the whole image; the whole image: 0.25 and 1
+    assert baselines["mean_box"]["mean_iou"] == pytest.approx(0.625)
+    assert baselines["whole_image"]["mean_iou"] == pytest.approx(0.625)
+    assert baselines["mean_box"]["accuracy_iou50"] == 0.5
+
+
+def test_a_box_no_better_than_a_constant_is_flagged_and_a_good_one_is_not():
+    train, truth = _boxes(200, seed=1), _boxes(30, seed=2)
+    mean = np.tile(np.nanmean(train, axis=0), (30, 1))
+    warning = box_warning(train, truth, mean + 0.001, "test")
+    assert warning["code"] == "box_no_better_than_constant"
+    assert "30 test images" in warning["message"] and "mean box" in warning["message"]
+    assert "Fixes:" in warning["message"] and "train.budget" in warning["message"]
+    assert box_warning(train, truth, truth, "test") is None
+    rng = np.random.default_rng(3)
+    assert box_warning(train, truth, truth + rng.normal(0, 0.02, truth.shape), "test") is None
+    # barely better than the constant, on a few images: not told apart from it
+    nudged = mean + 0.3 * (truth - mean)
+    assert box_warning(train, truth[:12], nudged[:12] + rng.normal(0, 0.1, (12, 4)),
+                       "test") is not None
+    assert box_warning(train, truth[:5], mean[:5], "test") is None  # too few to judge
+    whole = np.tile([0.0, 0.0, 1.0, 1.0], (30, 1))
+    big = np.tile([0.02, 0.01, 0.99, 1.0], (30, 1))
+    assert "whole image" in box_warning(train, whole, big, "val")["message"]
+
+
+def _spot_images(root, n: int, shuffled: bool, size: int = 48) -> dict:
+    """One class: a bright square on a dark noisy background, its box in a CSV; with `shuffled`,
+    every image gets another image's box (nothing to learn but where boxes usually are)."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    boxes = []
+    for i in range(n):
+        side = int(rng.integers(10, 22))
+        x1, y1 = (int(v) for v in rng.integers(0, size - side, 2))
+        pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+        pixels[y1:y1 + side, x1:x1 + side] = (230, 220, 90)
+        Image.fromarray(pixels).save(root / f"spot_{i}.png")
+        boxes.append((x1, y1, x1 + side, y1 + side))
+    order = rng.permutation(n) if shuffled else np.arange(n)
+    rows = [f"spot_{i}.png,{','.join(map(str, boxes[j]))},spot" for i, j in enumerate(order)]
+    (root / "boxes.csv").write_text("\n".join(rows) + "\n")
+    return {"source": {"format": "csv", "path": str(root / "boxes.csv")}, "val_fraction": 0.2,
+            "test_fraction": 0.25, "workers": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shuffled", [True, False])
+def test_a_box_trained_on_shuffled_boxes_is_flagged_everywhere(tmp_path, shuffled):
+    """Shuffled boxes leave a box head nothing to learn but the usual place: the run ends
+    flagged (console, summary.json, report, registry); the same images with their own boxes
+    learn and are not flagged."""
+    from tinyvision.run.registry import Registry
+    from tinyvision.run.run import full_run
+
+    raw = {"name": "spots", "seed": 0, "runs_dir": str(tmp_path / "runs"),
+           "data": _spot_images(tmp_path / "spots", 80, shuffled),
+           "model": {"backbone": "plain_cnn", "plain_cnn": {"filters": [16, 32, 32]},
+                     "input_size": 48, "weights": "none"},
+           "train": {"budget": "400 steps"},
+           "export": {"representative_samples": 16}, "verify": {"tflm_samples": 3}}
+    run, summary = full_run(validate_config(raw), progress=False)
+    codes = [w["code"] for w in summary["warnings"]]
+    row = Registry(tmp_path / "runs").get(run.name)
+    report = (run.root / "report.html").read_text()
+    baseline = summary["box_baselines"]["mean_box"]["mean_iou"]
+    if shuffled:
+        assert "box_no_better_than_constant" in codes
+        assert "box_no_better_than_constant" in row["warnings"]
+        assert 'class="banner"' in report and "The box learnt nothing useful" in report
+    else:
+        assert "box_no_better_than_constant" not in codes, summary["warnings"]
+        assert summary["int8"]["mean_iou"] > baseline + 0.1
+        assert row["int8_mean_iou"] == summary["int8"]["mean_iou"]
+    assert "accuracy" not in summary["float"]  # one class: the box alone
+    assert "IoU distribution" in report and "Lowest IoU, int8 model" in report

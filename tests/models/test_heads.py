@@ -9,9 +9,10 @@ import pytest
 
 from helpers import export_and_compare, random_images, settle_batchnorm
 from tinyvision.config import ModelConfig
+from tinyvision.deploy.outputs import Quantization, dequantize, tensor_quantization
 from tinyvision.errors import ModelError
 from tinyvision.models.build import build_model, is_head_layer
-from tinyvision.models.heads import BOX_OUTPUT, CLASS_OUTPUT, OUTPUT_NAME, build_head
+from tinyvision.models.heads import BOX_OUTPUT, CLASS_OUTPUT, OUTPUT_NAME, CellBoxPool, build_head
 
 SMALL = {"backbone": "plain_cnn", "input_size": 32, "plain_cnn": {"filters": [8, 16]}}
 
@@ -37,11 +38,42 @@ def test_detection_head_has_class_then_box_output():
     assert model.output_names == [CLASS_OUTPUT, BOX_OUTPUT]
     assert [tuple(o.shape) for o in model.outputs] == [(None, 3), (None, 4)]
     assert all(is_head_layer(layer) for layer in _head_layers(model))
-    assert isinstance(model.get_layer("head_box_logits"), keras.layers.Dense)
+    assert isinstance(model.get_layer(BOX_OUTPUT), CellBoxPool)
     classes, box = (keras.ops.convert_to_numpy(t)
-                    for t in model(random_images(2, 32, 3).astype(np.float32)))
+                    for t in model(random_images(8, 32, 3).astype(np.float32)))
     np.testing.assert_allclose(classes.sum(axis=1), 1.0, rtol=1e-5)
-    assert box.shape == (2, 4) and np.all((box > 0) & (box < 1))  # sigmoid: normalised xyxy
+    # normalised xyxy, ordered by construction (a sigmoid per corner let x2 < x1: a model could
+    # learn the mirror-image box, which every IoU scores 0)
+    assert box.shape == (8, 4) and np.all((box >= 0) & (box <= 1))
+    assert np.all(box[:, 2] >= box[:, 0]) and np.all(box[:, 3] >= box[:, 1])
+
+
+def test_one_class_detection_is_the_box_alone():
+    """A softmax over one class always says 1: a one-class detector answers its box only."""
+    model = build_model(ModelConfig(**SMALL), 1, "detection")
+    assert model.output_names == [BOX_OUTPUT]
+    box = keras.ops.convert_to_numpy(model(random_images(2, 32, 3).astype(np.float32)))
+    assert box.shape == (2, 4)
+
+
+def test_cell_box_pool_by_hand():
+    """One cell sure of itself gives that cell's box: its centre moved by `centre` cells, sized by
+    `size`; two equally sure cells give the mean of their boxes, and the mean is clipped to 0..1."""
+    where = np.full((1, 2, 2, 1), -50.0, np.float32)
+    where[0, 1, 0, 0] = 50.0  # row 1, column 0: the cell centred at (0.25, 0.75)
+    centre = np.zeros((1, 2, 2, 2), np.float32)
+    centre[0, 1, 0] = [0.5, -0.2]  # half a cell right (0.25 of the image), 0.1 of it up
+    size = np.full((1, 2, 2, 2), 0.2, np.float32)
+    box = keras.ops.convert_to_numpy(CellBoxPool()(where, centre, size))
+    np.testing.assert_allclose(box, [[0.4, 0.55, 0.6, 0.75]], atol=1e-6)
+    where[0, 0, 1, 0] = 50.0  # and row 0, column 1: centre (0.75, 0.25), a 1.0 x 0.2 box
+    size[0, 0, 1] = [1.0, 0.2]
+    box = keras.ops.convert_to_numpy(CellBoxPool()(where, centre, size))
+    np.testing.assert_allclose(box, [[(0.4 + 0.25) / 2, (0.55 + 0.15) / 2, (0.6 + 1.25) / 2,
+                                      (0.75 + 0.35) / 2]], atol=1e-6)
+    where[0, 1, 0, 0] = -50.0  # that cell alone: its x2 of 1.25 is clipped to the image
+    box = keras.ops.convert_to_numpy(CellBoxPool()(where, centre, size))
+    np.testing.assert_allclose(box, [[0.25, 0.15, 1.0, 0.35]], atol=1e-6)
 
 
 def test_unknown_task_is_refused():
@@ -54,7 +86,7 @@ def test_unknown_task_is_refused():
 def _fit_briefly(model: keras.Model, images: np.ndarray, targets) -> None:
     """A few steps with BatchNorm training, so activations and int8 scales are realistic."""
     losses = (["categorical_crossentropy", "mse"] if isinstance(targets, list)
-              else "binary_crossentropy")
+              else "mse" if targets.shape[1] == 4 else "binary_crossentropy")
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses)
     model.fit(images.astype(np.float32), targets, epochs=2, batch_size=8, verbose=0)
 
@@ -79,5 +111,15 @@ def test_multilabel_and_detection_heads_run_bit_exactly_on_tflm(tmp_path):
     # The int8 outputs are the float model's, quantised: the order is class, then box.
     float_classes, float_box = (keras.ops.convert_to_numpy(t)
                                 for t in detector(images[:3].astype(np.float32)))
-    np.testing.assert_allclose((box.astype(np.float32) + 128) / 256, float_box, atol=0.05)
+    box_q = tensor_quantization(tmp_path / "detection.tflite", 3)["outputs"][1]
+    np.testing.assert_allclose(dequantize(box, Quantization(box_q["scale"], box_q["zero_point"])),
+                               float_box, atol=0.02)
     np.testing.assert_allclose((classes.astype(np.float32) + 128) / 256, float_classes, atol=0.05)
+
+    alone = build_model(ModelConfig(**SMALL, weights="none"), 1, "detection")
+    _fit_briefly(alone, images, boxes)
+    (box,) = export_and_compare(alone, images, tmp_path / "box.tflite")
+    box_q = tensor_quantization(tmp_path / "box.tflite", 1)["outputs"][0]
+    np.testing.assert_allclose(dequantize(box, Quantization(box_q["scale"], box_q["zero_point"])),
+                               keras.ops.convert_to_numpy(alone(images[:3].astype(np.float32))),
+                               atol=0.02)

@@ -295,7 +295,7 @@ def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
     assert (new["status"], new["float_accuracy"], new["warnings"]) == \
         ("export_failed", 0.5, "collapse")
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     with pytest.raises(RegistryError, match="failed status"):
         registry.fail_run("new", "x", status="finished")
 
@@ -314,3 +314,34 @@ def test_a_version_2_registry_gains_the_fit_columns(tmp_path):
     row = registry.get("fit")
     assert (row["board"], row["flash_bytes"], row["ram_bytes"], row["fits"], row["latency_ms"]) \
         == ("stm32h743", 400000, 250000, 1, 31.5)
+
+
+def test_a_version_3_registry_gains_the_box_columns_and_a_new_file_has_them(tmp_path):
+    """Version 3's table (as its migration made it) keeps its rows and takes the box metrics;
+    a new file runs every migration and ends with the same columns (a migration that built
+    today's table would make version 4's ADD COLUMN fail there)."""
+    from tinyvision.run.registry import _MIGRATIONS
+
+    path = tmp_path / "old" / "registry.sqlite"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        for version in (1, 2, 3):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("INSERT INTO runs (name, run_dir, status, started, config_hash, board, "
+                     "config_json) VALUES ('old', 'runs/old', 'finished', '2026-01-01T00:00:00', "
+                     "'abc', 'stm32h743', '{}')")
+        conn.execute("PRAGMA user_version = 3")
+    registry = Registry(tmp_path / "old")
+    assert registry.get("old")["board"] == "stm32h743" and registry.get("old")["int8_iou50"] is None
+    registry.start_run("box", tmp_path / "old" / "box", _config(tmp_path, "box"))
+    registry.finish_run("box", {"float": {"mean_iou": 0.61, "accuracy_iou50": 0.7},
+                                "int8": {"mean_iou": 0.6, "accuracy_iou50": 0.69}})
+    row = registry.get("box")
+    assert (row["float_mean_iou"], row["float_iou50"], row["int8_mean_iou"], row["int8_iou50"]) \
+        == (0.61, 0.7, 0.6, 0.69)
+    fresh = Registry(tmp_path / "new")
+    with sqlite3.connect(fresh.path) as new, sqlite3.connect(path) as migrated:
+        columns = [[r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+                   for conn in (new, migrated)]
+    assert columns[0] == columns[1] and "int8_mean_iou" in columns[0]

@@ -51,14 +51,14 @@ def test_binary_loss_positive_weight_per_label():
 
 def test_categorical_cross_entropy_with_label_smoothing_by_hand():
     train = TrainConfig(label_smoothing=0.1)
-    loss = build_loss(train, "multiclass")
+    loss = build_loss(train, "multiclass", 3)
     # smoothed target of 2 classes: [0.95, 0.05]
     by_hand = -(0.95 * math.log(0.7) + 0.05 * math.log(0.3))
     assert value(loss, [[1.0, 0.0]], [[0.7, 0.3]]) == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_categorical_focal_by_hand():
-    loss = build_loss(TrainConfig(loss="focal", label_smoothing=0.0, focal_gamma=2.0), "multiclass")
+    loss = build_loss(TrainConfig(loss="focal", label_smoothing=0.0, focal_gamma=2.0), "multiclass", 3)
     by_hand = (1 - 0.7) ** 2 * -math.log(0.7)  # alpha None -> 1
     assert value(loss, [[1.0, 0.0]], [[0.7, 0.3]]) == pytest.approx(by_hand, rel=1e-5)
 
@@ -138,35 +138,39 @@ def test_auto_loss_per_task():
     assert resolve_loss_name(TrainConfig(), "multiclass") == "cross_entropy"
     assert resolve_loss_name(TrainConfig(), "multilabel") == "bce"
     assert resolve_loss_name(TrainConfig(), "detection") == "cross_entropy"
-    assert isinstance(build_loss(TrainConfig(), "multiclass"), keras.losses.CategoricalCrossentropy)
-    assert isinstance(build_loss(TrainConfig(), "multilabel"), keras.losses.BinaryCrossentropy)
+    assert isinstance(build_loss(TrainConfig(), "multiclass", 3), keras.losses.CategoricalCrossentropy)
+    assert isinstance(build_loss(TrainConfig(), "multilabel", 3), keras.losses.BinaryCrossentropy)
 
 
 def test_cross_entropy_refused_for_multilabel():
     with pytest.raises(ConfigError, match="multi-label; use bce, focal or soft_f1"):
-        build_loss(TrainConfig(loss="cross_entropy"), "multilabel")
+        build_loss(TrainConfig(loss="cross_entropy"), "multilabel", 3)
 
 
 def test_soft_f1_with_multilabel_class_weights_refused():
     with pytest.raises(ConfigError, match="class_weights=none"):
-        build_loss(TrainConfig(loss="soft_f1"), "multilabel", np.array([1.0, 2.0]))
+        build_loss(TrainConfig(loss="soft_f1"), "multilabel", 2, np.array([1.0, 2.0]))
 
 
 def test_class_weights_go_into_the_loss():
     weights = np.array([1.0, 3.0], np.float32)
-    multiclass = build_loss(TrainConfig(), "multiclass", weights)
+    multiclass = build_loss(TrainConfig(), "multiclass", len(weights), weights)
     assert isinstance(multiclass, ClassWeighted) and multiclass.class_weight == [1.0, 3.0]
-    multilabel = build_loss(TrainConfig(), "multilabel", weights)
+    multilabel = build_loss(TrainConfig(), "multilabel", len(weights), weights)
     assert isinstance(multilabel, BinaryLoss) and multilabel.pos_weight == [1.0, 3.0]
 
 
 def test_detection_loss_is_class_plus_weighted_box():
     train = TrainConfig(box_loss="smooth_l1", box_loss_weight=5.0)
-    class_loss, box_loss = build_loss(train, "detection")
+    class_loss, box_loss = build_loss(train, "detection", 3)
     assert isinstance(class_loss, keras.losses.CategoricalCrossentropy)
     assert box_loss.kind == "smooth_l1"
-    assert build_loss_weights(train, "detection") == [1.0, 5.0]
-    assert build_loss_weights(train, "multiclass") is None
+    assert build_loss_weights(train, "detection", 3) == [1.0, 5.0]
+    assert build_loss_weights(train, "multiclass", 3) is None
+    # one class: the box alone (no softmax over one value), so one loss and no weights
+    box_only = build_loss(train, "detection", 1)
+    assert isinstance(box_only, BoxLoss) and box_only.kind == "smooth_l1"
+    assert build_loss_weights(train, "detection", 1) is None
 
 
 def test_detection_model_trains_with_the_combined_loss():
@@ -176,8 +180,8 @@ def test_detection_model_trains_with_the_combined_loss():
                keras.layers.Dense(4, activation="sigmoid", name="head_box_output")(hidden)]
     model = keras.Model(inputs, outputs)
     train = TrainConfig(box_loss_weight=2.0)
-    model.compile("sgd", loss=build_loss(train, "detection"),
-                  loss_weights=build_loss_weights(train, "detection"))
+    model.compile("sgd", loss=build_loss(train, "detection", 3),
+                  loss_weights=build_loss_weights(train, "detection", 3))
     x = np.random.default_rng(0).random((8, 4)).astype(np.float32)
     y = (np.eye(2, dtype=np.float32)[np.arange(8) % 2],
          np.tile(np.array([[0.1, 0.2, 0.6, 0.7]], np.float32), (8, 1)))

@@ -43,6 +43,9 @@ _TABLE: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("float F1", lambda r: _num(r["float_macro_f1"], "{:.4f}")),
     ("int8 acc", lambda r: _num(r["int8_accuracy"], "{:.4f}")),
     ("int8 F1", lambda r: _num(r["int8_macro_f1"], "{:.4f}")),
+    ("float IoU", lambda r: _num(r["float_mean_iou"], "{:.4f}")),
+    ("int8 IoU", lambda r: _num(r["int8_mean_iou"], "{:.4f}")),
+    ("int8 IoU>=.5", lambda r: _num(r["int8_iou50"], "{:.4f}")),
     ("model KiB", lambda r: _num(r["model_bytes"] and r["model_bytes"] / 1024, "{:.1f}")),
     ("arena KiB", lambda r: _num(r["arena_bytes"] and r["arena_bytes"] / 1024, "{:.1f}")),
     ("MMACs", lambda r: _num(r["macs"] and r["macs"] / 1e6, "{:.2f}")),
@@ -52,6 +55,9 @@ _TABLE: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("formats", lambda r: " ".join(json.loads(r["formats"])) if r["formats"] else "-"),
     ("warnings", lambda r: _text(r["warnings"])),
 )
+# metric columns shown only when a listed run has a value in them
+_OPTIONAL = frozenset({"float acc", "float F1", "int8 acc", "int8 F1", "float IoU", "int8 IoU",
+                       "int8 IoU>=.5", "board", "ms (est.)"})
 _LEFT_ALIGNED = frozenset({"name", "status", "started", "backbone", "input", "weights", "board"})
 _PER_CLASS_KEYS = (".per_class.", ".ap_per_iou.", ".label_confusion.")
 _PIPE_WIDTH = 250
@@ -140,11 +146,14 @@ def compare_runs(
 def runs_table(rows: list[dict], title: str | None = None) -> Table:
     """The printed model-selection table of `rows` (from `Registry.rows`)."""
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    for header, _ in _TABLE:
+    # a column no listed run fills is left out (box columns for classifiers, and the other way)
+    shown = [(header, cell) for header, cell in _TABLE
+             if header not in _OPTIONAL or any(cell(row) != "-" for row in rows)]
+    for header, _ in shown:
         table.add_column(header, justify="left" if header in _LEFT_ALIGNED else "right")
     for row in rows:
         table.add_row(*(escape(cell(row)) if header != "status" else cell(row)
-                        for header, cell in _TABLE))
+                        for header, cell in shown))
     return table
 
 

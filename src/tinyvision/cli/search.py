@@ -53,8 +53,8 @@ def search_command(
                   f"trained to the end, {result.pruned_early} stopped early, "
                   f"{result.pruned_over_budget} pruned before training (over budget); "
                   f"{result.seconds} s")
-    table = Table(title="Pareto front: val accuracy vs flash vs latency")
-    for header in ("trial", "val acc", "flash bytes", "RAM bytes", "ms (est.)", "settings"):
+    table = Table(title=f"Pareto front: {result.objective} vs flash vs latency")
+    for header in ("trial", result.objective, "flash bytes", "RAM bytes", "ms (est.)", "settings"):
         table.add_column(header, justify="left" if header == "settings" else "right")
     for row in front_table_rows(result):
         table.add_row(*map(escape, row))

@@ -91,10 +91,13 @@ def print_device(result: dict) -> None:
         console.print(f"compiled TFLM application not checked: {escape(app['reason'])}")
     camera = result.get("camera")
     if camera:
-        console.print(f"camera path ({camera['camera']}): int8 accuracy "
-                      f"{camera['metrics'].get('accuracy', float('nan')):.4f} vs "
-                      f"{camera['training_path'].get('accuracy', float('nan')):.4f} on the "
-                      f"training path ({camera['accuracy_delta']:+.4f})")
+        key = "accuracy" if "accuracy" in camera["metrics"] else "mean_iou"
+        label = "accuracy" if key == "accuracy" else "box mean IoU"
+        delta = (camera.get("delta") or {}).get(key, camera.get("accuracy_delta", 0.0))
+        console.print(f"camera path ({camera['camera']}): int8 {label} "
+                      f"{camera['metrics'].get(key, float('nan')):.4f} vs "
+                      f"{camera['training_path'].get(key, float('nan')):.4f} on the "
+                      f"training path ({delta:+.4f})")
     if result.get("fit"):
         console.print(escape(fit_table(result["fit"])), highlight=False)
         console.print(f"for comparison: {PUBLIC_REFERENCES}", highlight=False)
@@ -106,15 +109,15 @@ def print_summary(summary: dict) -> None:
     table.add_column("float (Keras)", justify="right")
     table.add_column("int8 on TFLM", justify="right")
     table.add_column("delta", justify="right")
-    for key in ("accuracy", "macro_f1"):
+    for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro_f1"),
+                       ("mean_iou", "box mean_iou"), ("accuracy_iou50", "box accuracy_iou50")):
         if key in summary["float"]:
-            table.add_row(key, f"{summary['float'][key]:.4f}", f"{summary['int8'][key]:.4f}",
-                          f"{summary['delta'].get(key, 0.0):+.4f}")
-    for key in ("mean_iou", "accuracy_iou50"):
-        if key in summary["float"]:
-            table.add_row(f"box {key}", f"{summary['float'][key]:.4f}",
-                          f"{summary['int8'][key]:.4f}",
+            table.add_row(label, f"{summary['float'][key]:.4f}", f"{summary['int8'][key]:.4f}",
                           f"{summary['int8'][key] - summary['float'][key]:+.4f}")
+    baselines = summary.get("box_baselines") or {}
+    for name, base in baselines.items():
+        table.add_row(f"always the {name.replace('_', ' ')}",
+                      f"IoU {base['mean_iou']:.4f}", f"{base['accuracy_iou50']:.0%} >= 0.5", "")
     table.add_row("model bytes", f"{summary['float_bytes']:,}", f"{summary['int8_bytes']:,}", "")
     table.add_row("tensor arena bytes", "", f"{summary['arena_bytes']:,}", "")
     console.print(table)

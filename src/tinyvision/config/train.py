@@ -20,7 +20,7 @@ BoxLoss = Literal["l1", "smooth_l1", "giou"]
 ClassWeightMode = Literal["none", "balanced"]
 Stage = Literal["head", "fine_tune"]
 BatchNormPolicy = Literal["auto", "frozen", "train"]
-Monitor = Literal["val_loss", "val_accuracy"]
+Monitor = Literal["auto", "val_accuracy", "val_iou", "val_loss"]
 Keep = Literal["best", "last"]
 Strategy = Literal["none", "mirrored", "multi_worker"]
 OPTIMIZERS, SCHEDULES, LOSSES = choices(Optimizer), choices(Schedule), choices(Loss)
@@ -249,7 +249,11 @@ class TrainConfig(Section):
         False,
         description="repeat rarer-class training samples so classes are seen equally")
     lr_find: LrFindConfig = Field(default_factory=LrFindConfig)
-    monitor: Monitor = "val_accuracy"
+    monitor: Monitor = Field(
+        "auto",
+        description="What 'best' means (best checkpoint, early stopping, plateau): auto is "
+                    "val_accuracy for classification and val_iou for detection (the box's mean "
+                    "IoU on the val split, an image of the wrong class counting 0); val_loss.")
     keep: Keep = Field(
         "best",
         description="The weights a run keeps: best (the epoch with the best `monitor`, saved in "

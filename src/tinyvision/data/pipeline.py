@@ -16,7 +16,8 @@ import tensorflow as tf
 from tinyvision.data.augment import Augmenter
 
 
-def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, batch_size: int,
+def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray | None,
+                  batch_size: int,
                   shuffle: bool = False, seed: int = 0, repeat: bool = False,
                   augment: Sequence | None = None,
                   boxes: np.ndarray | None = None, steps_per_epoch: int | None = None,
@@ -27,16 +28,18 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, 
     is reshuffled every epoch from `seed` (deterministic for a given seed). `augment`: the
     `train.augment` ops (dicts or config models), applied on the fly, seeded from `seed`.
     `boxes` (detection): float32 (len(indices), 4) normalised xyxy aligned with `targets`, NaN
-    rows for samples without a box; targets become `(class_targets, box)` and geometric ops move
-    the box with the image.
+    rows for samples without a box; targets become `(class_targets, box)` (or the box alone when
+    `targets` is None: a one-class box model) and geometric ops move the box with the image.
     With `steps_per_epoch` (training: shuffle and repeat), epoch e's batches and augmentation
     depend only on (seed, e), and the stream starts at `first_epoch`: a resumed run sees exactly
     the batches an uninterrupted one would (`training_batches`).
     """
     indices = np.asarray(indices, np.int64)
-    columns = {"targets": np.asarray(targets, np.float32)}
+    columns = {} if targets is None else {"targets": np.asarray(targets, np.float32)}
     if boxes is not None:
         columns["boxes"] = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not columns:
+        raise ValueError("cache_dataset needs targets, boxes or both")
     _check_lengths(len(indices), columns)
     augmenter = (Augmenter(augment, images.shape[1:], detection=boxes is not None)
                  if augment else None)
@@ -51,8 +54,9 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray, 
             x = tf.cast(x, tf.float32)
         else:  # warps the uint8 pixels (cheaper), returns float32
             x, box = augmenter(x, box, tf.stack([rnd, tf.constant(seed, tf.int64)]))
-        y = col["targets"] if box is None else (col["targets"], box)
-        return x, y
+        if box is None:
+            return x, col["targets"]
+        return x, (box if "targets" not in col else (col["targets"], box))
 
     ds = position_batches(len(indices), batch_size, shuffle, seed, repeat, steps_per_epoch,
                           first_epoch)

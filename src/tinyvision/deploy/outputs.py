@@ -61,19 +61,33 @@ def snap_thresholds(thresholds: np.ndarray, q: Quantization) -> np.ndarray:
     return np.asarray(device_thresholds(thresholds, q.scale, q.zero_point)[1])
 
 
-def tensor_quantization(path_or_bytes: str | Path | bytes, n_classes: int | None = None) -> dict:
+def tensor_quantization(path_or_bytes: str | Path | bytes, n_classes: int | None = None,
+                        kinds: tuple[str, ...] | None = None) -> dict:
     """Input and output quantisation (scale, zero point), shapes and dtypes of a .tflite model.
 
     `outputs` lists every output in the Keras model's order, each with `index`: its position
-    among the interpreter's outputs (what TFLM's `output(i)` takes); `output` is the first (the
-    class scores).
+    among the interpreter's outputs (what TFLM's `output(i)` takes) and, given `kinds`
+    (models/outputs.output_kinds), its `kind` ("class" or "box"); `output` is the first (the
+    class scores, or a one-class model's box).
     """
     interpreter = litert_interpreter(path_or_bytes)
     file_order = [d["index"] for d in interpreter.get_output_details()]
     inp = interpreter.get_input_details()[0]
-    outputs = [dict(_facts(d), index=file_order.index(d["index"]))
-               for d in keras_output_order(interpreter, n_classes)]
+    ordered = keras_output_order(interpreter, n_classes)
+    if kinds is not None and len(kinds) != len(ordered):
+        raise ValueError(f"the model has {len(ordered)} output(s), expected {len(kinds)} "
+                         f"({', '.join(kinds)})")
+    outputs = [dict(_facts(d), index=file_order.index(d["index"]),
+                    **({} if kinds is None else {"kind": kinds[k]}))
+               for k, d in enumerate(ordered)]
     return {"input": _facts(inp), "output": outputs[0], "outputs": outputs}
+
+
+def output_kinds_of(quantization: dict) -> list[str]:
+    """The kind of each output of a `tensor_quantization` dict; without recorded kinds (an
+    export from before they were recorded), [class] or [class, box] by position."""
+    outputs = quantization.get("outputs") or [quantization["output"]]
+    return [o.get("kind", ("class", "box")[min(k, 1)]) for k, o in enumerate(outputs)]
 
 
 def _facts(detail: dict) -> dict:

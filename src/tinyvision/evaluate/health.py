@@ -1,5 +1,6 @@
 """Did the model learn anything? Flags a model that answers one class for almost every image or
-scores no better than always answering the most common class, so that such a run never ends with
+scores no better than always answering the most common class, and a box that is no better than a
+constant answer (the mean training box, or the whole image), so that such a run never ends with
 a silent exit status 0 (the warning goes to the console, summary.json, report.html and the
 registry).
 """
@@ -7,6 +8,8 @@ registry).
 from __future__ import annotations
 
 import numpy as np
+
+from tinyvision.evaluate.metrics import iou
 
 ONE_CLASS_SHARE = 0.95  # one answer for at least this share of the images is a collapse...
 MIXED_LABELS = 0.90  # ...when the true labels are not themselves this one-sided
@@ -60,3 +63,73 @@ def _most_common_row(rows: np.ndarray) -> tuple[np.ndarray, float]:
 def _warning(finding: str) -> dict:
     return {"code": "collapse", "message": f"The model learnt nothing useful: {finding}. "
             f"{COLLAPSE_FIXES}"}
+
+
+# ---- boxes -----------------------------------------------------------------------------------
+BOX_WARNING = "box_no_better_than_constant"  # the warning's code
+BOX_MIN_GAIN = 0.03  # a model's mean IoU must beat the better constant box by at least this...
+BOX_CONFIDENCE_Z = 1.645  # ...and by this many standard errors of the paired gain (one-sided 95 %)
+WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
+BOX_FIXES = (
+    "Likely causes: too few training images for the box to learn where the object is rather than "
+    "where it usually is, too little box-aware augmentation (the box overfits), a run too short, "
+    "or a checkpoint chosen by a metric that ignores the box. Fixes: let train.recipe pick the "
+    "detection settings (remove train.augment, train.monitor and box loss overrides), give it "
+    "more time (train.budget), more images, or a pretrained backbone (model.weights).")
+
+
+def constant_boxes(train_boxes: np.ndarray) -> dict[str, np.ndarray]:
+    """The constant answers a box model must beat: the mean training box and the whole image.
+    `train_boxes`: normalised xyxy of the training images (NaN rows: no box, left out)."""
+    boxes = np.asarray(train_boxes, np.float64).reshape(-1, 4)
+    boxes = boxes[np.isfinite(boxes).all(axis=1)]
+    mean = boxes.mean(axis=0) if len(boxes) else np.array(WHOLE_IMAGE)
+    return {"mean_box": mean, "whole_image": np.array(WHOLE_IMAGE)}
+
+
+def box_baselines(train_boxes: np.ndarray, true_boxes: np.ndarray) -> dict[str, dict]:
+    """Mean IoU and share at IoU >= 0.5 of each constant answer on `true_boxes` (rows with a
+    box), e.g. {"mean_box": {"box": [...], "mean_iou": 0.53, "accuracy_iou50": 0.63}, ...}."""
+    truth = _with_boxes(true_boxes)
+    out = {}
+    for name, box in constant_boxes(train_boxes).items():
+        overlap = iou(truth, box[None]) if len(truth) else np.zeros(0)
+        out[name] = {"box": [round(float(v), 4) for v in box],
+                     "mean_iou": float(overlap.mean()) if len(overlap) else 0.0,
+                     "accuracy_iou50": float(np.mean(overlap >= 0.5)) if len(overlap) else 0.0}
+    return out
+
+
+def box_warning(train_boxes: np.ndarray, true_boxes: np.ndarray, pred_boxes: np.ndarray,
+                split: str, what: str = "model") -> dict | None:
+    """A warning ({"code": "box_no_better_than_constant", ...}) when the predicted boxes on
+    `split` do not beat the better constant answer clearly: the paired gain in mean IoU must
+    reach BOX_MIN_GAIN and BOX_CONFIDENCE_Z standard errors. None otherwise, or with fewer than
+    MIN_IMAGES boxes (too few to judge)."""
+    true_boxes, pred_boxes = (np.asarray(b, np.float64).reshape(-1, 4)
+                              for b in (true_boxes, pred_boxes))
+    has = np.isfinite(true_boxes).all(axis=1)
+    truth, pred = true_boxes[has], pred_boxes[has]
+    if len(truth) < MIN_IMAGES:
+        return None
+    model_iou = iou(truth, pred)
+    best_name, best_iou = max(((name, iou(truth, box[None]))
+                               for name, box in constant_boxes(train_boxes).items()),
+                              key=lambda pair: pair[1].mean())
+    gain = model_iou - best_iou
+    needed = max(BOX_MIN_GAIN, BOX_CONFIDENCE_Z * float(gain.std(ddof=1)) / np.sqrt(len(gain)))
+    if gain.mean() >= needed:
+        return None
+    label = best_name.replace("_", " ")
+    finding = (f"the {what}'s boxes on the {len(truth)} {split} images reach a mean IoU of "
+               f"{model_iou.mean():.3f} ({np.mean(model_iou >= 0.5):.0%} at IoU >= 0.5), against "
+               f"{best_iou.mean():.3f} ({np.mean(best_iou >= 0.5):.0%}) for always answering the "
+               f"{label}: a gain of {gain.mean():+.3f}, where {needed:.3f} is needed to tell it "
+               "from the constant")
+    return {"code": BOX_WARNING,
+            "message": f"The box learnt nothing useful: {finding}. {BOX_FIXES}"}
+
+
+def _with_boxes(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return boxes[np.isfinite(boxes).all(axis=1)]

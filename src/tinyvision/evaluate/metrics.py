@@ -17,7 +17,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, confusion_
                              hamming_loss, multilabel_confusion_matrix,
                              precision_recall_fscore_support, roc_auc_score)
 
-from tinyvision.data.sources.boxes import box_area
+from tinyvision.data.sources.boxes import box_iou
 from tinyvision.errors import ConfigError, DataError, check_choice
 
 TASKS = frozenset({"multiclass", "multilabel"})
@@ -237,6 +237,25 @@ def _mean_defined(values: list[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
+def task_score(y_true: Any, outputs, true_boxes: Any = None, task: str = "multiclass") -> float:
+    """One number per model for "which is better" (QAT's choice, a search's objective): the box's
+    IoU score for a box model (mean IoU over the images with a box, 0 where the class is
+    wrong), else the accuracy (multi-label: every label right at 0.5). `outputs`: a
+    models.outputs.ModelOutputs."""
+    truth = np.asarray(y_true)
+    if outputs.boxes is not None:
+        boxes = np.asarray(true_boxes, np.float64).reshape(-1, 4)
+        has = np.isfinite(boxes).all(axis=1)
+        overlap = box_iou(boxes[has], np.asarray(outputs.boxes)[has])
+        if outputs.scores is not None:
+            overlap = overlap * (np.argmax(outputs.scores[has], 1) == np.argmax(truth[has], 1))
+        return float(overlap.mean()) if len(overlap) else 0.0
+    scores = np.asarray(outputs.scores)
+    if task == "multilabel":
+        return float(np.mean(np.all((scores >= 0.5) == (truth >= 0.5), axis=1)))
+    return float(np.mean(np.argmax(scores, axis=1) == np.argmax(truth, axis=1)))
+
+
 # ---- worst predictions -----------------------------------------------------------------------
 def worst_predictions(y_true: Any, scores: Any, paths: Sequence[str | PathLike],
                       classes: Sequence[str], task: str, n: int = 5,
@@ -295,6 +314,25 @@ def _worst_multilabel(truth: np.ndarray, probs: np.ndarray, paths: list[str], cl
     return worst
 
 
+def worst_boxes(true_boxes: Any, pred_boxes: Any, paths: Sequence[str | PathLike],
+                n: int = 5) -> list[dict]:
+    """The `n` images whose predicted box overlaps the true one least (lowest IoU first; images
+    without a true box are left out): `path`, `iou`, `true` and `pred` (normalised xyxy)."""
+    truth = np.asarray(true_boxes, np.float64).reshape(-1, 4)
+    pred = np.asarray(pred_boxes, np.float64).reshape(-1, 4)
+    paths = [str(p) for p in paths]
+    if not len(truth) == len(pred) == len(paths):
+        raise DataError(f"Expected one predicted box and one path per true box, received "
+                        f"{len(truth)} true boxes, {len(pred)} predicted and {len(paths)} paths.")
+    has = np.flatnonzero(np.isfinite(truth).all(axis=1))
+    overlap = box_iou(truth[has], pred[has])
+    ranked = has[np.argsort(overlap, kind="stable")][:n]
+    by_row = dict(zip(has.tolist(), overlap.tolist()))
+    return [{"path": paths[i], "iou": float(by_row[i]),
+             "true": [round(float(v), 4) for v in truth[i]],
+             "pred": [round(float(v), 4) for v in pred[i]]} for i in ranked]
+
+
 # ---- boxes -----------------------------------------------------------------------------------
 def iou(a: Any, b: Any) -> np.ndarray:
     """Intersection over union of xyxy boxes, element-wise with numpy broadcasting.
@@ -307,12 +345,7 @@ def iou(a: Any, b: Any) -> np.ndarray:
     if a.shape[-1:] != (4,) or b.shape[-1:] != (4,):
         raise DataError(f"Expected boxes as (..., 4) arrays of x1, y1, x2, y2, received shapes "
                         f"{a.shape} and {b.shape}.")
-    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = width * height
-    union = box_area(a) + box_area(b) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return box_iou(a, b)
 
 
 def box_metrics(true_boxes: Any, pred_boxes: Any, true_labels: Any = None, pred_labels: Any = None,
@@ -320,7 +353,10 @@ def box_metrics(true_boxes: Any, pred_boxes: Any, true_labels: Any = None, pred_
     """Single-box-per-image detection: mean IoU, accuracy at IoU >= 0.5, AP at IoU 0.50:0.95.
 
     Boxes are normalised xyxy, one true and one predicted box per image (N, 4). With labels, a
-    prediction is right only if its class is right too.
+    prediction is right only if its class is right too: `mean_iou` is the box's alone,
+    `iou_score` the mean IoU with an image of the wrong class counted 0 (what training monitors
+    as `val_iou`; equal to `mean_iou` without labels), `accuracy_iou50` the share of images
+    with the right class and IoU >= 0.5.
 
     AP: for each IoU threshold t in 0.50, 0.55, ..., 0.95, predictions are ranked by `scores`
     (descending; without scores all tie); a prediction is a true positive iff IoU >= t (and its
@@ -341,6 +377,7 @@ def box_metrics(true_boxes: Any, pred_boxes: Any, true_labels: Any = None, pred_
     ap = {f"{t:.2f}": _ranked_ap((overlap >= t) & correct_class, confidence)
           for t in IOU_THRESHOLDS}
     result = {"n_samples": n, "mean_iou": float(overlap.mean()),
+              "iou_score": float(np.mean(overlap * correct_class)),
               "accuracy_iou50": float(np.mean((overlap >= 0.5) & correct_class)),
               "ap50_95": float(np.mean(list(ap.values()))), "ap50": ap["0.50"], "ap75": ap["0.75"],
               "ap_per_iou": ap}

@@ -1,7 +1,8 @@
 """Test-time augmentation: average a model's scores over an image and its mirror images.
 
-Works for any scorer that maps uint8 images (N, H, W, C) to class scores (N, classes), or to
-(class scores, boxes) for a box head: the float Keras model (`keras_scorer`) and the int8 model
+Works for any scorer that maps uint8 images (N, H, W, C) to the model's outputs in its order
+(models/outputs.py): class scores (N, classes), (class scores, boxes) for a detection model, or
+boxes alone for a one-class box model: the float Keras model (`keras_scorer`) and the int8 model
 on the LiteRT reference kernels (`int8_scorer`). Boxes are normalised xyxy; a box predicted on a
 flipped image is flipped back before averaging.
 """
@@ -14,6 +15,7 @@ from typing import Union
 import numpy as np
 
 from tinyvision.errors import ConfigError, did_you_mean
+from tinyvision.models.outputs import BOX, CLASS
 
 FLIPS = frozenset({"horizontal", "vertical"})
 DEFAULT_FLIPS = ("horizontal",)
@@ -53,20 +55,27 @@ def unflip_boxes(boxes: np.ndarray, flip: str) -> np.ndarray:
     return boxes
 
 
-def tta_outputs(scorer: Scorer, images: np.ndarray,
-                flips: Sequence[str] = DEFAULT_FLIPS) -> Outputs:
+def tta_outputs(scorer: Scorer, images: np.ndarray, flips: Sequence[str] = DEFAULT_FLIPS,
+                kinds: Sequence[str] | None = None) -> Outputs:
     """Mean of `scorer` over the images and each flip of them (boxes flipped back first).
 
-    With `flips=()` this is just `scorer(images)`.
+    `kinds`: what each output is (models/outputs.output_kinds); by default one output is class
+    scores and two are (class scores, boxes). With `flips=()` this is just `scorer(images)`.
     """
     flips = check_flips(flips)
     first = scorer(images)
     if not flips:
         return first
-    passes = [first] + [_unflipped(scorer(flip_images(images, f)), f) for f in flips]
-    if isinstance(first, tuple):
-        return _mean([p[0] for p in passes]), _mean([p[1] for p in passes])
-    return _mean(passes)
+    several = isinstance(first, tuple)
+    kinds = tuple(kinds) if kinds is not None else ((CLASS, BOX) if several else (CLASS,))
+    passes = [_as_tuple(first)] + [_unflipped(_as_tuple(scorer(flip_images(images, f))), f, kinds)
+                                   for f in flips]
+    means = tuple(_mean([p[k] for p in passes]) for k in range(len(kinds)))
+    return means if several else means[0]
+
+
+def _as_tuple(outputs: Outputs) -> tuple:
+    return tuple(outputs) if isinstance(outputs, (list, tuple)) else (outputs,)
 
 
 def _mean(passes: list[np.ndarray]) -> np.ndarray:
@@ -75,10 +84,8 @@ def _mean(passes: list[np.ndarray]) -> np.ndarray:
     return base + np.mean([np.asarray(p) - base for p in passes], axis=0).astype(base.dtype)
 
 
-def _unflipped(outputs: Outputs, flip: str) -> Outputs:
-    if isinstance(outputs, tuple):
-        return outputs[0], unflip_boxes(outputs[1], flip)
-    return outputs
+def _unflipped(outputs: tuple, flip: str, kinds: Sequence[str]) -> tuple:
+    return tuple(unflip_boxes(o, flip) if kind == BOX else o for o, kind in zip(outputs, kinds))
 
 
 def keras_scorer(model, batch_size: int = 128) -> Scorer:
@@ -87,7 +94,7 @@ def keras_scorer(model, batch_size: int = 128) -> Scorer:
     def score(images: np.ndarray) -> Outputs:
         outputs = model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
         if isinstance(outputs, (list, tuple)):
-            return tuple(np.asarray(o, np.float32) for o in outputs[:2])
+            return tuple(np.asarray(o, np.float32) for o in outputs)
         return np.asarray(outputs, np.float32)
 
     return score

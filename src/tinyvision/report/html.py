@@ -42,7 +42,9 @@ class RunFolder(Protocol):
 
 
 REPORT_FILE = "report.html"
-EVAL_SCORES_FILE = "eval_scores.npz"
+EVAL_SCORES_FILE = "eval_scores.npz"  # the float model's outputs (evaluate)
+INT8_SCORES_FILE = "int8_scores.npz"  # the int8 model's on the reference kernels (verify)
+_SCORES_FILES = {"float": EVAL_SCORES_FILE, "int8": INT8_SCORES_FILE}
 LR_FIND_FILE = "lr_find.png"
 SAMPLES_PER_CLASS = 6
 MAX_GRID_CLASSES = 30
@@ -66,33 +68,36 @@ img{max-width:100%}pre{background:#f7f7f7;padding:.6rem;overflow-x:auto;font-siz
 # ---- scores saved by the evaluate stage -------------------------------------------------------
 @dataclass(frozen=True)
 class EvalScores:
-    """The float model's outputs on the evaluated split, as the evaluate stage saved them."""
+    """A model's outputs on the evaluated split, as the evaluate (float) or verify (int8) stage
+    saved them."""
 
     split: str
     indices: np.ndarray  # sample indices into the manifest
-    scores: np.ndarray  # (n, classes)
-    boxes: np.ndarray | None  # (n, 4) normalised xyxy for [class, box] models
+    scores: np.ndarray | None  # (n, classes); None for a one-class box model
+    boxes: np.ndarray | None  # (n, 4) normalised xyxy for box models
 
 
-def save_eval_scores(run: RunFolder, split: str, indices: np.ndarray, scores: np.ndarray,
-                     boxes: np.ndarray | None = None) -> Path:
-    """Keep the evaluated split's sample indices, float scores and boxes for the report."""
-    path = run.root / EVAL_SCORES_FILE
-    extra = {} if boxes is None else {"boxes": np.asarray(boxes, np.float32)}
+def save_eval_scores(run: RunFolder, split: str, indices: np.ndarray, scores: np.ndarray | None,
+                     boxes: np.ndarray | None = None, kind: str = "float") -> Path:
+    """Keep the evaluated split's sample indices, scores and boxes of the `kind` (float or
+    int8) model for the report."""
+    path = run.root / _SCORES_FILES[kind]
+    arrays = {name: np.asarray(values, np.float32)
+              for name, values in (("scores", scores), ("boxes", boxes)) if values is not None}
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, split=np.array(split), indices=np.asarray(indices, np.int64),
-                 scores=np.asarray(scores, np.float32), **extra)
+        np.savez(tmp, split=np.array(split), indices=np.asarray(indices, np.int64), **arrays)
     return path
 
 
-def load_eval_scores(run: RunFolder) -> EvalScores | None:
-    """What `save_eval_scores` kept, or None if the evaluate stage has not run."""
-    path = run.root / EVAL_SCORES_FILE
+def load_eval_scores(run: RunFolder, kind: str = "float") -> EvalScores | None:
+    """What `save_eval_scores` kept, or None if that stage has not run."""
+    path = run.root / _SCORES_FILES[kind]
     if not path.exists():
         return None
     with np.load(path) as saved:
-        boxes = saved["boxes"] if "boxes" in saved.files else None
-        return EvalScores(str(saved["split"]), saved["indices"], saved["scores"], boxes)
+        arrays = {name: saved[name] if name in saved.files else None
+                  for name in ("scores", "boxes")}
+        return EvalScores(str(saved["split"]), saved["indices"], **arrays)
 
 
 # ---- the page --------------------------------------------------------------------------------
@@ -112,6 +117,7 @@ def build_report(cfg: RunConfig, run: RunFolder, manifest: Manifest, cache: Imag
         _data_section(manifest, cache, cfg.seed),
         _training_section(run),
         _evaluation_section(manifest, files),
+        _box_section(manifest, cache, files),
         _worst_section(manifest, cache, files),
         _deployment_section(run, files),
         _device_section(run, files),
@@ -129,12 +135,14 @@ def build_report(cfg: RunConfig, run: RunFolder, manifest: Manifest, cache: Imag
 class _RunFiles:
     """The JSON and score files of a run (None where absent)."""
 
-    def __init__(self, metrics, verify, summary, scores) -> None:
+    def __init__(self, metrics, verify, summary, scores, int8_scores=None) -> None:
         self.metrics, self.verify, self.summary, self.scores = metrics, verify, summary, scores
+        self.int8_scores = int8_scores
 
     @classmethod
     def read(cls, run: RunFolder) -> _RunFiles:
-        return cls(_json(run.metrics), _json(run.verify), _json(run.summary), load_eval_scores(run))
+        return cls(_json(run.metrics), _json(run.verify), _json(run.summary), load_eval_scores(run),
+                   load_eval_scores(run, "int8"))
 
     @property
     def float_metrics(self) -> dict | None:
@@ -270,10 +278,14 @@ def _evaluation_section(manifest: Manifest, files: _RunFiles) -> str:
     metrics = files.float_metrics
     if metrics is None:
         return _section("Evaluation", _note("No metrics.json: run `tinyvision eval RUN`."))
-    body = (f"<p>Float model on the {escape(metrics.get('split', '?'))} split "
-            f"({metrics.get('images', metrics['n_samples'])} images"
-            f"{', flip TTA' if metrics.get('tta') else ''}): accuracy {metrics['accuracy']:.4f}, "
-            f"macro F1 {metrics['macro_f1']:.4f}.</p>")
+    split = (f"Float model on the {escape(metrics.get('split', '?'))} split "
+             f"({metrics.get('images', metrics.get('n_samples'))} images"
+             f"{', flip TTA' if metrics.get('tta') else ''})")
+    if "per_class" not in metrics:  # a one-class box model: its box is its answer
+        return _section("Evaluation", f"<p>{split}: one class, so the model answers a box only "
+                        "(see Boxes).</p>")
+    body = (f"<p>{split}: accuracy {metrics['accuracy']:.4f}, macro F1 "
+            f"{metrics['macro_f1']:.4f}.</p>")
     body += _per_class_table(metrics)
     if metrics.get("confusion_matrix"):
         body += "<h3>Confusion matrix</h3>" + _img(
@@ -281,8 +293,6 @@ def _evaluation_section(manifest: Manifest, files: _RunFiles) -> str:
             "confusion matrix")
     if "label_confusion" in metrics:
         body += "<h3>Per-label confusion</h3>" + _label_confusion_table(metrics)
-    if "boxes" in metrics:
-        body += "<h3>Boxes</h3>" + _box_table(metrics["boxes"])
     body += "<h3>Precision-recall curves</h3>" + _pr_section(manifest, files, metrics)
     return _section("Evaluation", body)
 
@@ -313,15 +323,62 @@ def _label_confusion_table(metrics: dict) -> str:
     return _table(["class", "true neg.", "false pos.", "false neg.", "true pos."], rows)
 
 
-def _box_table(boxes: dict) -> str:
-    rows = [["mean IoU", boxes["mean_iou"]], ["accuracy at IoU >= 0.5", boxes["accuracy_iou50"]],
-            ["AP at IoU 0.50:0.95", boxes["ap50_95"]], ["AP at IoU 0.50", boxes["ap50"]],
-            ["AP at IoU 0.75", boxes["ap75"]]]
-    return _table(["box metric (class must be right too)", "value"], rows)
+_BOX_ROWS = (("mean IoU", "mean_iou"), ("accuracy at IoU >= 0.5 (class right too)",
+                                       "accuracy_iou50"),
+             ("IoU score (0 when the class is wrong)", "iou_score"),
+             ("AP at IoU 0.50:0.95", "ap50_95"), ("AP at IoU 0.50", "ap50"),
+             ("AP at IoU 0.75", "ap75"))
+
+
+def _box_section(manifest: Manifest, cache: ImageCache, files: _RunFiles) -> str:
+    """Box metrics of float and int8 beside the constant answers, the IoU distribution, and the
+    boxes with the lowest IoU drawn on their images, for both models."""
+    float_boxes = (files.float_metrics or {}).get("boxes")
+    if float_boxes is None:
+        return ""
+    int8_boxes = ((files.verify or {}).get("metrics") or {}).get("boxes")
+    rows = [[label, float_boxes.get(key), _get(int8_boxes, key)] for label, key in _BOX_ROWS]
+    baselines = float_boxes.get("baselines", {})
+    for name, base in baselines.items():
+        label = name.replace("_", " ")
+        rows.append([f"always the {label}: mean IoU", base["mean_iou"], None])
+        rows.append([f"always the {label}: at IoU >= 0.5", base["accuracy_iou50"], None])
+    body = _table(["box metric", "float (Keras)", "int8 on TFLM"], rows)
+    ious = {kind: _ious(cache, scores) for kind, scores in (("float", files.scores),
+                                                            ("int8", files.int8_scores))
+            if scores is not None and scores.boxes is not None}
+    if ious:
+        body += _img(plots.iou_histogram(
+            {kind: values for kind, (_, values) in ious.items()},
+            {name.replace("_", " "): base["mean_iou"] for name, base in baselines.items()}),
+            "IoU distribution")
+    for kind, (indices, values) in ious.items():
+        scores = files.scores if kind == "float" else files.int8_scores
+        order = np.argsort(values, kind="stable")[:SAMPLES_PER_CLASS]
+        figures = []
+        for row in order.tolist():
+            index = int(indices[row])
+            boxes = _true_box(cache, index) + [(scores.boxes[row].tolist(), plots.PRED_COLOUR)]
+            image = plots.thumbnail(cache.images[index], [f"IoU {values[row]:.3f}"], boxes,
+                                    min_side=160)
+            figures.append(_figure(plots.encode_image(image),
+                                   Path(manifest.samples[index].path).name))
+        body += (f"<h3>Lowest IoU, {kind} model</h3><div class=\"grid\">{''.join(figures)}</div>"
+                 if figures else "")
+    return _section("Boxes (green: true, red: predicted)", body)
+
+
+def _ious(cache: ImageCache, scores: EvalScores) -> tuple[np.ndarray, np.ndarray]:
+    """(sample indices, IoU of the saved box) for the evaluated images that have a true box."""
+    from tinyvision.data.sources.boxes import box_iou
+
+    truth = cache.boxes[scores.indices]
+    has = np.isfinite(truth).all(axis=1)
+    return scores.indices[has], box_iou(truth[has], scores.boxes[has])
 
 
 def _pr_section(manifest: Manifest, files: _RunFiles, metrics: dict) -> str:
-    if files.scores is None:
+    if files.scores is None or files.scores.scores is None:
         return _note("No eval_scores.npz: run `tinyvision eval RUN` to draw the curves.")
     indicator = manifest.label_matrix()[files.scores.indices].astype(np.int64)
     chart = plots.pr_curves(indicator, files.scores.scores, manifest.classes,
@@ -333,6 +390,8 @@ def _pr_section(manifest: Manifest, files: _RunFiles, metrics: dict) -> str:
 def _worst_section(manifest: Manifest, cache: ImageCache, files: _RunFiles) -> str:
     worst = (files.metrics or {}).get("worst_predictions")
     if worst is None:
+        if (files.float_metrics or {}).get("boxes") is not None:
+            return ""  # a one-class box model: its worst boxes are in the Boxes section
         return _section("Worst predictions", _note("None recorded: run `tinyvision eval RUN`."))
     index_of = {s.path: i for i, s in enumerate(manifest.samples)}
     predicted = {}  # sample index -> predicted box, for [class, box] models
@@ -368,7 +427,10 @@ def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
         keys = [("accuracy", "accuracy"), ("macro F1", "macro_f1"),
                 ("ROC-AUC (macro)", "roc_auc_macro"), ("PR-AUC (macro)", "pr_auc_macro")]
         rows = [[label, _get(float_m, key), _get(int8_m, key), _delta(float_m, int8_m, key)]
-                for label, key in keys]
+                for label, key in keys if key in (float_m or int8_m or {})]
+        rows += [[f"box {label}", _get(_boxes(float_m), key), _get(_boxes(int8_m), key),
+                  _delta(_boxes(float_m), _boxes(int8_m), key)]
+                 for label, key in _BOX_ROWS[:3] if _boxes(float_m or int8_m)]
         body += _table(["metric", "float (Keras)", "int8 on TFLM", "delta"], rows)
     if verify:
         body += (f"<p>TFLM ran {verify['tflm_images']} images with outputs equal to the LiteRT "
@@ -381,12 +443,13 @@ def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
         body += "<h3>Quantisation-aware fine-tuning</h3>" + _table(
             ["metric", "float", "post-training int8", "QAT int8"],
             [[key, qat["float"].get(key), qat["ptq_int8"].get(key), qat["qat_int8"].get(key)]
-             for key in ("accuracy", "macro_f1")])
+             for key in _HEADLINE_KEYS if key in qat["ptq_int8"]])
     formats = (verify or {}).get("formats")
     if formats:
         body += "<h3>Other formats</h3>" + _table(
-            ["format", "file", "bytes", "accuracy", "max |diff| to Keras", "note"],
-            [[fmt, e["file"], e["bytes"], (e.get("metrics") or {}).get("accuracy"),
+            ["format", "file", "bytes", _task_metric_label(formats), "max |diff| to Keras",
+             "note"],
+            [[fmt, e["file"], e["bytes"], _task_metric(e.get("metrics")),
               e.get("max_abs_diff"), e.get("note", "verified" if e.get("verified") else "")]
              for fmt, e in formats.items()])
     return _section("Float vs int8 on TensorFlow Lite Micro", body)
@@ -411,7 +474,7 @@ def _device_section(run: RunFolder, files: _RunFiles) -> str:
                         "delta"],
                        [[key, camera["training_path"].get(key), camera["metrics"].get(key),
                          _delta(camera["training_path"], camera["metrics"], key)]
-                        for key in ("accuracy", "macro_f1")])
+                        for key in _HEADLINE_KEYS if key in camera["metrics"]])
     if fit:
         body += _fit_table(fit)
     return _section("On the device", body)
@@ -451,6 +514,24 @@ def _size_rows(run: RunFolder, verify: dict | None, summary: dict) -> list[list]
     ops = ", ".join(f"{k} x{v}" for k, v in sorted((verify or {}).get("ops", {}).items()))
     return [["int8 model bytes", int8_bytes], ["float model bytes", float_bytes],
             ["tensor arena bytes", arena], ["MACs per image", macs], ["int8 ops", ops or None]]
+
+
+_HEADLINE_KEYS = ("accuracy", "macro_f1", "mean_iou", "accuracy_iou50", "iou_score")
+
+
+def _boxes(metrics: dict | None) -> dict | None:
+    return None if metrics is None else metrics.get("boxes")
+
+
+def _task_metric(metrics: dict | None):
+    """A headline dict's accuracy, or a box model's mean IoU."""
+    metrics = metrics or {}
+    return metrics.get("accuracy", metrics.get("mean_iou"))
+
+
+def _task_metric_label(formats: dict) -> str:
+    has_accuracy = any("accuracy" in (e.get("metrics") or {}) for e in formats.values())
+    return "accuracy" if has_accuracy else "box mean IoU"
 
 
 def _get(metrics: dict | None, key: str):

@@ -127,6 +127,29 @@ def pr_curves(indicator: np.ndarray, scores: np.ndarray, classes: Sequence[str],
     return _png(fig)
 
 
+def iou_histogram(ious: dict[str, np.ndarray], baselines: dict[str, float]) -> bytes:
+    """Distribution of per-image IoU for each model (e.g. {"float": ..., "int8": ...}), with the
+    mean IoU of each model and of each constant answer (`baselines`, e.g. {"mean training box":
+    0.53}) as vertical lines: the box must sit clearly right of the constants."""
+    fig, (ax,) = _figure(6.5, 3.6)
+    bins = np.linspace(0.0, 1.0, 21)
+    colours = {}
+    for name, values in ious.items():
+        values = np.asarray(values, np.float64)
+        _, _, patches = ax.hist(values, bins=bins, alpha=0.45, label=f"{name} (mean "
+                                f"{values.mean():.3f})")
+        colours[name] = patches[0].get_facecolor()
+        ax.axvline(values.mean(), color=colours[name], linewidth=2)
+    for (name, value), style in zip(baselines.items(), ("--", ":", "-.")):
+        ax.axvline(value, color="black", linestyle=style, linewidth=1.2,
+                   label=f"always the {name} (mean {value:.3f})")
+    ax.axvline(0.5, color="grey", linewidth=0.8)
+    ax.set(xlabel="IoU with the true box", ylabel="images", xlim=(0, 1))
+    ax.legend(fontsize="small", loc="upper left")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 # ---- images ----------------------------------------------------------------------------------
 def _font(size: int) -> ImageFont.ImageFont:
     try:
@@ -177,16 +200,17 @@ def encode_image(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 
 def search_front(result) -> bytes:
-    """A search's completed trials as validation accuracy vs flash bytes, the Pareto front
+    """A search's completed trials as their objective (validation accuracy, or a box's IoU
+    score) vs flash bytes, the Pareto front
     joined and marked (`result`: run/search.py's SearchResult)."""
     fig, (ax,) = _figure(6.0, 4.0)
     rows = result.rows or []
-    ax.scatter([r["flash"] / 1024 for r in rows], [r["val_accuracy"] for r in rows],
+    ax.scatter([r["flash"] / 1024 for r in rows], [r["objective"] for r in rows],
                color="#9aa5b1", label="trials")
     front = sorted(result.front, key=lambda r: r["flash"])
-    ax.plot([r["flash"] / 1024 for r in front], [r["val_accuracy"] for r in front], "o-",
+    ax.plot([r["flash"] / 1024 for r in front], [r["objective"] for r in front], "o-",
             color="#d9480f", label="Pareto front")
     ax.set_xlabel("flash (KiB, model + runtime + application)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(getattr(result, "objective", "val accuracy"))
     ax.legend(loc="lower right")
     return _png(fig)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.config import RunConfig
-from tinyvision.data.cache import BadImage
+from tinyvision.data.cache import BadImage, DecodeSpec, map_box, source_region
+from tinyvision.data.sources.boxes import image_size
 from tinyvision.deploy.app import APP_DIR, write_app
 from tinyvision.deploy.boards import load_board
 from tinyvision.deploy.camera import (CameraFormat, CameraPlan, frame_from_file,
@@ -181,6 +182,25 @@ def camera_inputs(cfg: RunConfig, quantization: dict, paths: list[str]) -> tuple
     return inputs, usable
 
 
+def camera_boxes(cfg: RunConfig, samples: list) -> np.ndarray:
+    """The samples' boxes as the model sees them through deploy.camera, normalised xyxy of the
+    model input (NaN rows: no box): a frame is the image stretched to the camera's size, then
+    the camera preprocessing applies data.resize's geometry to the frame, which differs from
+    the training path's (the image's own aspect) for center_crop and letterbox."""
+    camera = camera_format(cfg)
+    spec = DecodeSpec(tuple(cfg.model.input_size), resize=cfg.data.resize)
+    region = source_region((camera.width, camera.height), spec, None)
+    out = np.full((len(samples), 4), np.nan, np.float32)
+    for row, sample in enumerate(samples):
+        if sample.box is None:
+            continue
+        width, height = image_size(sample.path)
+        x1, y1, x2, y2 = sample.box
+        sx, sy = camera.width / width, camera.height / height
+        out[row] = map_box((x1 * sx, y1 * sy, x2 * sx, y2 * sy), region, spec)
+    return out
+
+
 class CameraScorer:
     """Image or raw frame files seen as the device sees them: rendered into (or read as) frames
     of deploy.camera, the camera preprocessing, then the int8 model (`predict --camera`)."""
@@ -189,12 +209,12 @@ class CameraScorer:
         self.runner = ReferenceRunner(model_path, n_classes)
         self.plan = camera_plan(cfg, tensor_quantization(model_path, n_classes))
 
-    def outputs(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray | None]:
+    def outputs(self, paths: list[Path]) -> list[np.ndarray]:
+        """The int8 model's dequantised outputs on the files, in the model's order."""
         inputs = np.stack([preprocess(self.plan, frame_from_file(p, self.plan.camera))
                            for p in paths])
-        values = [dequantize(o, q) for o, q in zip(self.runner.run_all(inputs),
-                                                    self.runner.output_qs)]
-        return values[0], (values[1] if len(values) > 1 else None)
+        return [dequantize(o, q) for o, q in zip(self.runner.run_all(inputs),
+                                                  self.runner.output_qs)]
 
     def frame_size(self) -> tuple[int, int]:
         return self.plan.camera.width, self.plan.camera.height

@@ -19,6 +19,8 @@ from tinyvision.deploy.formats import (FORMAT_FILES, TOLERANCE, export_coreml, e
 from tinyvision.deploy.litert import export_int8
 from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.errors import VerifyError
+from tinyvision.evaluate.metrics import task_score
+from tinyvision.models.outputs import split_outputs
 from tinyvision.run.folder import RunDir
 
 log = logging.getLogger("tinyvision")
@@ -120,11 +122,14 @@ def quantisation_aware(cfg: RunConfig, run: RunDir, data, model, calibration: np
     if len(val) == 0:
         return {"ran": False, "reason": "no val split to compare float and int8 on"}
     images, targets = np.asarray(data.cache.images[val]), data.manifest.label_matrix()
-    n_classes = len(data.manifest.classes)
-    float_val = _val_accuracy(_first(model(images.astype(np.float32), training=False)),
-                              targets[val], data.manifest.task)
-    ptq_val = _val_accuracy(_first(ReferenceRunner(run.int8_model, n_classes).scores(images)),
-                            targets[val], data.manifest.task)
+    task, n_classes = data.manifest.task, len(data.manifest.classes)
+
+    def val_score(outputs) -> float:  # accuracy, or a box model's IoU score
+        return task_score(targets[val], split_outputs(outputs, task, n_classes),
+                          data.cache.boxes[val], task)
+
+    float_val = val_score(model(images.astype(np.float32), training=False))
+    ptq_val = val_score(ReferenceRunner(run.int8_model, n_classes).scores(images))
     result = {"float_val": float_val, "ptq_val": ptq_val}
     if cfg.export.qat == "auto" and float_val - ptq_val <= cfg.export.qat_threshold:
         return {**result, "ran": False,
@@ -137,29 +142,18 @@ def quantisation_aware(cfg: RunConfig, run: RunDir, data, model, calibration: np
                   cfg.train.batch_size, cfg.seed, boxes)
     qat_path = run.export_dir / QAT_FILE
     export_int8(copy, calibration, qat_path, per_channel, min_images)
-    qat_val = _val_accuracy(_first(ReferenceRunner(qat_path, n_classes).scores(images)),
-                            targets[val], data.manifest.task)
+    qat_val = val_score(ReferenceRunner(qat_path, n_classes).scores(images))
     result.update(ran=True, qat_val=qat_val, steps=cfg.export.qat_steps,
                   learning_rate=cfg.export.qat_learning_rate, used="qat" if qat_val > ptq_val
                   else "ptq")
     if result["used"] == "qat":
         run.int8_model.replace(run.export_dir / PTQ_FILE)
         qat_path.replace(run.int8_model)
-    log.info("quantisation-aware fine-tuning: val accuracy float %.4f, post-training int8 %.4f, "
-             "QAT int8 %.4f; model_int8.tflite is the %s model", float_val, ptq_val, qat_val,
+    log.info("quantisation-aware fine-tuning: val %s float %.4f, post-training int8 %.4f, "
+             "QAT int8 %.4f; model_int8.tflite is the %s model",
+             "IoU score" if task == "detection" else "accuracy", float_val, ptq_val, qat_val,
              result["used"].upper())
     return result
-
-
-def _first(outputs):
-    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-
-
-def _val_accuracy(scores, targets: np.ndarray, task: str) -> float:
-    scores = np.asarray(scores)
-    if task == "multilabel":  # every label right at 0.5
-        return float(np.mean(np.all((scores >= 0.5) == (targets >= 0.5), axis=1)))
-    return float(np.mean(np.argmax(scores, axis=1) == np.argmax(targets, axis=1)))
 
 
 def side_by_side(run: RunDir, images: np.ndarray, n_classes: int, score) -> dict | None:

@@ -30,6 +30,7 @@ from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.errors import ConfigError, DataError, ExportError, ModelError, RunError, check_choice
 from tinyvision.evaluate.tta import int8_scorer, keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.models.outputs import ModelOutputs, has_class_output, output_kinds, split_outputs
 from tinyvision.report.plots import PRED_COLOUR, annotate
 from tinyvision.run.device import CameraScorer
 from tinyvision.run.folder import RunDir, open_run_dir
@@ -80,10 +81,12 @@ class Predictor:
     camera: CameraScorer | None = field(default=None, repr=False)  # the device's camera path
 
     def outputs(self, images: np.ndarray, tta: bool = False,
-                flips: Sequence[str] = ("horizontal",)) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores (N, classes) and normalised boxes (N, 4) or None, for uint8 model inputs."""
-        result = tta_outputs(self.scorer, images, flips if tta else ())
-        return (result[0], result[1]) if isinstance(result, tuple) else (result, None)
+                flips: Sequence[str] = ("horizontal",)) -> ModelOutputs:
+        """Scores (N, classes) and normalised boxes (N, 4), either None where the model has no
+        such output, for uint8 model inputs."""
+        kinds = output_kinds(self.task, len(self.classes))
+        result = tta_outputs(self.scorer, images, flips if tta else (), kinds=kinds)
+        return split_outputs(result, self.task, len(self.classes))
 
     def predict(self, paths: Sequence[str | Path], tta: bool = False, top_k: int = 5,
                 flips: Sequence[str] = ("horizontal",)) -> list[Prediction]:
@@ -96,25 +99,28 @@ class Predictor:
         for start in range(0, len(paths), BATCH):
             chunk = [Path(p) for p in paths[start:start + BATCH]]
             if self.camera is not None:
-                scores, boxes = self._camera_outputs(chunk)
+                outputs = self._camera_outputs(chunk)
             else:
-                scores, boxes = self.outputs(decode_images(chunk, self.spec), tta, flips)
+                outputs = self.outputs(decode_images(chunk, self.spec), tta, flips)
             for i, path in enumerate(chunk):
-                box = None if boxes is None else boxes[i]
-                results.append(self._prediction(path, scores[i], box, top_k))
+                scores = None if outputs.scores is None else outputs.scores[i]
+                box = None if outputs.boxes is None else outputs.boxes[i]
+                results.append(self._prediction(path, scores, box, top_k))
         return results
 
-    def _camera_outputs(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray | None]:
+    def _camera_outputs(self, paths: list[Path]) -> ModelOutputs:
         try:
-            return self.camera.outputs(paths)
+            return split_outputs(self.camera.outputs(paths), self.task, len(self.classes))
         except BadImage as exc:
             raise DataError(f"Cannot read an image: {exc}. Pass image files or raw frames of "
                             f"{self.camera.plan.camera.describe()}.") from None
         except ExportError as exc:  # a raw frame of the wrong size
             raise DataError(str(exc)) from None
 
-    def _prediction(self, path: Path, scores: np.ndarray, box: np.ndarray | None,
+    def _prediction(self, path: Path, scores: np.ndarray | None, box: np.ndarray | None,
                     top_k: int) -> Prediction:
+        if scores is None:  # a one-class box model: its class is always the one
+            scores = np.ones(1, np.float32)
         order = np.argsort(-scores, kind="stable")[:top_k]
         top = [(self.classes[k], float(scores[k])) for k in order]
         if self.task == "multilabel":
@@ -141,7 +147,7 @@ def load_predictor(target: str | Path, kind: str = "auto",
     cfg = load_config(run.config)
     manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
     kind, spec = _SUFFIX_KIND[model_path.suffix], decode_spec(cfg)
-    scorer, output_q = _load_scorer(model_path, kind, spec, len(manifest.classes),
+    scorer, output_q = _load_scorer(model_path, kind, spec, manifest.task, len(manifest.classes),
                                     trust_model_code)
     thresholds = _thresholds(model_path, run, manifest) if manifest.task == "multilabel" else None
     if thresholds is not None and output_q is not None:  # as on the device: the int8 output grid
@@ -191,14 +197,15 @@ def _run_of(model_path: Path) -> RunDir:
                    "directory.")
 
 
-def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int,
+def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, task: str, n_classes: int,
                  trust_model_code: bool = False):
     """(uint8 images -> outputs, quantisation of the int8 class output or None)."""
     output_q = None
     if kind == "int8":
         runner = ReferenceRunner(model_path, n_classes)
         shapes, input_shape = runner.output_shapes, runner.input_shape
-        scorer, output_q = int8_scorer(runner), runner.output_q
+        scorer = int8_scorer(runner)
+        output_q = runner.output_q if has_class_output(task, n_classes) else None
     else:
         from tinyvision.models.user_models import load_trained_model
 
@@ -206,22 +213,25 @@ def _load_scorer(model_path: Path, kind: str, spec: DecodeSpec, n_classes: int,
         outputs = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
         shapes, input_shape = [tuple(s) for s in outputs], tuple(model.input_shape)
         scorer = keras_scorer(model)
-    _check_shapes(model_path, input_shape, shapes, spec, n_classes)
+    _check_shapes(model_path, input_shape, shapes, spec, task, n_classes)
     return scorer, output_q
 
 
 def _check_shapes(model_path: Path, input_shape: tuple, output_shapes: list[tuple],
-                  spec: DecodeSpec, n_classes: int) -> None:
+                  spec: DecodeSpec, task: str, n_classes: int) -> None:
     expected = (*spec.size, spec.channels)
     if tuple(input_shape[1:]) != expected:
         raise ModelError(f"{model_path} takes inputs of shape {list(input_shape[1:])} but the run's "
                          f"config.yaml says {list(expected)} (model.input_size, model.color_mode); "
                          "the model is not from this run.")
-    if output_shapes[0][-1] != n_classes or len(output_shapes) > 2 \
-            or (len(output_shapes) == 2 and output_shapes[1][-1] != 4):
+    widths = {"class": n_classes, "box": 4}
+    expected_outputs = [[widths[k]] for k in output_kinds(task, n_classes)]
+    if [[int(s[-1])] for s in output_shapes] != expected_outputs:
         raise ModelError(f"{model_path} has outputs {[list(s[1:]) for s in output_shapes]}, but the "
-                         f"run's manifest.jsonl lists {n_classes} classes (expected [{n_classes}] "
-                         "or [class, box] outputs); the model is not from this run.")
+                         f"run is {task} with {n_classes} class(es) in manifest.jsonl (expected "
+                         f"outputs {expected_outputs}: "
+                         f"{', '.join(output_kinds(task, n_classes))}); the model is not from "
+                         "this run.")
 
 
 def _thresholds(model_path: Path, run: RunDir, manifest: Manifest) -> np.ndarray:

@@ -31,7 +31,7 @@ from tinyvision.errors import RegistryError, did_you_mean
 from tinyvision.files import process_alive, atomic_write_text
 
 REGISTRY_FILE = "registry.sqlite"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # export_failed: trained and evaluated, but the int8 export or its verification refused the model
 STATUSES = frozenset({"running", "finished", "failed", "export_failed", "interrupted", "pruned"})
 FILTER_OPERATORS = frozenset({"=", "!=", ">=", "<=", ">", "<"})
@@ -64,6 +64,11 @@ METRIC_COLUMNS = (
     ("float_macro_f1", "REAL", ("float.macro_f1",)),
     ("int8_accuracy", "REAL", ("int8.accuracy",)),
     ("int8_macro_f1", "REAL", ("int8.macro_f1",)),
+    # box models: mean IoU and the share of images at IoU >= 0.5 (with the right class)
+    ("float_mean_iou", "REAL", ("float.mean_iou",)),
+    ("float_iou50", "REAL", ("float.accuracy_iou50",)),
+    ("int8_mean_iou", "REAL", ("int8.mean_iou",)),
+    ("int8_iou50", "REAL", ("int8.accuracy_iou50",)),
     ("model_bytes", "INTEGER", ("model_bytes", "int8_bytes")),
     ("arena_bytes", "INTEGER", ("arena_bytes",)),
     ("macs", "INTEGER", ("macs",)),
@@ -96,14 +101,28 @@ _V1_COLUMNS = ("name, run_dir, status, started, finished, duration_s, config_has
 _V2_COLUMNS = _V1_COLUMNS + ", recipe, warnings, pid, host"
 
 
-def _create_runs(table: str) -> str:
-    statuses = ", ".join(f"'{s}'" for s in sorted(STATUSES))
+# The table as versions 2 and 3 made it, spelled out: a migration must build the table of its
+# own version, never today's, or a later ADD COLUMN migration would fail on a new file.
+_V3_TABLE_COLUMNS = (
+    "task TEXT, backbone TEXT, alpha REAL, input_size TEXT, color_mode TEXT, weights TEXT, "
+    "recipe TEXT, batch_size INTEGER, head_epochs INTEGER, fine_tune_epochs INTEGER, "
+    "head_lr REAL, fine_tune_lr REAL, float_accuracy REAL, float_macro_f1 REAL, "
+    "int8_accuracy REAL, int8_macro_f1 REAL, model_bytes INTEGER, arena_bytes INTEGER, "
+    "macs INTEGER, warnings TEXT, board TEXT, flash_bytes INTEGER, ram_bytes INTEGER, "
+    "fits INTEGER, latency_ms REAL, formats TEXT, study TEXT, ")
+_V3_STATUSES = ("export_failed", "failed", "finished", "interrupted", "pruned", "running")
+# 4: the box metrics of box models
+_V4_NEW_COLUMNS = (("float_mean_iou", "REAL"), ("float_iou50", "REAL"), ("int8_mean_iou", "REAL"),
+                   ("int8_iou50", "REAL"))
+
+
+def _create_v3_runs(table: str) -> str:
+    statuses = ", ".join(f"'{s}'" for s in _V3_STATUSES)
     return (f"CREATE TABLE IF NOT EXISTS {table} ("
             "name TEXT PRIMARY KEY, run_dir TEXT NOT NULL, "
             f"status TEXT NOT NULL CHECK (status IN ({statuses})), "
             "started TEXT NOT NULL, finished TEXT, duration_s REAL, config_hash TEXT NOT NULL, "
-            "error TEXT, pid INTEGER, host TEXT, "
-            + "".join(f"{c} {t}, " for c, t, _ in CONFIG_COLUMNS + METRIC_COLUMNS)
+            "error TEXT, pid INTEGER, host TEXT, " + _V3_TABLE_COLUMNS
             + "config_json TEXT NOT NULL, metrics_json TEXT)")
 
 
@@ -120,20 +139,21 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "macs INTEGER, config_json TEXT NOT NULL, metrics_json TEXT)",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
     # 2: statuses export_failed and interrupted; columns recipe, warnings, pid, host. SQLite cannot
-    # change a CHECK constraint, so the table is copied into a new one.
-    2: (_create_runs("runs_v2"),
+    # change a CHECK constraint, so the table is copied into a new one (version 3's shape, so
+    # that 3 finds every column it copies).
+    2: (_create_v3_runs("runs_v2"),
         f"INSERT INTO runs_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM runs",
         "DROP TABLE runs",
         "ALTER TABLE runs_v2 RENAME TO runs",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
     # 3: the board fit (board, flash_bytes, ram_bytes, fits, latency_ms), the export formats, the
-    # search study, status pruned; copied as in 2 (a new CHECK), and since a new file's version-2
-    # table already has every current column
-    3: (_create_runs("runs_v3"),
+    # search study, status pruned; copied as in 2 (a new CHECK)
+    3: (_create_v3_runs("runs_v3"),
         f"INSERT INTO runs_v3 ({_V2_COLUMNS}) SELECT {_V2_COLUMNS} FROM runs",
         "DROP TABLE runs",
         "ALTER TABLE runs_v3 RENAME TO runs",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
+    4: tuple(f"ALTER TABLE runs ADD COLUMN {column} {kind}" for column, kind in _V4_NEW_COLUMNS),
 }
 _OPERATOR_RE = "|".join(re.escape(o) for o in sorted(FILTER_OPERATORS, key=len, reverse=True))
 _FILTER_RE = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*({_OPERATOR_RE})\s*(.*?)\s*$")

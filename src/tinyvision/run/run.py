@@ -159,6 +159,8 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
         "bad_images": len(data.cache.bad), "best_epoch": result.best_epoch,
         "training": {"seconds": result.seconds, "stages": result.stages},
         "float": headline(float_metrics),
+        **({"box_baselines": float_metrics["boxes"]["baselines"]} if "boxes" in float_metrics
+           else {}),
         "warnings": result.warnings + float_metrics["warnings"],
         **model_cost(result.model).as_dict(),
     }

@@ -2,7 +2,8 @@
 
     candidates (search: section)  ->  fit check of the built, untrained model on the board
       (flash, RAM, estimated latency; over budget: pruned before any training, counted)
-    ->  short training, validation accuracy reported each epoch to Optuna's Hyperband pruner
+    ->  short training, validation accuracy (a box's IoU score for detection) reported each
+      epoch to Optuna's Hyperband pruner
       (a trial is a run in the registry, tagged with the study; a stopped one is `pruned`)
     ->  the Pareto front (val accuracy vs flash vs latency), printed and drawn in search.html
     ->  the best fitting candidate retrained with the full recipe, exported, verified on TFLM
@@ -204,14 +205,16 @@ def run_trial(trial, cfg: RunConfig, study: str, checker: FitChecker, registry: 
         raw["train"].update(budget=budget, min_steps=(raw["train"]["min_steps"] or 0) // 3)
         trial_cfg = validate_config(raw)
         data = prepare_data(trial_cfg, run, manifest, progress=False)
-        pruning = _Pruning(trial, "val_accuracy" if len(data.indices("val")) else "accuracy")
+        pruning = _Pruning(trial, objective_metric(manifest.task, len(data.indices("val")) > 0))
+        trial.set_user_attr("objective", objective_label(manifest.task))
         result = train_stage(trial_cfg, run, data, callbacks=[pruning])
     except BaseException as exc:
         registry.fail_run(run.name, f"{type(exc).__name__}: {exc}",
                           metrics={"study": study, "fit": fit})
         raise
     value = float(pruning.best if pruning.best is not None else 0.0)
-    metrics = {"study": study, "float": {"accuracy": value}, "fit": {
+    key = "iou_score" if manifest.task == "detection" else "accuracy"
+    metrics = {"study": study, "float": {key: value}, "fit": {
         "board": checker.board.name, "fits": True, "latency_ms": fit["latency_ms"],
         "flash": {"total": fit["flash"]}, "ram": {"total": fit["ram"]}},
         "model_bytes": fit["model_bytes"], "best_epoch": result.best_epoch}
@@ -221,6 +224,21 @@ def run_trial(trial, cfg: RunConfig, study: str, checker: FitChecker, registry: 
         raise optuna.TrialPruned(f"pruned after {pruning.step} epochs")
     registry.finish_run(run.name, metrics, config=trial_cfg.model_dump(mode="json"))
     return value
+
+
+def objective_metric(task: str, has_val: bool) -> str:
+    """What a trial maximises, as the training logs name it: the val accuracy, or the box's val
+    IoU score for detection (training/callbacks.BoxScore)."""
+    if task == "detection":
+        if not has_val:
+            raise ConfigError("A search over a detection task needs a val split to score the box "
+                              "on (data.val_fraction > 0, or a val/ folder).")
+        return "val_iou"
+    return "val_accuracy" if has_val else "accuracy"
+
+
+def objective_label(task: str) -> str:
+    return "val IoU" if task == "detection" else "val accuracy"
 
 
 # ---- the study -------------------------------------------------------------------------------
@@ -236,6 +254,7 @@ class SearchResult:
     best: dict | None
     seconds: float
     rows: list[dict] | None = None  # every completed trial
+    objective: str = "val accuracy"  # what `objective` in the rows is (val IoU for detection)
     report: Path | None = None
     final: dict | None = None
 
@@ -321,7 +340,7 @@ def summarize(study, url: str) -> SearchResult:
     import optuna
 
     rows = []
-    over, early = 0, 0
+    over, early, objective = 0, 0, "val accuracy"
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.PRUNED:
             if OVER_BUDGET in trial.user_attrs:
@@ -331,28 +350,29 @@ def summarize(study, url: str) -> SearchResult:
         if trial.state != optuna.trial.TrialState.COMPLETE:
             continue
         fit = trial.user_attrs.get("fit", {})
+        objective = trial.user_attrs.get("objective", objective)
         rows.append({"trial": trial.number, "run": trial.user_attrs.get("run"),
-                     "val_accuracy": trial.value, "flash": fit.get("flash"),
+                     "objective": trial.value, "flash": fit.get("flash"),
                      "ram": fit.get("ram"), "latency_ms": fit.get("latency_ms"),
                      "params": dict(trial.params)})
     front = pareto_front(rows)
     # the most accurate fitting candidate; of equals, the smallest
-    best = max(rows, key=lambda r: (r["val_accuracy"], -(r["flash"] or 0))) if rows else None
+    best = max(rows, key=lambda r: (r["objective"], -(r["flash"] or 0))) if rows else None
     return SearchResult(study.study_name, url, len(study.trials), len(rows), over, early, front,
-                        best, 0.0, rows)
+                        best, 0.0, rows, objective=objective)
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
     """Rows no other row beats on accuracy (higher), flash and latency (lower) at once."""
     def dominates(a: dict, b: dict) -> bool:
-        better_or_equal = (a["val_accuracy"] >= b["val_accuracy"] and a["flash"] <= b["flash"]
+        better_or_equal = (a["objective"] >= b["objective"] and a["flash"] <= b["flash"]
                            and a["latency_ms"] <= b["latency_ms"])
-        strictly = (a["val_accuracy"] > b["val_accuracy"] or a["flash"] < b["flash"]
+        strictly = (a["objective"] > b["objective"] or a["flash"] < b["flash"]
                     or a["latency_ms"] < b["latency_ms"])
         return better_or_equal and strictly
 
     front = [r for r in rows if not any(dominates(o, r) for o in rows if o is not r)]
-    return sorted(front, key=lambda r: -r["val_accuracy"])
+    return sorted(front, key=lambda r: -r["objective"])
 
 
 def retrain_best(cfg: RunConfig, best: dict, board: str, study: str, console=None) -> dict:
@@ -377,13 +397,13 @@ def write_search_report(result: SearchResult, path: Path) -> Path:
     from html import escape
 
     figure = plots.search_front(result) if result.completed else None
-    image = (f'<img alt="val accuracy vs flash" src="data:image/png;base64,'
+    image = (f'<img alt="{result.objective} vs flash" src="data:image/png;base64,'
              f'{base64.b64encode(figure).decode()}">' if figure else "<p>No completed trial.</p>")
-    head = "<tr><th>trial</th><th>run</th><th>val accuracy</th><th>flash bytes</th>" \
+    head = f"<tr><th>trial</th><th>run</th><th>{result.objective}</th><th>flash bytes</th>" \
            "<th>RAM bytes</th><th>latency ms (est.)</th><th>settings</th></tr>"
     body = "".join(
         f"<tr><td>{r['trial']}</td><td>{escape(str(r['run']))}</td>"
-        f"<td>{r['val_accuracy']:.4f}</td><td>{r['flash']:,}</td><td>{r['ram']:,}</td>"
+        f"<td>{r['objective']:.4f}</td><td>{r['flash']:,}</td><td>{r['ram']:,}</td>"
         f"<td>{r['latency_ms']:g}</td><td>{escape(_settings(r['params']))}</td></tr>"
         for r in result.front)
     html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>search "
@@ -402,7 +422,7 @@ def _settings(params: dict) -> str:
 
 
 def front_table_rows(result: SearchResult) -> list[list[str]]:
-    return [[str(r["trial"]), f"{r['val_accuracy']:.4f}", f"{r['flash']:,}", f"{r['ram']:,}",
+    return [[str(r["trial"]), f"{r['objective']:.4f}", f"{r['flash']:,}", f"{r['ram']:,}",
              f"{r['latency_ms']:g}", _settings(r["params"])] for r in result.front]
 
 

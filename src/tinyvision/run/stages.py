@@ -25,11 +25,13 @@ from tinyvision.deploy.outputs import dequantize, snap_thresholds, tensor_quanti
 from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.deploy.verify import verify_int8
 from tinyvision.errors import DataError
-from tinyvision.evaluate.health import collapse_warning
+from tinyvision.evaluate.health import BOX_WARNING, box_baselines, box_warning, collapse_warning
 from tinyvision.evaluate.tta import keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_json, atomic_write_text
+from tinyvision.models.outputs import ModelOutputs, class_task, output_kinds, split_outputs
 from tinyvision.report.html import save_eval_scores, write_report
-from tinyvision.run.device import camera_format, camera_inputs, export_device, verify_device
+from tinyvision.run.device import (camera_boxes, camera_format, camera_inputs, export_device,
+                                  verify_device)
 from tinyvision.run.formats import (class_drops, export_format, quantisation_aware, side_by_side,
                                     verify_formats)
 from tinyvision.run.folder import RunDir
@@ -122,10 +124,10 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
 
     Multi-label runs first tune per-class thresholds on the val split (F-beta, `evaluate.beta`)
     and save them as thresholds.json in the run and in export/. `evaluate.tta` averages each
-    image's scores with its mirror image's. Detection runs add box metrics under "boxes".
-    metrics.json also lists the worst predictions; eval_scores.npz keeps the outputs for the report.
+    image's scores with its mirror image's. Detection runs add box metrics under "boxes", with
+    the constant answers the box must beat. metrics.json also lists the worst predictions (and
+    the worst boxes); eval_scores.npz keeps the outputs for the report.
     """
-    from tinyvision.evaluate.metrics import worst_predictions
     from tinyvision.models.user_models import load_trained_model
 
     if model is None:
@@ -134,71 +136,105 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     manifest, tta = data.manifest, cfg.evaluate.tta
     thresholds = _tune_thresholds(cfg, run, data, model) if manifest.task == "multilabel" else None
     split, indices = _eval_split(data)
-    outputs = _float_scores(model, data.cache.images, indices, tta)
-    metrics, scores, boxes = _output_metrics(cfg, data, indices, outputs, thresholds)
+    outputs = _float_outputs(model, data, indices, tta)
+    metrics = _output_metrics(cfg, data, indices, outputs, thresholds)
     metrics = {"split": split, "images": int(len(indices)), "tta": tta, **metrics}
-    worst = worst_predictions(manifest.label_matrix()[indices], scores,
-                              [manifest.samples[i].path for i in indices], manifest.classes,
-                              _class_task(manifest.task), cfg.evaluate.worst_n, thresholds)
-    save_eval_scores(run, split, indices, scores, boxes)
-    warnings = _collapse_warnings(cfg, data, model, split, indices, scores, thresholds)
-    atomic_write_json(run.metrics, {"float": metrics, "worst_predictions": worst,
+    save_eval_scores(run, split, indices, outputs.scores, outputs.boxes)
+    warnings = _health_warnings(cfg, data, model, split, indices, outputs, thresholds)
+    atomic_write_json(run.metrics, {"float": metrics,
+                                    **_worst(cfg, data, indices, outputs, thresholds),
                                     "warnings": warnings})
     return {**metrics, "warnings": warnings}
 
 
-def _collapse_warnings(cfg: RunConfig, data: PreparedData, model, split: str,
-                       indices: np.ndarray, scores: np.ndarray,
-                       thresholds: np.ndarray | None) -> list[dict]:
-    """The collapse warning (evaluate/health.py) on the evaluation split, or on the val split,
-    whichever shows it first; logged as it is found."""
+def _worst(cfg: RunConfig, data: PreparedData, indices: np.ndarray, outputs: ModelOutputs,
+           thresholds: np.ndarray | None) -> dict:
+    """metrics.json's `worst_predictions` (most confident wrong classes, per class) and, for a box
+    model, `worst_boxes` (lowest IoU first)."""
+    from tinyvision.evaluate.metrics import worst_boxes, worst_predictions
+
+    manifest = data.manifest
+    paths = [manifest.samples[i].path for i in indices]
+    out = {}
+    if outputs.scores is not None:
+        out["worst_predictions"] = worst_predictions(
+            manifest.label_matrix()[indices], outputs.scores, paths, manifest.classes,
+            class_task(manifest.task), cfg.evaluate.worst_n, thresholds)
+    if outputs.boxes is not None:
+        out["worst_boxes"] = worst_boxes(data.cache.boxes[indices], outputs.boxes, paths,
+                                         cfg.evaluate.worst_n)
+    return out
+
+
+def _health_warnings(cfg: RunConfig, data: PreparedData, model, split: str,
+                     indices: np.ndarray, outputs: ModelOutputs,
+                     thresholds: np.ndarray | None) -> list[dict]:
+    """The "learnt nothing" checks (evaluate/health.py), each logged as it is found: the class
+    collapse on the evaluation split or else the val split, and the box against the constant
+    answers on the evaluation split."""
     labels, classes = data.manifest.label_matrix(), data.manifest.classes
-    task = _class_task(data.manifest.task)
-    found = collapse_warning(labels[indices], scores, classes, task, split, thresholds)
-    val = data.indices("val")
-    if found is None and split != "val" and len(val):
-        outputs = _float_scores(model, data.cache.images, val, cfg.evaluate.tta)
-        val_scores = np.asarray(outputs[0] if isinstance(outputs, (list, tuple)) else outputs)
-        found = collapse_warning(labels[val], val_scores, classes, task, "val", thresholds)
-    if found is None:
-        return []
-    log.warning(found["message"])
-    return [found]
-
-
-def _class_task(task: str) -> str:
-    """The task of the class output: a detection model's class output is multi-class."""
-    return "multiclass" if task == "detection" else task
+    task = class_task(data.manifest.task)
+    found = []
+    if outputs.scores is not None:
+        collapse = collapse_warning(labels[indices], outputs.scores, classes, task, split,
+                                    thresholds)
+        val = data.indices("val")
+        if collapse is None and split != "val" and len(val):
+            val_scores = _float_outputs(model, data, val, cfg.evaluate.tta).scores
+            collapse = collapse_warning(labels[val], val_scores, classes, task, "val", thresholds)
+        found.append(collapse)
+    if outputs.boxes is not None:
+        found.append(box_warning(data.cache.boxes[data.indices("train")],
+                                 data.cache.boxes[indices], outputs.boxes, split))
+    found = [warning for warning in found if warning is not None]
+    for warning in found:
+        log.warning(warning["message"])
+    return found
 
 
 def _output_metrics(cfg: RunConfig, data: PreparedData, indices: np.ndarray, outputs,
-                    thresholds: np.ndarray | None) -> tuple[dict, np.ndarray, np.ndarray | None]:
-    """(metrics, class scores, boxes or None) of a model's outputs on `indices`: classification
-    metrics, plus box metrics ("boxes") against the cached boxes for a [class, box] model."""
+                    thresholds: np.ndarray | None, true_boxes: np.ndarray | None = None) -> dict:
+    """Metrics of a model's outputs on `indices`: classification metrics of the class output,
+    and box metrics ("boxes", with the constant answers as "baselines") of the box output
+    against the cached boxes (or `true_boxes`, e.g. the boxes as a camera frame shows them)."""
     from tinyvision.evaluate.metrics import box_metrics, classification_metrics
 
-    if isinstance(outputs, (list, tuple)):
-        scores, boxes = np.asarray(outputs[0]), np.asarray(outputs[1])
-    else:
-        scores, boxes = np.asarray(outputs), None
+    outputs = _split(data, outputs)
     y_true = data.manifest.label_matrix()[indices]
-    metrics = classification_metrics(y_true, scores, data.manifest.classes,
-                                     _class_task(data.manifest.task), thresholds=thresholds,
-                                     beta=cfg.evaluate.beta)
-    if boxes is not None:
-        metrics["boxes"] = box_metrics(data.cache.boxes[indices], boxes, y_true.argmax(axis=1),
-                                       scores.argmax(axis=1), scores.max(axis=1))
-    return metrics, scores, boxes
+    metrics = {}
+    if outputs.scores is not None:
+        metrics = classification_metrics(y_true, outputs.scores, data.manifest.classes,
+                                         class_task(data.manifest.task), thresholds=thresholds,
+                                         beta=cfg.evaluate.beta)
+    if outputs.boxes is not None:
+        truth = data.cache.boxes[indices] if true_boxes is None else np.asarray(true_boxes)
+        has = np.isfinite(truth).all(axis=1)  # images of a class without a box have none
+        if has.any():
+            scores = None if outputs.scores is None else outputs.scores[has]
+            metrics["boxes"] = box_metrics(
+                truth[has], outputs.boxes[has],
+                *((None, None, None) if scores is None else
+                  (y_true[has].argmax(axis=1), scores.argmax(axis=1), scores.max(axis=1))))
+            metrics["boxes"]["baselines"] = box_baselines(
+                data.cache.boxes[data.indices("train")], truth[has])
+    return metrics
 
 
-def _float_scores(model, images: np.ndarray, indices: np.ndarray, tta: bool):
-    """Float model outputs (scores, or [scores, boxes]) of `images[indices]`; with `tta`,
-    averaged with the mirror images."""
+def _split(data: PreparedData, outputs) -> ModelOutputs:
+    return split_outputs(outputs, data.manifest.task, len(data.manifest.classes))
+
+
+def _float_outputs(model, data: PreparedData, indices: np.ndarray, tta: bool) -> ModelOutputs:
+    """Float model outputs on `data`'s images `indices`; with `tta`, averaged with the mirror
+    images."""
     from tinyvision.models.inference import predict_scores
 
+    images = data.cache.images
     if not tta:
-        return predict_scores(model, images, indices)
-    return tta_outputs(keras_scorer(model), np.asarray(images[indices]))
+        return _split(data, predict_scores(model, images, indices))
+    kinds = output_kinds(data.manifest.task, len(data.manifest.classes))
+    return _split(data, tta_outputs(keras_scorer(model), np.asarray(images[indices]),
+                                    kinds=kinds))
 
 
 def _tune_thresholds(cfg: RunConfig, run: RunDir, data: PreparedData, model) -> np.ndarray:
@@ -208,7 +244,7 @@ def _tune_thresholds(cfg: RunConfig, run: RunDir, data: PreparedData, model) -> 
 
     val, classes = data.indices("val"), data.manifest.classes
     if len(val):
-        scores = _float_scores(model, data.cache.images, val, cfg.evaluate.tta)
+        scores = _float_outputs(model, data, val, cfg.evaluate.tta).scores
         thresholds = tune_thresholds(data.manifest.label_matrix()[val], scores, cfg.evaluate.beta)
     else:
         log.warning("no validation images to tune multi-label thresholds on; every class keeps "
@@ -266,7 +302,9 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     qat = quantisation_aware(cfg, run, data, model, calibration, per_channel, min_images)
     if qat.get("used") == "qat":
         model_bytes = run.int8_model.read_bytes()
-    quantization = tensor_quantization(model_bytes, len(data.manifest.classes))
+    n_classes = len(data.manifest.classes)
+    quantization = tensor_quantization(model_bytes, n_classes,
+                                       output_kinds(data.manifest.task, n_classes))
     thresholds = _export_thresholds(run, data.manifest)
     write_c_source(model_bytes, run.c_header, run.c_source, cfg.export.c_array_name, quantization,
                    data.manifest.classes, thresholds)
@@ -304,36 +342,49 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
 
     Metrics use the run's multi-label thresholds (snapped to the int8 output grid, as the
     exported C arrays are) and, with `evaluate.tta`, flip averaging on the reference kernels;
-    a [class, box] model adds box metrics. `model`: the float Keras model, the reference of the
-    other formats (loaded from the run when needed and not given)."""
+    a box model adds box metrics and the check against the constant boxes. `model`: the float
+    Keras model, the reference of the other formats (loaded from the run when needed and not
+    given)."""
     model_path = run.require(run.int8_model, "tinyvision export")
     split, indices = _eval_split(data)
     images = np.asarray(data.cache.images[indices])
+    task, n_classes = data.manifest.task, len(data.manifest.classes)
     result = verify_int8(model_path, images, cfg.verify.tflm_samples, cfg.verify.max_arena_bytes,
-                         cfg.seed, n_classes=len(data.manifest.classes))
+                         cfg.seed, n_classes=n_classes)
     outputs, thresholds = result.pop("scores"), run_thresholds(run, data.manifest)
     # verify_int8 scored the split already; a runner of our own only for flips or the output grid
-    runner = (ReferenceRunner(model_path, len(data.manifest.classes))
+    runner = (ReferenceRunner(model_path, n_classes)
               if cfg.evaluate.tta or thresholds is not None else None)
     if cfg.evaluate.tta:
-        outputs = tta_outputs(runner.scores, images, ("horizontal",))
+        outputs = tta_outputs(runner.scores, images, ("horizontal",),
+                              kinds=output_kinds(task, n_classes))
+    outputs = _split(data, outputs)
     if thresholds is not None:
         thresholds = snap_thresholds(thresholds, runner.output_q)
-    metrics = _output_metrics(cfg, data, indices, outputs, thresholds)[0]
+    metrics = _output_metrics(cfg, data, indices, outputs, thresholds)
+    save_eval_scores(run, split, indices, outputs.scores, outputs.boxes, kind="int8")
     report = {"split": split, "tta": cfg.evaluate.tta, **result, "metrics": metrics}
     float_metrics = _read_float_metrics(run)
     if float_metrics:
-        report["delta"] = {key: metrics[key] - float_metrics[key]
-                           for key in ("accuracy", "macro_f1") if key in metrics and key in float_metrics}
+        report["delta"] = metric_delta(float_metrics, metrics)
+    warnings = []
+    float_flagged = any(w["code"] == BOX_WARNING for w in (read_json(run.metrics) or {}).get(
+        "warnings", []))
+    if outputs.boxes is not None and not float_flagged:  # said once: int8 lost what float had
+        warnings.append(box_warning(data.cache.boxes[data.indices("train")],
+                                    data.cache.boxes[indices], outputs.boxes, split,
+                                    "int8 model"))
     report["class_drops"] = class_drops(float_metrics, metrics, cfg.export.max_class_drop)
     if report["class_drops"]:
         listed = ", ".join(f"{d['class']} {d['float_f1']:.3f} -> {d['int8_f1']:.3f}"
                            for d in report["class_drops"])
-        report["warnings"] = [{"code": "int8_class_drop", "message": (
+        warnings.append({"code": "int8_class_drop", "message": (
             f"int8 loses more than {cfg.export.max_class_drop:g} F1 on: {listed}. Try "
             "export.weight_quantization: per_channel, more export.representative_samples, or "
-            "a longer training")}]
-        log.warning("%s", report["warnings"][0]["message"])
+            "a longer training")})
+    report["warnings"] = [w for w in warnings if w is not None]
+    for warning in report["warnings"]:
+        log.warning("%s", warning["message"])
     if len(cfg.export.formats) > 1:
         if model is None:
             from tinyvision.models.user_models import load_trained_model
@@ -342,44 +393,58 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
                                        trust_model_code)
         report["formats"] = verify_formats(
             cfg, run, images, model,
-            lambda outs: headline(_output_metrics(cfg, data, indices, outs, thresholds)[0]))
-    n_classes = len(data.manifest.classes)
+            lambda outs: headline(_output_metrics(cfg, data, indices, outs, thresholds)))
     both = side_by_side(run, images, n_classes,
                         lambda outs: headline(_output_metrics(cfg, data, indices, outs,
-                                                              thresholds)[0]))
+                                                              thresholds)))
     if both is not None:
         report["qat"] = {"float": headline(float_metrics or {}), **both}
-    paths = [data.manifest.samples[i].path for i in indices]
-    report.update(verify_device(cfg, run, paths, n_classes, result["arena_bytes"]))
+    samples = [data.manifest.samples[i] for i in indices]
+    report.update(verify_device(cfg, run, [s.path for s in samples], n_classes,
+                                result["arena_bytes"]))
     if cfg.deploy.camera is not None:
-        report["camera"] = _camera_skew(cfg, data, indices, paths, model_path, thresholds, metrics)
+        report["camera"] = _camera_skew(cfg, data, indices, samples, model_path, thresholds,
+                                        metrics)
     atomic_write_json(run.verify, report)
     return report
 
 
-def _camera_skew(cfg: RunConfig, data: PreparedData, indices: np.ndarray, paths: list[str],
+def metric_delta(before: dict, after: dict) -> dict:
+    """after - before for each headline metric both have (int8 - float, camera - training)."""
+    a, b = headline(before), headline(after)
+    return {key: b[key] - a[key] for key in a if key in b}
+
+
+def _camera_skew(cfg: RunConfig, data: PreparedData, indices: np.ndarray, samples: list,
                  model_path: Path, thresholds, training_path: dict) -> dict:
     """Train/serve skew: the int8 model on the test images seen through deploy.camera (rendered
-    into frames, then the camera preprocessing) vs on the training path's images."""
-    runner = ReferenceRunner(model_path, len(data.manifest.classes))
-    inputs, usable = camera_inputs(cfg, tensor_quantization(model_path, len(data.manifest.classes)),
-                                   paths)
+    into frames, then the camera preprocessing) vs on the training path's images. Boxes are
+    judged against the true boxes as the frame shows them (the camera's geometry)."""
+    n_classes = len(data.manifest.classes)
+    runner = ReferenceRunner(model_path, n_classes)
+    paths = [s.path for s in samples]
+    inputs, usable = camera_inputs(cfg, tensor_quantization(model_path, n_classes), paths)
     outputs = [dequantize(o, q) for o, q in zip(runner.run_all(inputs[usable]), runner.output_qs)]
-    outputs = outputs[0] if len(outputs) == 1 else tuple(outputs)
-    metrics = _output_metrics(cfg, data, indices[usable], outputs, thresholds)[0]
+    true_boxes = None
+    if "box" in output_kinds(data.manifest.task, n_classes):
+        true_boxes = camera_boxes(cfg, [s for s, ok in zip(samples, usable) if ok])
+    metrics = _output_metrics(cfg, data, indices[usable], outputs, thresholds, true_boxes)
     skew = {"camera": camera_format(cfg).describe(), "images": int(usable.sum()),
-            "metrics": headline(metrics),
-            "training_path": headline(training_path)}
-    skew["accuracy_delta"] = skew["metrics"].get("accuracy", 0) - skew["training_path"].get(
-        "accuracy", 0)
+            "metrics": headline(metrics), "training_path": headline(training_path)}
+    skew["delta"] = metric_delta(training_path, metrics)
     return skew
 
 
+HEADLINE_KEYS = ("accuracy", "macro_f1")
+HEADLINE_BOX_KEYS = ("mean_iou", "accuracy_iou50", "iou_score")
+
+
 def headline(metrics: dict) -> dict:
-    """accuracy and macro F1, plus mean IoU and accuracy at IoU >= 0.5 for a box model."""
-    out = {key: metrics[key] for key in ("accuracy", "macro_f1") if key in metrics}
+    """accuracy and macro F1 of a class output, mean IoU, accuracy at IoU >= 0.5 and the IoU
+    score of a box; a headline dict is returned as it is."""
+    out = {key: metrics[key] for key in HEADLINE_KEYS + HEADLINE_BOX_KEYS if key in metrics}
     boxes = metrics.get("boxes") or {}
-    out.update({key: boxes[key] for key in ("mean_iou", "accuracy_iou50") if key in boxes})
+    out.update({key: boxes[key] for key in HEADLINE_BOX_KEYS if key in boxes})
     return out
 
 

@@ -26,6 +26,11 @@ UNSIZED = 10**9  # a minutes budget's steps until the clock has timed the first 
 PROBE_SKIP = 2  # the first steps of a stage include tracing: not timed
 PROBE_STEPS = 8  # steps timed before a minutes budget sizes the schedule
 REFIT_UNTIL = 0.97  # the schedule's length is refined at each epoch until this share is done
+# Until a validation round has been timed (the first also traces the evaluation functions, so it
+# is not timed), a round is guessed at this many training steps per validation batch: inference
+# is about a third of a training step, and detection scores its box on val once more.
+VALIDATION_STEP_SHARE = 0.5
+OVERHEAD_ROUNDS = 5  # the median of the last rounds' time outside steps
 LATE_GRACE = 0.05  # a stage still running this share past its deadline is stopped
 
 
@@ -131,13 +136,19 @@ class BudgetClock(keras.callbacks.Callback):
     `time.perf_counter()` value). The fit is refined at every epoch from the last epoch's step time,
     so a machine that speeds up or slows down still ends on time; the schedule stays continuous
     (it is stretched from the current step). Stops the stage if it runs late anyway (`late`).
+
+    The time outside steps is the median of the last timed rounds, never the first (which also
+    traces the validation functions: counting it once made the estimate jump, e.g. 131, 12,
+    110 epochs); before one is timed it is guessed from `val_steps`, the validation batches.
     """
 
-    def __init__(self, plan: StagePlan, deadline: float, resize) -> None:
+    def __init__(self, plan: StagePlan, deadline: float, resize, val_steps: int = 0) -> None:
         super().__init__()
         self.plan, self.deadline, self.resize = plan, deadline, resize
         self.timed_steps, self.step_seconds, self.done = 0, 0.0, 0
-        self.epoch_overhead: float | None = None
+        self.val_steps = val_steps
+        self.overheads: list[float] = []  # time outside steps of each round after the first
+        self._rounds = 0
         self.late = False
         self._batch_start = 0.0
         self._epoch_start: float | None = None
@@ -146,7 +157,10 @@ class BudgetClock(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         if self._epoch_start is not None:  # the last epoch, begin to begin, minus its steps
-            self.epoch_overhead = max(0.0, now - self._epoch_start - self._epoch_batch_seconds)
+            self._rounds += 1
+            if self._rounds > 1:
+                self.overheads.append(max(0.0, now - self._epoch_start -
+                                          self._epoch_batch_seconds))
             if self.timed_steps and self.done < REFIT_UNTIL * self.plan.total_steps:
                 recent = (self._epoch_batch_seconds / self._epoch_batches
                           if self._epoch_batches >= PROBE_STEPS else None)
@@ -177,13 +191,20 @@ class BudgetClock(keras.callbacks.Callback):
         """Total steps such that the remaining steps and validation rounds end at the deadline;
         `step_seconds`: the last epoch's mean step time (default: every timed step's)."""
         per_step = step_seconds or self.step_seconds / self.timed_steps
-        if self.epoch_overhead is not None:
-            per_step += self.epoch_overhead / self.plan.steps_per_epoch
+        per_step += self.round_overhead(per_step) / self.plan.steps_per_epoch
         left = math.floor((self.deadline - now) / per_step)
         total = self.done + max(1, left)
         if total != self.plan.total_steps:
             self.plan.total_steps = total
             self.resize(total, self.done)
+
+
+    def round_overhead(self, per_step: float) -> float:
+        """Seconds a validation round adds to its epoch's steps: measured, or guessed."""
+        if self.overheads:
+            return float(sorted(self.overheads[-OVERHEAD_ROUNDS:])[len(
+                self.overheads[-OVERHEAD_ROUNDS:]) // 2])
+        return self.val_steps * per_step * VALIDATION_STEP_SHARE
 
 
 def _iterations(model: keras.Model) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tinyvision.data.sources.boxes import box_iou
 from tinyvision.errors import RunError
 from tinyvision.files import atomic_path, atomic_write_text
 
@@ -45,6 +46,36 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best, self.best_epoch = float(value), self.epoch_offset + epoch + 1
         with atomic_path(self.path, suffix=".weights.h5") as tmp:
             (self.target or self.model).save_weights(tmp)
+
+
+class BoxScore(keras.callbacks.Callback):
+    """Detection: after each epoch, the box on the validation images, added to the epoch's logs
+    as `val_iou` (mean IoU, an image whose class is wrong counting 0: the run's default
+    `monitor`) and `val_iou50` (right class and IoU >= 0.5). Keras metrics see one output at a
+    time, so this needs its own pass over the val split; it must come before the callbacks that
+    read the logs (checkpoint, early stopping, log.csv).
+
+    `predict()` returns the model's outputs on the val inputs (models/outputs.py order);
+    `true_boxes` their boxes (NaN rows: no box, left out), `true_labels` their class indices
+    (None for a box-only model)."""
+
+    def __init__(self, predict, true_boxes: np.ndarray, true_labels: np.ndarray | None) -> None:
+        super().__init__()
+        self.predict = predict
+        self.has_box = np.isfinite(np.asarray(true_boxes)).all(axis=1)
+        self.true_boxes = np.asarray(true_boxes)[self.has_box]
+        self.true_labels = None if true_labels is None else np.asarray(true_labels)[self.has_box]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None or not self.has_box.any():
+            return
+        outputs = self.predict()
+        boxes = np.asarray(outputs[-1] if isinstance(outputs, (list, tuple)) else outputs)
+        overlap = box_iou(self.true_boxes, boxes[self.has_box])
+        right = (np.ones(len(overlap), bool) if self.true_labels is None else
+                 np.asarray(outputs[0])[self.has_box].argmax(axis=1) == self.true_labels)
+        logs["val_iou"] = float(np.mean(overlap * right))
+        logs["val_iou50"] = float(np.mean((overlap >= 0.5) & right))
 
 
 class EpochLog(keras.callbacks.Callback):

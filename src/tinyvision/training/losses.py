@@ -17,6 +17,7 @@ from keras import ops
 
 from tinyvision.config import BOX_LOSSES, TrainConfig
 from tinyvision.errors import ConfigError
+from tinyvision.models.outputs import BOX, CLASS, output_kinds
 
 _register = keras.saving.register_keras_serializable(package="tinyvision")
 
@@ -192,21 +193,22 @@ def resolve_loss_name(train: TrainConfig, task: str) -> str:
     return train.loss
 
 
-def build_loss(train: TrainConfig, task: str, class_weight: np.ndarray | None = None):
-    """The loss for `model.compile`: one loss, or [class loss, box loss] for detection (the
-    detection model's two outputs, in that order).
+def build_loss(train: TrainConfig, task: str, n_classes: int,
+               class_weight: np.ndarray | None = None):
+    """The loss for `model.compile`: one per output of the model (models/outputs.py): the class
+    loss, [class loss, box loss] for detection, the box loss alone for a one-class box model.
 
     `class_weight`: one weight per class (multi-label: the weight of each label's positives).
     """
-    class_loss = _class_loss(train, task, class_weight)
-    if task == "detection":
-        return [class_loss, BoxLoss(train.box_loss)]
-    return class_loss
+    losses = {CLASS: lambda: _class_loss(train, task, class_weight),
+              BOX: lambda: BoxLoss(train.box_loss)}
+    built = [losses[kind]() for kind in output_kinds(task, n_classes)]
+    return built if len(built) > 1 else built[0]
 
 
-def build_loss_weights(train: TrainConfig, task: str) -> list[float] | None:
-    """Detection: [1, train.box_loss_weight] (class, box); otherwise None."""
-    return [1.0, train.box_loss_weight] if task == "detection" else None
+def build_loss_weights(train: TrainConfig, task: str, n_classes: int) -> list[float] | None:
+    """Detection with a class output: [1, train.box_loss_weight] (class, box); otherwise None."""
+    return [1.0, train.box_loss_weight] if output_kinds(task, n_classes) == (CLASS, BOX) else None
 
 
 def _class_loss(train: TrainConfig, task: str, class_weight: np.ndarray | None):

@@ -25,6 +25,7 @@ from tinyvision.data.pipeline import cache_dataset
 from tinyvision.errors import ConfigError, RunError
 from tinyvision.files import atomic_path, atomic_write_text
 from tinyvision.models.build import build_model
+from tinyvision.models.outputs import has_class_output
 from tinyvision.training import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR
 from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 from tinyvision.training.imbalance import balance_training_data
@@ -124,10 +125,12 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     set_trainable(model, cfg, settings.stage)
     multipliers = lr_multiplier_map(cfg, model) if settings.stage == "fine_tune" else None
     model.compile(optimizer=make_optimizer(cfg.train, float(settings.start), multipliers),
-                  loss=build_loss(cfg.train, data.task, class_weight),
-                  loss_weights=build_loss_weights(cfg.train, data.task))
+                  loss=build_loss(cfg.train, data.task, len(data.classes), class_weight),
+                  loss_weights=build_loss_weights(cfg.train, data.task, len(data.classes)))
     boxes = data.boxes  # detection: (N, 4) normalised xyxy
-    dataset = cache_dataset(data.images, data.train, data.targets[data.train],
+    class_targets = (data.targets[data.train] if has_class_output(data.task, len(data.classes))
+                     else None)
+    dataset = cache_dataset(data.images, data.train, class_targets,
                             cfg.train.batch_size, shuffle=True, seed=cfg.seed, repeat=True,
                             augment=cfg.train.augment,
                             boxes=None if boxes is None else boxes[data.train])

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tinyvision.data.pipeline import cache_dataset
+from tinyvision.models.outputs import has_class_output
 from tinyvision.training.losses import build_loss, build_loss_weights
 
 # layers whose output keeps its input's quantisation, or that the converter folds away
@@ -107,13 +108,16 @@ def qat_fine_tune(model: keras.Model, images: np.ndarray, train: np.ndarray, tar
     was = [layer.trainable for layer in frozen]
     for layer in frozen:
         layer.trainable = False
+    n_classes = targets.shape[1]
+    class_targets = targets[train] if has_class_output(task, n_classes) else None
     try:
         batch = min(batch_size, len(train))
-        data = cache_dataset(images, train, targets[train], batch, shuffle=True, seed=seed,
+        data = cache_dataset(images, train, class_targets, batch, shuffle=True, seed=seed,
                              repeat=True, boxes=None if boxes is None else boxes[train],
                              steps_per_epoch=steps)
         qat.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                    loss=build_loss(train_cfg, task), loss_weights=build_loss_weights(train_cfg, task))
+                    loss=build_loss(train_cfg, task, n_classes),
+                    loss_weights=build_loss_weights(train_cfg, task, n_classes))
         history = qat.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     finally:
         for layer, trainable in zip(frozen, was):

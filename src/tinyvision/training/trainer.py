@@ -27,11 +27,16 @@ import numpy as np
 
 from tinyvision.config import RunConfig
 from tinyvision.data.pipeline import cache_dataset
+from tinyvision.errors import ConfigError
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
+from tinyvision.models.heads import CLASS_OUTPUT
+from tinyvision.models.inference import predict_scores
+from tinyvision.models.outputs import BOX, CLASS, has_class_output, output_kinds
 from tinyvision.training.budget import STAGES, BudgetClock, StagePlan, StopAtStep, plan_stages
-from tinyvision.training.callbacks import (BestCheckpoint, EpochLog, EpochSeeds, ResumableEarlyStopping,
-                                       ResumeCheckpoint, RichProgress, load_resume_state, monitor_mode,
-                                       restore_optimizer, save_resume_state)
+from tinyvision.training.callbacks import (BestCheckpoint, BoxScore, EpochLog, EpochSeeds,
+                                           ResumableEarlyStopping, ResumeCheckpoint, RichProgress,
+                                           load_resume_state, monitor_mode, restore_optimizer,
+                                           save_resume_state)
 from tinyvision.training.distribute import make_strategy
 from tinyvision.training.features import extract_features, feature_dataset, split_at_features
 from tinyvision.training.fused_batchnorm import use_fused_batchnorm
@@ -103,7 +108,8 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, s
     model = build_model(cfg.model, len(data.classes), data.task)
     use_fused_batchnorm(model)
     data, class_weight = balance_training_data(cfg, data)
-    monitor = _monitor_name(cfg, data, model)
+    monitor = monitor_name(cfg.train.monitor, data.task, len(data.val) > 0,
+                           has_class_output(data.task, len(data.classes)))
     checkpoint = BestCheckpoint(run.best_weights, monitor)
     epoch_log = EpochLog(run.log)
     if state is not None:
@@ -180,19 +186,20 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
                checkpoint, epoch_log, run, console, state, start, extra=()):
     """Compile and fit one stage from its epoch `first` (0, or later when resuming); returns the
     Keras history and the BudgetClock (None without a minutes budget)."""
-    stage = plan.stage
+    stage, n_classes = plan.stage, len(data.classes)
     set_trainable(model, cfg, stage)
     steps = plan.steps_per_epoch
-    fit_model, train_ds, val_ds = _stage_inputs(cfg, data, model, stage, epoch_offset + first, steps)
+    fit_model, train_ds, val_ds, predict_val = _stage_inputs(cfg, data, model, stage,
+                                                             epoch_offset + first, steps)
     schedule = stage_schedule(cfg, stage, plan.pass_steps, plan.total_steps)
     if state is not None and state.get("schedule") and hasattr(schedule, "restore"):
         schedule.restore(state["schedule"])  # a minutes budget had stretched it
     # A head on cached features takes microseconds per step, so Keras' per-step Python overhead
     # would dominate: run a whole epoch per call instead.
     fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, plan.pass_steps, 0, schedule),
-                      loss=build_loss(cfg.train, data.task, class_weight),
-                      loss_weights=build_loss_weights(cfg.train, data.task),
-                      metrics=_metrics(data.task),
+                      loss=build_loss(cfg.train, data.task, n_classes, class_weight),
+                      loss_weights=build_loss_weights(cfg.train, data.task, n_classes),
+                      metrics=_metrics(data.task, n_classes),
                       steps_per_execution=steps if fit_model is not model else 1)
     if state is not None:
         restore_optimizer(fit_model.optimizer, run.checkpoints / state["optimizer"],
@@ -209,9 +216,15 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     clock = None
     if plan.seconds is not None:
         clock = BudgetClock(plan, start + plan.seconds, resize_schedule(
-            schedule, stage_cfg.schedule, plan.pass_steps, cfg.train.warmup_epochs))
+            schedule, stage_cfg.schedule, plan.pass_steps, cfg.train.warmup_epochs),
+            val_steps=-(-len(data.val) // cfg.train.batch_size))
+    scores = []  # the box's val IoU, before every callback that reads the logs
+    if data.task == "detection" and len(data.val):
+        labels = data.targets[data.val].argmax(axis=1) if has_class_output(
+            data.task, n_classes) else None
+        scores = [BoxScore(predict_val, data.boxes[data.val], labels)]
     callbacks = [EpochSeeds(model, cfg.seed, epoch_offset), *([clock] if clock else []),
-                 StopAtStep(plan), checkpoint, epoch_log, *stopping, *plateau, *extra]
+                 StopAtStep(plan), *scores, checkpoint, epoch_log, *stopping, *plateau, *extra]
     if console is not None:
         callbacks.append(RichProgress(console, plan))
     callbacks.append(ResumeCheckpoint(run.checkpoints, model, stage, epoch_offset,
@@ -242,13 +255,14 @@ def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping, plan: S
 
 def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str,
                   first_epoch: int, steps: int):
-    """(model to fit, train dataset, val dataset) for a stage.
+    """(model to fit, train dataset, val dataset, a function giving the fitted model's outputs on
+    the val split) for a stage.
 
     The head stage without augmentation fits only the head, on backbone features computed once
     (`train.head.cache_features`); otherwise the whole model is fitted on images from the cache.
     """
     batch, seed = cfg.train.batch_size, cfg.seed
-    train_y, val_y = _targets(data, data.train), _targets(data, data.val)
+    train_y, val_y = fit_targets(data, data.train), fit_targets(data, data.val)
     stream = {"shuffle": True, "repeat": True, "seed": seed, "steps_per_epoch": steps,
               "first_epoch": first_epoch}
     if stage == "head" and cfg.train.head.cache_features and not cfg.train.augment:
@@ -260,20 +274,26 @@ def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: st
         train_features, val_features = features[:len(data.train)], features[len(data.train):]
         train_ds = feature_dataset(train_features, train_y, batch, **stream)
         val_ds = feature_dataset(val_features, val_y, batch) if len(data.val) else None
-        return head, train_ds, val_ds
+        return head, train_ds, val_ds, lambda: head.predict(val_features, batch, verbose=0)
     boxes = (lambda idx: None) if data.boxes is None else (lambda idx: data.boxes[idx])
-    train_ds = cache_dataset(data.images, data.train, data.targets[data.train], batch,
+    train_ds = cache_dataset(data.images, data.train, _class_targets(data, data.train), batch,
                              augment=cfg.train.augment, boxes=boxes(data.train), **stream)
-    val_ds = (cache_dataset(data.images, data.val, data.targets[data.val], batch,
+    val_ds = (cache_dataset(data.images, data.val, _class_targets(data, data.val), batch,
                             boxes=boxes(data.val)) if len(data.val) else None)
-    return model, train_ds, val_ds
+    return model, train_ds, val_ds, lambda: predict_scores(model, data.images, data.val)
 
 
-def _targets(data: TrainData, indices: np.ndarray):
-    """What the model is fitted to: class targets, plus the box for a detection model."""
-    if data.boxes is None:
-        return data.targets[indices]
-    return data.targets[indices], data.boxes[indices]
+def fit_targets(data: TrainData, indices: np.ndarray):
+    """What the model is fitted to, one entry per output (models/outputs.py): class targets, the
+    box, or both."""
+    targets = {CLASS: lambda: data.targets[indices], BOX: lambda: data.boxes[indices]}
+    values = tuple(targets[kind]() for kind in output_kinds(data.task, len(data.classes)))
+    return values if len(values) > 1 else values[0]
+
+
+def _class_targets(data: TrainData, indices: np.ndarray) -> np.ndarray | None:
+    """The class targets of `indices`, or None for a model without a class output."""
+    return data.targets[indices] if has_class_output(data.task, len(data.classes)) else None
 
 
 def _load_weights(model: keras.Model, path) -> None:
@@ -296,17 +316,30 @@ def set_trainable(model: keras.Model, cfg: RunConfig, stage: str) -> None:
         layer.trainable = trainable
 
 
-def _monitor_name(cfg: RunConfig, data: TrainData, model: keras.Model) -> str:
-    """`train.monitor` as Keras logs it: without `val_` when there is no val split; a detection
-    model's accuracy is its class output's (`<first output name>_accuracy`)."""
-    monitor = cfg.train.monitor if len(data.val) else cfg.train.monitor.removeprefix("val_")
-    if data.task == "detection" and monitor.endswith("accuracy"):
-        monitor = monitor.replace("accuracy", f"{model.output_names[0]}_accuracy")
+def monitor_name(monitor: str, task: str, has_val: bool, has_class: bool = True) -> str:
+    """`train.monitor` as the logs name it. `auto`: val_accuracy for classification, val_iou
+    (BoxScore) for detection. Without a val split, the training loss or accuracy; a detection
+    model's accuracy is its class output's (`head_class_output_accuracy`)."""
+    if monitor == "auto":
+        monitor = "val_iou" if task == "detection" else "val_accuracy"
+    if monitor == "val_iou" and task != "detection":
+        raise ConfigError("train.monitor=val_iou needs a box: it applies to detection (data with "
+                          "boxes); use val_accuracy or val_loss.")
+    if task == "detection" and monitor == "val_accuracy" and not has_class:
+        raise ConfigError("train.monitor=val_accuracy: a one-class detection model has no class "
+                          "output (its box is its answer); use val_iou (the default) or val_loss.")
+    if not has_val:  # no val split: the training loss (a box score needs held-out images)
+        monitor = "loss" if monitor == "val_iou" else monitor.removeprefix("val_")
+    if task == "detection" and monitor.endswith("accuracy"):
+        monitor = monitor.replace("accuracy", f"{CLASS_OUTPUT}_accuracy")
     return monitor
 
 
-def _metrics(task: str) -> list | dict:
-    if task == "detection":  # outputs [class, box]: accuracy of the class output only
+def _metrics(task: str, n_classes: int) -> list | None:
+    if task == "detection":  # outputs [class, box]: accuracy of the class output only; the box's
+        # IoU comes from BoxScore; a one-class box model has no class output
+        if not has_class_output(task, n_classes):
+            return None
         return [[keras.metrics.CategoricalAccuracy(name="accuracy")], []]
     if task == "multilabel":
         return [keras.metrics.BinaryAccuracy(name="accuracy")]

@@ -89,6 +89,19 @@ def box_area(boxes: object) -> np.ndarray:
     return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
 
 
+def box_iou(a: object, b: object) -> np.ndarray:
+    """Intersection over union of xyxy boxes, element-wise with numpy broadcasting (`a[:, None]`
+    against `b[None]` gives the pairwise matrix). A box with x2 < x1 or y2 < y1 has no area; a
+    zero union gives 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = width * height
+    union = box_area(a) + box_area(b) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def clip_xyxy(boxes: object, width: float | np.ndarray, height: float | np.ndarray) -> np.ndarray:
     """Clip pixel xyxy boxes to a `width` x `height` image."""
     out = _as_boxes(boxes)
