@@ -315,3 +315,78 @@ def write_bomb_png(path: Path, side: int = 20000) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
                      + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
     return path
+
+
+# ---- a stand-in TFLM tree (what verify builds and runs, without the minutes-long library) -----
+_FAKE_CXX = '''#!{python}
+"""Stands in for g++ linking the tinyvision application (tests only). It logs where it ran and
+its arguments, compiles nothing itself, and writes an "application": a Python program that runs
+the real generated C preprocessing (compiled by cc into a shared object) and the model, read back
+from the C array, on the Python TFLM interpreter."""
+import json, re, subprocess, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+with open({log!r}, "a") as handle:
+    handle.write(json.dumps({{"cwd": str(Path.cwd()), "args": args}}) + "\\n")
+out = Path(args[args.index("-o") + 1])
+sources = [Path(a) for a in args if a.endswith(".cc")]
+main = next(p for p in sources if p.name == "main.cc").read_text()
+model = next(p for p in sources if p.name != "main.cc").read_text()
+header = Path("camera_preprocess.h").read_text()
+array = model[model.index("[] = {{"):]
+array = array[:array.index("}};")]
+Path(f"{{out}}.tflite").write_bytes(bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{{2}})", array)))
+subprocess.run(["cc", "-shared", *[a for a in args if a.endswith(".o")], "-o", f"{{out}}.so"],
+               check=True)
+values = dict(python=sys.executable, so=f"{{out.resolve()}}.so", tflite=f"{{out.resolve()}}.tflite",
+              arena=int(re.search(r"kArenaBytes = (\\d+)", main).group(1)),
+              order=re.search(r"kOutputOrder\\[\\] = \\{{([^}}]*)\\}}", main).group(1),
+              frame=int(re.search(r"TV_CAMERA_FRAME_BYTES (\\d+)", header).group(1)),
+              inputs=int(re.search(r"TV_INPUT_BYTES (\\d+)", header).group(1)))
+out.write_text(Path({app!r}).read_text().format(**values))
+out.chmod(0o755)
+'''
+
+_FAKE_APP = '''#!{python}
+import ctypes, sys
+import numpy as np
+from tflite_micro import runtime
+
+lib = ctypes.CDLL("{so}")
+micro = runtime.Interpreter.from_file("{tflite}", arena_size={arena})
+shape = micro.get_input_details(0)["shape"]
+data = open(sys.argv[1], "rb").read()
+print("arena_used_bytes: {arena}")
+with open(sys.argv[2], "wb") as outputs, open(sys.argv[3], "wb") as inputs:
+    for start in range(0, len(data) - {frame} + 1, {frame}):
+        tensor = (ctypes.c_int8 * {inputs})()
+        lib.tv_preprocess(ctypes.create_string_buffer(data[start:start + {frame}], {frame}), tensor)
+        x = np.frombuffer(tensor, np.int8).reshape(shape)
+        inputs.write(x.tobytes())
+        micro.set_input(x, 0)
+        micro.invoke()
+        for index in ({order},):
+            outputs.write(np.asarray(micro.get_output(index)).astype(np.int8).tobytes())
+'''
+
+
+def fake_tflm_tree(folder: Path) -> Path:
+    """A TFLM source tree for tests of what `verify` builds and runs: build.sh writes an empty
+    libtflm.a at once, and tflm_flags.mk makes the C preprocessing compile for real (cc, -fPIC)
+    and the C++ "link" a stand-in (`_FAKE_CXX`, which logs each call in `folder/compiled.jsonl`)
+    whose application computes what the real one does. Its answers must equal the Python path's,
+    byte for byte, as a real build's must."""
+    import sys
+
+    (folder / "tensorflow").mkdir(parents=True, exist_ok=True)
+    (folder / "build.sh").write_text('#!/bin/sh\nmkdir -p "$1" && : > "$1/libtflm.a"\n')
+    (folder / "build.sh").chmod(0o755)
+    (folder / "app.py.in").write_text(_FAKE_APP)
+    cxx = folder / "fake-cxx"
+    cxx.write_text(_FAKE_CXX.format(python=sys.executable, log=str(folder / "compiled.jsonl"),
+                                    app=str(folder / "app.py.in")))
+    cxx.chmod(0o755)
+    (folder / "tflm_flags.mk").write_text(f"CXX := {cxx}\nCC := cc\nTFLM_OPT := -O2 -fPIC\n"
+                                          "TFLM_CXXFLAGS :=\n")
+    return folder

@@ -20,13 +20,14 @@ GEOMETRIC = [
     {"op": "translation", "fraction": 0.3},
     {"op": "shear", "degrees": 25},
     {"op": "random_crop", "scale": [0.3, 0.6]},
+    {"op": "move_box", "scale": [0.5, 1.5]},
 ]
 EXAMPLE = GEOMETRIC[:5] + [
     {"op": "contrast", "factor": 0.2}, {"op": "brightness", "delta": 0.2},
     {"op": "hue", "delta": 0.05}, {"op": "saturation", "factor": 0.3},
     {"op": "channel_shift", "intensity": 20}, {"op": "random_crop", "scale": [0.8, 1.0]},
     {"op": "cutout", "size": 0.2, "count": 1}, {"op": "noise", "stddev": 5},
-    {"op": "grayscale", "probability": 0.1},
+    {"op": "grayscale", "probability": 0.1}, {"op": "move_box", "scale": [0.6, 1.2]},
 ]
 
 
@@ -129,6 +130,23 @@ def test_random_crop_keeps_the_whole_box_inside_the_window():
     assert (moved[:, 0] / W + 0.5 >= -1e-4).all() and (moved[:, 0] / W + 0.5 <= 1 + 1e-4).all()
     assert (moved[:, 1] / H + 0.5 >= -1e-4).all() and (moved[:, 1] / H + 0.5 <= 1 + 1e-4).all()
     assert (unclipped.numpy()[:, 2] - unclipped.numpy()[:, 0] > 0.5).all()  # small windows zoom in
+
+
+def test_move_box_scales_the_box_and_puts_it_anywhere_inside_the_frame():
+    """The box is scaled by a factor in `scale` and lands at uniformly spread places, always
+    inside the frame where it fits: the usual place of boxes stops being a good answer."""
+    images, boxes = _box_batch(256)
+    augmenter = Augmenter([{"op": "move_box", "scale": [0.5, 1.5]}], (H, W, 3), True)
+    forward = augmenter.forward_matrices(256, boxes, tf.constant([4, 2]))
+    moved = transform_boxes(boxes, forward, H, W).numpy()
+    ratio = (moved[:, 2] - moved[:, 0]) / (BOX[2] - BOX[0])
+    assert ratio.min() >= 0.5 - 1e-4 and ratio.max() <= 1.5 + 1e-4 and ratio.std() > 0.2
+    np.testing.assert_allclose((moved[:, 3] - moved[:, 1]) / (BOX[3] - BOX[1]), ratio, atol=1e-4)
+    assert (moved >= -1e-6).all() and (moved <= 1 + 1e-6).all()
+    centres = (moved[:, :2] + moved[:, 2:]) / 2
+    # the original box sits at (0.44, 0.5); moved centres spread over most of the frame
+    assert centres[:, 0].min() < 0.25 and centres[:, 0].max() > 0.75
+    assert centres[:, 1].min() < 0.3 and centres[:, 1].max() > 0.7
 
 
 def test_cutout_spares_the_box_in_detection():

@@ -1,5 +1,6 @@
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -96,11 +97,26 @@ def test_truncated_jpeg(tmp_path):
         decode_image(path, RGB16)
 
 
-def test_decompression_bomb_refused(tmp_path):
+def test_decompression_bomb_refused_in_our_words_only(tmp_path, caplog):
+    """95 MP: over tinyvision's limit, under Pillow's own error limit (Pillow only warns). The
+    refusal is said once, by tinyvision; Pillow's DecompressionBombWarning is not repeated."""
     path = tmp_path / "bomb.png"
     Image.new("1", (10_000, 9_500)).save(path)  # 95 MP, a few kB on disk
-    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(BadImage, match="90 MP limit"):
-        decode_image(path, RGB16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning, Pillow's included, fails the test
+        with pytest.raises(BadImage, match="90 MP limit"):
+            decode_image(path, RGB16)
+    write_image(tmp_path / "ok.png")
+    manifest = Manifest(["a"], "multiclass", [Sample(str(path), ("a",), "train"),
+                                              Sample(str(tmp_path / "ok.png"), ("a",), "train")])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        cache = build_cache(manifest, RGB16, tmp_path / "cache", workers=2, progress=False)
+    assert not [w for w in shown if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert [reason for _, reason in cache.bad] == ["10000x9500 pixels is over the 90 MP limit "
+                                                   "(possible decompression bomb)"]
+    said = [r.getMessage() for r in caplog.records if "bomb.png" in r.getMessage()]
+    assert len(said) == 1 and "90 MP limit" in said[0]
 
 
 def test_resize_modes(tmp_path):

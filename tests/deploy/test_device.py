@@ -218,21 +218,20 @@ def test_the_compiled_application_equals_the_python_path(device_run):
 
 @pytest.mark.slow
 @needs_tflm
-def test_a_changed_preprocessing_is_caught_byte_for_byte(device_run):
-    """Break the generated C (a rounding constant): verify names the mismatch."""
+def test_a_changed_preprocessing_is_caught_byte_for_byte(device_run, monkeypatch):
+    """Break the generated C (a rounding constant): verify names the mismatch. (verify writes
+    the C afresh, never compiling the run folder's copy, so the generator is what breaks.)"""
+    from tinyvision.deploy import camera_c
     from tinyvision.errors import VerifyError
     from tinyvision.run.stages import prepare_data, verify_stage
 
     cfg, run, data, model = device_run
-    source = run.export_dir / "app" / "camera_preprocess.c"
-    original = source.read_text()
-    try:
-        source.write_text(original.replace("(1 << 15)) >> 16]", "(1 << 14)) >> 16]"))
-        with pytest.raises(VerifyError, match="application's input tensor differ from the "
-                                              "Python path's"):
-            verify_stage(cfg, run, prepare_data(cfg, run, progress=False))
-    finally:
-        source.write_text(original)
+    generate = camera_c.camera_source
+    monkeypatch.setattr(camera_c, "camera_source", lambda plan: generate(plan).replace(
+        "(1 << 15)) >> 16]", "(1 << 14)) >> 16]"))
+    with pytest.raises(VerifyError, match="application's input tensor differ from the "
+                                          "Python path's"):
+        verify_stage(cfg, run, prepare_data(cfg, run, progress=False))
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from helpers import make_class_folders, tiny_config
 from helpers import settle_batchnorm
 from tinyvision.config import validate_config
-from tinyvision.evaluate.health import box_baselines, box_warning, collapse_warning
+from tinyvision.evaluate.health import (box_baselines, box_warning, collapse_warning,
+                                        informedness)
 
 CLASSES = ["cat", "dog", "owl"]
 
@@ -41,8 +42,8 @@ def test_majority_rate_accuracy_is_a_collapse_and_a_good_model_is_not():
     # answers vary (80 % cat), yet accuracy 0.7 is below always answering cat (0.8)
     muddled = np.array([1, 2] + [0] * 14 + [0, 0, 0, 0])
     warning = collapse_warning(truth, _one_hot(muddled), CLASSES, "multiclass", "test")
-    assert "test accuracy 0.700 is no better than always answering the most common class " \
-        "(0.800)" in warning["message"]
+    assert "barely better than chance class by class" in warning["message"]
+    assert "accuracy 0.700, always the most common class 0.800" in warning["message"]
     all_cat = collapse_warning(truth, _one_hot([0] * 20), CLASSES, "multiclass", "test")
     assert "answers 'cat' for 100% of the 20 test images" in all_cat["message"]
     assert collapse_warning(truth, truth, CLASSES, "multiclass", "test") is None
@@ -50,6 +51,58 @@ def test_majority_rate_accuracy_is_a_collapse_and_a_good_model_is_not():
     sided = _one_hot([0] * 19 + [1])
     assert collapse_warning(sided, sided, CLASSES, "multiclass", "test") is None
     assert collapse_warning(truth[:5], _one_hot([0] * 5), CLASSES, "multiclass", "test") is None
+
+
+def _predictions(truth: np.ndarray, recalls: dict[int, float], rng) -> np.ndarray:
+    """Class predictions right with the given recall per class, else the other class."""
+    predicted = truth.copy()
+    for k, recall in recalls.items():
+        rows = np.flatnonzero(truth == k)
+        wrong = rng.choice(rows, int(round(len(rows) * (1 - recall))), replace=False)
+        predicted[wrong] = 1 - k
+    return predicted
+
+
+def test_a_skewed_split_cannot_hide_a_model_that_learnt_nothing():
+    """A 63/37 split: predictions that are 98 % the majority class, and the issue's real run
+    (64.6 % accuracy against 63.4 % for the majority, macro F1 0.55), are flagged; the 99 % run
+    on the same split is not. Accuracy against the majority class missed the second."""
+    rng = np.random.default_rng(0)
+    truth = np.array([0] * 634 + [1] * 366)
+    classes = ["ok", "defect"]
+    mostly_majority = np.where(rng.random(1000) < 0.98, 0, 1)
+    warning = collapse_warning(np.eye(2)[truth], np.eye(2)[mostly_majority], classes,
+                               "multiclass", "test")
+    assert "answers 'ok' for 98%" in warning["message"]
+    weak = _predictions(truth, {0: 0.9, 1: 0.206}, rng)  # the issue's run, from its figures
+    assert np.mean(weak == truth) == pytest.approx(0.646, abs=0.002)
+    warning = collapse_warning(np.eye(2)[truth], np.eye(2)[weak], classes, "multiclass", "test")
+    assert warning is not None and "barely better than chance class by class" in \
+        warning["message"] and "informedness 0.10" in warning["message"]
+    good = _predictions(truth, {0: 0.99, 1: 0.99}, rng)
+    assert collapse_warning(np.eye(2)[truth], np.eye(2)[good], classes, "multiclass",
+                            "test") is None
+
+
+def test_the_bar_rises_on_a_small_test_split():
+    """The same recalls (0.8 and 0.6: informedness 0.4) are useful on 400 images and cannot be
+    told from chance on 12."""
+    rng = np.random.default_rng(1)
+    for n, flagged in ((400, False), (12, True)):
+        truth = np.array([0, 1] * (n // 2))
+        predicted = _predictions(truth, {0: 0.8, 1: 0.6}, rng)
+        found = collapse_warning(np.eye(2)[truth], np.eye(2)[predicted], ["a", "b"],
+                                 "multiclass", "test")
+        assert (found is not None) == flagged, (n, found)
+
+
+def test_informedness_by_hand():
+    truth = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 0, 2, 2])  # recalls 0.75, 0.5, 1.0
+    value, se = informedness(truth, predicted, 3)
+    balanced = (0.75 + 0.5 + 1.0) / 3
+    assert value == pytest.approx((balanced - 1 / 3) / (2 / 3))
+    assert se == pytest.approx(np.sqrt(0.75 * 0.25 / 4 + 0.25 / 2) / 3 / (2 / 3))
 
 
 def test_multilabel_collapse():

@@ -168,3 +168,40 @@ def test_model_file_config_errors(tmp_path):
     with pytest.raises(ModelError, match="no such file"):
         build_model(ModelConfig(weights=str(tmp_path / "missing.h5"), cut_at="x",
                                 input_size=32), 2, "multiclass")
+
+
+def test_layers_listing_shows_dead_feature_maps_and_suggests_a_cut(tmp_path):
+    """`tinyvision layers FILE IMAGES`: output shapes, and on the user's images the share of
+    zeros per feature map; a block whose ReLU never fires is dead, and the suggested cut is the
+    deepest live map before it."""
+    from typer.testing import CliRunner
+
+    from helpers import make_class_folders
+    from tinyvision.cli import app
+    from tinyvision.models.layers import describe_layers, suggest_cut
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="alive_conv")(inputs)
+    dead = keras.layers.Conv2D(8, 3, padding="same", name="dead_conv",
+                               bias_initializer=keras.initializers.Constant(-1000.0))(x)
+    x = keras.layers.ReLU(name="dead_relu")(dead)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    path = tmp_path / "other_task.h5"
+    model.save(path)
+    images = make_class_folders(tmp_path / "images", per_class=3)
+
+    facts = {f.name: f for f in describe_layers(path, sorted(images.rglob("*.png")))}
+    assert facts["dead_relu"].zero_share == 1.0 and facts["dead_relu"].dead
+    assert facts["alive_conv"].zero_share < 0.5 and not facts["alive_conv"].dead
+    assert facts["dead_conv"].shape == (32, 32, 8) and facts["out"].shape == (2,)
+    assert suggest_cut(list(facts.values())).name == "alive_conv"
+
+    result = CliRunner().invoke(app, ["layers", str(path), str(images)])
+    assert result.exit_code == 0, result.output
+    assert "alive_conv" in result.output and "100%" in result.output
+    assert "suggested: model.cut_at: alive_conv" in result.output
+    assert "pool" not in result.output  # only feature maps, unless --all
+    listing = CliRunner().invoke(app, ["layers", str(path), "--all"])
+    assert listing.exit_code == 0 and "pool" in listing.output and "Give some of your images" \
+        in listing.output

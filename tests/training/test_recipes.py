@@ -239,3 +239,43 @@ def test_recipe_line_and_warnings_are_logged_before_training(tmp_path, caplog, m
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("recipe: scratch (model.weights is none): one stage") for m in messages)
     assert any(m.startswith("color_mode: rgb (") for m in messages)
+
+
+def test_a_minutes_budget_estimate_settles_after_the_first_steps(monkeypatch):
+    """The first validation round also traces the evaluation functions (seconds, once): the
+    epoch estimate must not jump on it (it went 131, 12, 110 before it settled)."""
+    from tinyvision.training import budget
+    from tinyvision.training.budget import BudgetClock, StagePlan
+
+    now = [0.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: now[0])
+
+    class Iterations:
+        value = None
+
+    class FakeModel:
+        stop_training = False
+
+        class optimizer:
+            iterations = Iterations()
+
+    steps = [0]
+    Iterations.value = type("V", (), {"numpy": lambda self: steps[0]})()
+    plan = StagePlan("fine_tune", 20, 20, budget.UNSIZED, seconds=120.0)
+    clock = BudgetClock(plan, deadline=120.0, resize=lambda total, at: None, val_steps=4)
+    clock.set_model(FakeModel())
+    estimates = []
+    for epoch in range(200):
+        clock.on_epoch_begin(epoch)
+        for batch in range(plan.steps_per_epoch):
+            clock.on_train_batch_begin(batch)
+            now[0] += 0.5 if steps[0] < 2 else 0.1  # the first steps trace the training step
+            steps[0] += 1
+            clock.on_train_batch_end(batch)
+        if steps[0] >= plan.total_steps:
+            break
+        now[0] += 3.0 if epoch == 0 else 0.2  # the first round traces validation
+        if epoch >= 1:
+            estimates.append(plan.epochs)
+    assert max(estimates) <= 1.15 * min(estimates), estimates
+    assert abs(now[0] - 120.0) <= 2.0  # and it still ends on time

@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.logging import RichHandler
 
-from tinyvision.cli import predict, search, stages, train
+from tinyvision.cli import layers, predict, search, stages, train
 from tinyvision.cli.common import err_console
 from tinyvision.cli.data import data_app
 from tinyvision.cli.quiet import filter_native_stderr
@@ -55,6 +55,7 @@ def _mount_subcommands() -> None:
     app.command("search")(search.search_command)
     app.command("report")(stages.report_command)
     app.command("predict")(predict.predict_command)
+    app.command("layers")(layers.layers_command)
     app.add_typer(data_app, name="data")
     app.add_typer(runs_app, name="runs")
 

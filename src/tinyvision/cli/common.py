@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from functools import wraps
 from typing import Callable
 
@@ -24,7 +25,8 @@ TRUST_OPTION = typer.Option(
 
 
 def user_errors(func: Callable) -> Callable:
-    """Print a `TinyVisionError` as one red message (no traceback) and exit with status 1."""
+    """Print a `TinyVisionError`, or a full disk, as one red message (no traceback) and exit
+    with status 1."""
 
     @wraps(func)
     def wrapper(*args, **kwargs):
@@ -33,6 +35,15 @@ def user_errors(func: Callable) -> Callable:
         except TinyVisionError as exc:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
                               soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            err_console.print(f"[bold red]error:[/] the disk is full{escape(where)} "
+                              f"({escape(exc.strerror or '')}); free some space, or write to "
+                              "another disk (runs_dir, data.cache_dir, --out), and run the "
+                              "command again.", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:  # Ctrl-C (130) or, during a run, SIGTERM (143)
             err_console.print("[yellow]interrupted[/]")

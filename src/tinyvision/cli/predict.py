@@ -61,8 +61,9 @@ def predict_command(
     else:
         _emit_table(_prediction_table(predictions, predictor, tta), out, save_text)
     if annotate is not None:
-        written = write_annotated(predictions, annotate)
-        err_console.print(f"annotated {len(written)} images in {escape(str(annotate))}")
+        for source, target in write_annotated(predictions, annotate):  # names may have changed
+            err_console.print(f"annotated {escape(source)} -> {escape(str(target))}",
+                              highlight=False, soft_wrap=True)
 
 
 def _emit(text: str, out: Path | None, save_text: Callable) -> None:

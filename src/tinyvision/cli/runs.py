@@ -121,11 +121,11 @@ def compare_runs(
     changes, deltas = Registry(folder, create=False).compare(a, b)
     if not show_all:
         deltas = [d for d in deltas if not any(k in f".{d.key}." for k in _PER_CLASS_KEYS)]
-    config_table = Table(title=f"Config: {a} vs {b}")
+    config_table = Table(title=escape(f"Config: {a} vs {b}"))
     for column in ("key", a, b):
-        config_table.add_column(column, overflow="fold")
-    for change in changes:
-        config_table.add_row(change.key, _value(change.a), _value(change.b))
+        config_table.add_column(escape(column), overflow="fold")
+    for change in changes:  # keys and values are user data: printed, never read as markup
+        config_table.add_row(escape(change.key), _value(change.a), _value(change.b))
     if changes:
         console.print(config_table)
     else:
@@ -133,12 +133,12 @@ def compare_runs(
     if not deltas:
         console.print("No metrics in common (a run failed or has not finished).")
         return
-    metric_table = Table(title=f"Metrics: {b} - {a}")
+    metric_table = Table(title=escape(f"Metrics: {b} - {a}"))
     for column, justify in (("metric", "left"), (a, "right"), (b, "right"), ("delta", "right")):
-        metric_table.add_column(column, justify=justify)
-    for delta in deltas:
+        metric_table.add_column(escape(column), justify=justify)
+    for delta in deltas:  # a key holds class names (per_class.NAME.f1)
         colour = "green" if delta.delta > 0 else "red" if delta.delta < 0 else "dim"
-        metric_table.add_row(delta.key, f"{delta.a:.6g}", f"{delta.b:.6g}",
+        metric_table.add_row(escape(delta.key), f"{delta.a:.6g}", f"{delta.b:.6g}",
                              f"[{colour}]{delta.delta:+.6g}[/]")
     console.print(metric_table)
 

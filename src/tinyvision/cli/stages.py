@@ -32,13 +32,25 @@ def export_command(run_dir: Path = RUN_ARG, trust_model_code: bool = TRUST_OPTIO
 
 
 @user_errors
-def verify_command(run_dir: Path = RUN_ARG) -> None:
+def verify_command(
+    run_dir: Path = RUN_ARG,
+    tflm_source: Optional[Path] = typer.Option(
+        None, "--tflm-source", file_okay=False, help="A TFLM source tree to build export/app "
+        "against and check it on the host [default: $TINYVISION_TFLM_SOURCE]. The run's own "
+        "verify.tflm_source is not used: its build.sh would run here."),
+    trust_run: bool = typer.Option(
+        False, "--trust-model-code", help="Trust the run folder: load a float model that stores "
+        "Python code, and build against the TFLM tree its config.yaml names (its build.sh "
+        "runs). Only for runs you trust."),
+) -> None:
     """Check a run's int8 model on TensorFlow Lite Micro.
 
     Reports its metrics beside the float model's and the smallest tensor arena that works; fails
     if TFLM cannot run it or disagrees with the LiteRT reference kernels. Writes verify.json.
+    The application it compiles is written afresh from the run's model and config; build files
+    in the run folder are never run.
     """
-    report = Run.open(run_dir).verify()
+    report = Run.open(run_dir, trust_run, tflm_source).verify()
     console.print(f"TFLM ran {report['tflm_images']} images identically to the LiteRT reference "
                   f"kernels ({report['reference_images']} scored); arena {report['arena_bytes']:,} "
                   f"bytes; int8 accuracy {report['metrics']['accuracy']:.4f}")

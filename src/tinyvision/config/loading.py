@@ -3,6 +3,7 @@ name the field, the value received and what is allowed."""
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -13,6 +14,14 @@ from pydantic import BaseModel, ValidationError
 from tinyvision.config.data import DataSource
 from tinyvision.config.run import RunConfig
 from tinyvision.errors import ConfigError, did_you_mean
+
+# values in a config once YAML aliases (`*name`) are expanded: real configs have hundreds, while a
+# few hundred bytes of nested aliases expand to billions (an "alias bomb")
+MAX_CONFIG_VALUES = 100_000
+MAX_QUOTED_CHARS = 200  # of a value quoted in an error message
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxdict, _QUOTE.maxlist, _QUOTE.maxtuple, _QUOTE.maxset = 3, 8, 8, 8, 8
+_QUOTE.maxstring = _QUOTE.maxother = MAX_QUOTED_CHARS
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -36,6 +45,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config {path} must be a mapping of sections (data:, model:, ...), "
                               f"got a {type(loaded).__name__}.")
+        check_size(loaded, str(path))
         raw = _resolve_relative_paths(loaded, path.parent)
     for item in overrides or []:
         apply_override(raw, item)
@@ -43,10 +53,37 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate_config(raw: dict, source: str = "config") -> RunConfig:
+    check_size(raw, source)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def check_size(raw: object, source: str) -> None:
+    """Refuse a config of more than MAX_CONFIG_VALUES values, counted with YAML aliases expanded,
+    before anything (validation, an error message) walks or copies it. The count stops at the
+    limit, so a bomb or a self-referencing alias costs no more than a normal config."""
+    count, pending = 0, [raw]
+    while pending:
+        value = pending.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{source} expands to more than {MAX_CONFIG_VALUES:,} values once "
+                              "its YAML aliases (*name) are expanded, or refers to itself; a run "
+                              "config has a few hundred. Write the values out instead of nesting "
+                              "aliases.")
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple, set)):
+            pending.extend(value)
+
+
+def quote(value: object) -> str:
+    """`value` as an error message shows it: its repr, at most about MAX_QUOTED_CHARS long."""
+    text = _QUOTE.repr(value)
+    return text if len(text) <= MAX_QUOTED_CHARS else text[:MAX_QUOTED_CHARS] + "..."
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -86,11 +123,16 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         elif error["type"] == "missing":
             lines.append(f"  - `{field}` is required but missing.")
         elif not loc:  # a check across sections: its message names the fields
-            lines.append(f"  - {error['msg'].removeprefix('Value error, ')}")
+            lines.append(f"  - {_capped(error['msg'].removeprefix('Value error, '))}")
         else:
             received = error.get("input")
-            lines.append(f"  - `{field}`: {error['msg']}; received {received!r}.")
+            lines.append(f"  - `{field}`: {_capped(error['msg'])}; received {quote(received)}.")
     return "\n".join(lines)
+
+
+def _capped(message: str, limit: int = 2 * MAX_QUOTED_CHARS) -> str:
+    """A validator's message, which may quote the value itself, cut to `limit` characters."""
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 _SOURCE_TAGS: set[str] = set()

@@ -16,6 +16,32 @@ from tinyvision.config.search import SearchConfig
 from tinyvision.config.train import TrainConfig
 
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# C11 and C++17 keywords, with C++'s alternative operator tokens
+C_KEYWORDS = frozenset("""
+    auto break case char const continue default do double else enum extern float for goto if
+    inline int long register restrict return short signed sizeof static struct switch typedef
+    union unsigned void volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic
+    _Imaginary _Noreturn _Static_assert _Thread_local alignas alignof and and_eq asm bitand bitor
+    bool catch char8_t char16_t char32_t class compl concept consteval constexpr constinit
+    const_cast co_await co_return co_yield decltype delete dynamic_cast explicit export false
+    friend mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected
+    public reinterpret_cast requires static_assert static_cast template this thread_local throw
+    true try typeid typename using virtual wchar_t xor xor_eq""".split())
+# Names the generated application (deploy/app.py: main.cc, model_ops.h; camera_c.py) declares
+# or uses where the array is visible: an array of the same name would not compile, or would be
+# shadowed by a local. Keep in step with those generators.
+APP_NAMES = frozenset({
+    "main", "argc", "argv", "model", "resolver", "interpreter", "input", "frames", "outputs",
+    "inputs", "rc", "g_arena", "g_frame", "kArenaBytes", "kOutputOrder", "ReadFrame",
+    "kModelOpCount", "ModelOpResolver", "RegisterModelOps", "tv_preprocess", "tflite", "std"})
+# the C library's names the application includes (stdio, stdint, string)
+C_LIBRARY_NAMES = frozenset({
+    "FILE", "NULL", "EOF", "size_t", "int8_t", "uint8_t", "int16_t", "uint16_t", "int32_t",
+    "uint32_t", "int64_t", "uint64_t", "printf", "fprintf", "fopen", "fclose", "fread", "fwrite",
+    "stdin", "stdout", "stderr", "memcpy", "memset", "strlen"})
+# the prefixes of the generated C's own names (tv_preprocess, TV_* and TINYVISION_* macros) and
+# of TFLM's (the tflite namespace, TfLite* types, kTfLite* constants); case-insensitive
+RESERVED_PREFIXES = ("tv_", "tinyvision", "tflite", "ktflite")
 
 
 CameraPixelFormat = Literal["rgb565", "rgb888", "grayscale", "yuv422"]
@@ -83,7 +109,10 @@ class ExportConfig(Section):
     qat_threshold: float = Field(0.01, ge=0.0, le=1.0)
     qat_steps: int = Field(300, ge=1, description="optimiser steps of the QAT fine-tune")
     qat_learning_rate: float = Field(1e-4, gt=0.0)
-    c_array_name: str = "g_model"
+    c_array_name: str = Field(
+        "g_model",
+        description="the model's C array in export/model_int8.h: a C identifier that is no "
+                    "keyword and no name the generated application or the C library uses")
     board: str | None = Field(
         None,
         description="a board profile (stm32h743, nrf52840, ... or a YAML path): the export "
@@ -101,7 +130,28 @@ class ExportConfig(Section):
         if not _C_IDENTIFIER.match(value):
             raise ValueError(f"must be a C identifier (letters, digits, '_', not starting with a "
                              f"digit), got {value!r}")
+        clash = _c_name_clash(value)
+        if clash:
+            raise ValueError(f"{value!r} is {clash}, so the generated C would not compile or "
+                             "would mean something else; choose another name, e.g. g_model or "
+                             "person_model")
         return value
+
+
+def _c_name_clash(name: str) -> str | None:
+    """Why `name` cannot be the model array's name in the generated C, or None."""
+    if name in C_KEYWORDS:
+        return "a C/C++ keyword"
+    if name in APP_NAMES:
+        return "a name the generated application declares or uses (export/app/main.cc)"
+    if name in C_LIBRARY_NAMES:
+        return "a name from the C library the application includes"
+    if name.startswith("_") or "__" in name:
+        return "reserved in C and C++ (a leading or a double underscore)"
+    if name.lower().startswith(RESERVED_PREFIXES):
+        return (f"named like the generated code's or TFLM's own names (prefixes "
+                f"{', '.join(RESERVED_PREFIXES)})")
+    return None
 
 
 class VerifyConfig(Section):

@@ -94,6 +94,10 @@ class Augmenter:
                 current = (None if boxes is None or not op.keep_box else
                            transform_boxes(boxes, forward, self.height, self.width))
                 matrix = self._crop(op, batch, current, op_seed)
+            elif op.op == "move_box":
+                current = (None if boxes is None else
+                           transform_boxes(boxes, forward, self.height, self.width))
+                matrix = self._move_box(op, batch, current, op_seed)
             else:
                 matrix = _GEOMETRIC_OPS[op.op](self, op, batch, op_seed)
             applied = _uniform(op_seed, 99, [batch]) < op.probability
@@ -165,6 +169,25 @@ class Augmenter:
         centre = (offset + size / 2 - 0.5) * [self.width, self.height]
         zeros = tf.zeros([batch])
         return _linear(1 / w, zeros, zeros, 1 / h) @ _translate(-centre[:, 0], -centre[:, 1])
+
+    def _move_box(self, op, batch, boxes, seed):
+        """Scale by U(scale) about the box's centre, then move that centre to a uniform place
+        where the scaled box fits in the frame (the frame's centre on an axis where it does not).
+        Without a box, the whole image plays the box."""
+        scale = _uniform(seed, 0, [batch], *op.scale)
+        whole = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [batch, 1])
+        if boxes is None:
+            b = whole
+        else:
+            b = tf.where(tf.math.is_nan(boxes[:, :1]), whole, boxes)
+        size = tf.constant([float(self.width), float(self.height)])
+        centre = ((b[:, :2] + b[:, 2:]) / 2 - 0.5) * size  # (B, 2) pixels from the image centre
+        half = (b[:, 2:] - b[:, :2]) / 2 * size * scale[:, None]
+        room = tf.maximum(size / 2 - half, 0.0)  # where the scaled box's centre may go
+        target = (_uniform(seed, 1, [batch, 2]) * 2 - 1) * room
+        zeros = tf.zeros([batch])
+        return (_translate(target[:, 0], target[:, 1]) @ _linear(scale, zeros, zeros, scale)
+                @ _translate(-centre[:, 0], -centre[:, 1]))
 
     # ---- pixel ops ---------------------------------------------------------------------------
     def _applied(self, op, images, seed):

@@ -12,7 +12,9 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +82,19 @@ def decode_image(path: str | Path, spec: DecodeSpec,
     (transparent pixels over white), optionally crops to `box` (pixel xyxy + margin) and resizes.
     Raises `BadImage` for unreadable, truncated, or oversized (> 90 MP) files.
     """
-    return decode_sample(path, spec, box)[0]
+    with _our_words_on_bombs():
+        return decode_sample(path, spec, box)[0]
+
+
+@contextmanager
+def _our_words_on_bombs():
+    """Pillow warns (DecompressionBombWarning) on opening an image over its own limit, just under
+    MAX_PIXELS; `decode_sample` refuses such an image with a reason of its own (logged, and in
+    bad_images.txt), so Pillow's warning is not printed besides it. Entered by the thread that
+    waits for the decoding (warning filters are process-wide), never by the workers."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        yield
 
 
 def decode_sample(path: str | Path, spec: DecodeSpec,
@@ -305,7 +319,7 @@ def _decode_all(manifest: Manifest, spec: DecodeSpec, out: np.ndarray, boxes: np
 
     columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar, \
-            ThreadPoolExecutor(workers) as pool:
+            _our_words_on_bombs(), ThreadPoolExecutor(workers) as pool:
         task = bar.add_task("decode", total=len(manifest))
         for _ in pool.map(work, range(len(manifest))):
             bar.advance(task)

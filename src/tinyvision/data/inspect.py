@@ -69,7 +69,11 @@ def inspect_manifest(manifest: Manifest, out_dir: str | Path | None = None, samp
     report.problems = find_problems(manifest, check_files)
     if out_dir is not None:
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"Cannot create the output folder {out_dir}: {exc.strerror}; pass "
+                            "--out with a folder you can write.") from None
         unreadable = draw_grid(manifest, out_dir / "grid.png", samples, seed)
         report.problems += [f"{path}: cannot be decoded ({why})" for path, why in unreadable]
         report.grid = str(out_dir / "grid.png")

@@ -72,6 +72,8 @@ class Manifest:
         if len(set(self.classes)) != len(self.classes):
             dupes = sorted(c for c, n in Counter(self.classes).items() if n > 1)
             raise DataError(f"Class names must be unique; repeated: {dupes}.")
+        for name in self.classes:
+            _check_utf8(name)
 
     # ---- views -------------------------------------------------------------------------------
     def split(self, name: str) -> Manifest:
@@ -159,6 +161,10 @@ class Manifest:
             lines = path.read_text().splitlines()
         except OSError as exc:
             raise DataError(f"Cannot read manifest {path}: {exc.strerror}.") from exc
+        except UnicodeDecodeError:
+            raise DataError(f"Manifest {path} is not a UTF-8 text file (a manifest is JSON "
+                            "lines); pass a manifest made by `tinyvision data build`, or a "
+                            "config.") from None
         if not lines:
             raise DataError(f"Manifest {path} is empty; rebuild it with `tinyvision data build`.")
         number = 1  # the line being read, for the error message
@@ -175,10 +181,22 @@ class Manifest:
                 size = tuple(row["size"]) if row.get("size") is not None else None
                 samples.append(Sample(row["path"], tuple(row["labels"]), row.get("split", ""), box,
                                       size))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             where = "line 1 (header)" if number == 1 else f"line {number}"
             raise DataError(f"Manifest {path} is malformed at {where}: {exc}.") from exc
         return cls(list(header["classes"]), header["task"], samples)
+
+
+def _check_utf8(name: str) -> None:
+    """A class name must be text: one read from a folder named in another encoding (Latin-1
+    bytes on a UTF-8 system) would pass training and then fail the C export."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise DataError(f"Class name {shown!r} is not valid UTF-8 (a folder or label named in "
+                        "another encoding, e.g. Latin-1); rename it in UTF-8 (e.g. with "
+                        "`convmv -f latin1 -t utf8`) before building the data.") from None
 
 
 def assign_splits(samples: list[Sample], val_fraction: float, test_fraction: float,

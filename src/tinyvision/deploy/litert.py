@@ -23,13 +23,15 @@ FEW_CALIBRATION_IMAGES = 200
 
 
 def export_int8(model, calibration: np.ndarray, path: str | Path, per_channel: bool = True,
-                min_images: int = MIN_CALIBRATION_IMAGES) -> bytes:
+                min_images: int = MIN_CALIBRATION_IMAGES, warn_few: bool = True) -> bytes:
     """Convert `model` to an int8-in, int8-out LiteRT flatbuffer written atomically to `path`.
 
     `calibration` holds uint8 training images (N, H, W, C) — the model's own inputs, never random
     data. Fewer than `min_images` (one training batch) are refused; fewer than 200 give a warning
-    (ranges may be underestimated). `per_channel`: one weight scale per output channel (the
-    default, TFLM's and the converter's), or one per tensor.
+    (ranges may be underestimated), unless `warn_few` is off (a conversion only to measure the
+    model's size, ops and arena, as `tinyvision search` does for each candidate). `per_channel`:
+    one weight scale per output channel (the default, TFLM's and the converter's), or one per
+    tensor.
     """
     import tensorflow as tf
 
@@ -38,7 +40,7 @@ def export_int8(model, calibration: np.ndarray, path: str | Path, per_channel: b
         raise ExportError(f"int8 calibration needs at least one training batch "
                           f"({max(min_images, MIN_CALIBRATION_IMAGES)} images), got {count}; raise "
                           "export.representative_samples or add training images.")
-    if count < FEW_CALIBRATION_IMAGES:
+    if count < FEW_CALIBRATION_IMAGES and warn_few:
         log.warning("calibrating int8 ranges on only %d images; a few hundred give safer ranges",
                     count)
     height, width, channels = model.input_shape[1:]

@@ -1,8 +1,13 @@
 """Did the model learn anything? Flags a model that answers one class for almost every image or
-scores no better than always answering the most common class, and a box that is no better than a
+whose answers are barely better than chance class by class, and a box that is no better than a
 constant answer (the mean training box, or the whole image), so that such a run never ends with
 a silent exit status 0 (the warning goes to the console, summary.json, report.html and the
 registry).
+
+Classes are judged by informedness: balanced accuracy (the mean of the per-class recalls; 1/K for
+any answer that ignores the image, the majority class included) rescaled so that chance is 0 and
+perfect is 1. Accuracy against the majority class is fooled by a skewed split: 64.6 % on a set with
+63.4 % of one class passed that check while the model answered little but the majority.
 """
 
 from __future__ import annotations
@@ -13,21 +18,43 @@ from tinyvision.evaluate.metrics import iou
 
 ONE_CLASS_SHARE = 0.95  # one answer for at least this share of the images is a collapse...
 MIXED_LABELS = 0.90  # ...when the true labels are not themselves this one-sided
-MAJORITY_MARGIN = 0.01  # accuracy within this of the majority-class rate learnt nothing
+USEFUL_INFORMEDNESS = 0.2  # below: no more than "slight" agreement beyond chance (Landis & Koch)
+CONFIDENCE_Z = 1.645  # one-sided 95 %: the bar rises with the test split's uncertainty
 MIN_IMAGES = 10  # fewer images say too little to warn on
 COLLAPSE_FIXES = (
     "Likely causes: a model trained from random weights for too few steps or at a fine-tuning "
-    "learning rate, a head stage on a random backbone, or a learning rate so high that training "
-    "diverged. Fixes: let train.recipe pick the settings (remove train.head/fine_tune overrides), "
-    "give it more time (train.budget, e.g. '60 epochs'), try `tinyvision lr-find`, or use "
-    "pretrained weights (model.weights: imagenet or a file).")
+    "learning rate, a head stage on a random backbone, pretrained features that do not suit the "
+    "task, or a learning rate so high that training diverged. Fixes: let train.recipe pick the "
+    "settings (remove train.head/fine_tune overrides), give it more time (train.budget, e.g. '60 "
+    "epochs'), try `tinyvision lr-find`, train from scratch (model.weights: none) or from other "
+    "pretrained weights.")
+
+
+def informedness(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> tuple[float, float]:
+    """(informedness, its standard error) of class predictions against the truth (indices).
+
+    Informedness = (balanced accuracy - 1/K) / (1 - 1/K) over the K classes present in the
+    truth: 0 for any answer independent of the image, 1 when every class is always right. Its
+    standard error comes from the binomial variance of each class's recall."""
+    present = [k for k in range(n_classes) if np.any(truth == k)]
+    recalls = np.array([np.mean(predicted[truth == k] == k) for k in present])
+    counts = np.array([np.sum(truth == k) for k in present])
+    k = len(present)
+    if k < 2:
+        return 1.0, 0.0  # one class in the truth: nothing to tell apart
+    balanced = recalls.mean()
+    se = np.sqrt(np.sum(recalls * (1 - recalls) / counts)) / k
+    chance = 1.0 / k
+    return float((balanced - chance) / (1 - chance)), float(se / (1 - chance))
 
 
 def collapse_warning(y_true: np.ndarray, scores: np.ndarray, classes: list[str], task: str,
                      split: str, thresholds: np.ndarray | None = None) -> dict | None:
     """A warning ({"code": "collapse", "message": ...}) when the predictions on `split` show the
-    model learnt nothing; None otherwise. `task`: the class output's ("multiclass"/"multilabel").
-    """
+    model learnt nothing useful: one answer for almost every image, or an informedness whose
+    one-sided 95 % lower bound does not reach USEFUL_INFORMEDNESS (multi-label: the mean over
+    labels of TPR + TNR - 1). None otherwise. `task`: the class output's ("multiclass" /
+    "multilabel")."""
     y_true, scores = np.asarray(y_true), np.asarray(scores)
     if len(y_true) < MIN_IMAGES:
         return None
@@ -41,18 +68,35 @@ def collapse_warning(y_true: np.ndarray, scores: np.ndarray, classes: list[str],
             labels = [c for c, on in zip(classes, answer) if on] or ["no class"]
             return _warning(f"the model answers {'+'.join(labels)} for {share:.0%} of the "
                             f"{len(y_true)} {split} images, whose labels vary")
-        return None
+        per_label = [informedness(truth[:, j], predicted[:, j], 2) for j in range(truth.shape[1])
+                     if 0 < truth[:, j].sum() < len(truth)]
+        if not per_label:
+            return None
+        value = float(np.mean([v for v, _ in per_label]))
+        se = float(np.sqrt(np.sum([e * e for _, e in per_label])) / len(per_label))
+        return _informedness_warning(value, se, len(y_true), split, "label")
     predicted, truth = scores.argmax(axis=1), y_true.argmax(axis=1)
     counts = np.bincount(predicted, minlength=len(classes))
     share, majority = counts.max() / len(predicted), np.bincount(truth).max() / len(truth)
     if share >= ONE_CLASS_SHARE and majority < MIXED_LABELS:
         return _warning(f"the model answers '{classes[int(counts.argmax())]}' for {share:.0%} of "
                         f"the {len(predicted)} {split} images")
+    value, se = informedness(truth, predicted, len(classes))
     accuracy = float(np.mean(predicted == truth))
-    if majority < 1.0 - MAJORITY_MARGIN and accuracy <= majority + MAJORITY_MARGIN:
-        return _warning(f"{split} accuracy {accuracy:.3f} is no better than always answering the "
-                        f"most common class ({majority:.3f})")
-    return None
+    return _informedness_warning(value, se, len(truth), split, "class",
+                                 f"; accuracy {accuracy:.3f}, always the most common class "
+                                 f"{majority:.3f}")
+
+
+def _informedness_warning(value: float, se: float, n: int, split: str, what: str,
+                          detail: str = "") -> dict | None:
+    bar = USEFUL_INFORMEDNESS + CONFIDENCE_Z * se
+    if value >= bar:
+        return None
+    return _warning(f"on the {n} {split} images its answers are barely better than chance "
+                    f"{what} by {what}: informedness "
+                    f"{value:.3f} (balanced accuracy rescaled: 0 is chance, 1 perfect{detail}), "
+                    f"where {bar:.3f} is needed to call it useful on this many images")
 
 
 def _most_common_row(rows: np.ndarray) -> tuple[np.ndarray, float]:

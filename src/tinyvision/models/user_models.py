@@ -162,7 +162,7 @@ def cut_backbone(model: keras.Model, cut_at: str, x: keras.KerasTensor) -> keras
     """The output of layer `cut_at` of `model`, with the layers up to it re-created (new, standard
     Keras layers with the same names) on tensor `x`. Nested models are inlined, so every layer is
     a layer of the caller's model. Copy the weights afterwards with `copy_weights`."""
-    flat = _flatten(model)
+    flat = flatten_model(model)
     names = [layer.name for layer in flat.layers]
     if cut_at not in names:
         hint = did_you_mean(cut_at, names, n=3, cutoff=0.5)
@@ -177,7 +177,7 @@ def cut_backbone(model: keras.Model, cut_at: str, x: keras.KerasTensor) -> keras
     return rebuild_on(cut, x, cut_at, _fresh_layer)
 
 
-def _flatten(model: keras.Model) -> keras.Model:
+def flatten_model(model: keras.Model) -> keras.Model:
     """`model` with nested models inlined (fresh layers, same names, at the file's input shape)."""
     if len(model.inputs) != 1:
         raise ModelError(f"{model.name} has {len(model.inputs)} inputs; a backbone takes one "

@@ -178,6 +178,31 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _num(value, spec: str = "") -> str:
+    """A number read from the run's files, formatted with `spec`; anything else (a damaged or
+    tampered file) as plain text. Escaped either way: a value never becomes markup."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return escape(format(value, spec))
+        except ValueError:
+            pass
+    return _text(value)
+
+
+def _text(value) -> str:
+    return escape(str(value))
+
+
+def _plain(value, spec: str) -> str:
+    """A number formatted with `spec`, else the value as text (not escaped: for images)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return format(value, spec)
+        except ValueError:
+            pass
+    return str(value)
+
+
 def _td(value) -> str:
     numeric = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)) \
         or (isinstance(value, str) and value[:1] in "+-" and value[1:2].isdigit())
@@ -205,7 +230,7 @@ def _banner(summary: dict | None) -> str:
     if not lines:
         return ""
     return ("<div class=\"banner\" role=\"alert\">"
-            + "".join(f"<p>{escape(line)}</p>" for line in lines) + "</div>")
+            + "".join(f"<p>{_text(line)}</p>" for line in lines) + "</div>")
 
 
 def _config_section(cfg: RunConfig, run: RunFolder) -> str:
@@ -278,14 +303,14 @@ def _evaluation_section(manifest: Manifest, files: _RunFiles) -> str:
     metrics = files.float_metrics
     if metrics is None:
         return _section("Evaluation", _note("No metrics.json: run `tinyvision eval RUN`."))
-    split = (f"Float model on the {escape(metrics.get('split', '?'))} split "
-             f"({metrics.get('images', metrics.get('n_samples'))} images"
+    split = (f"Float model on the {_text(metrics.get('split', '?'))} split "
+             f"({_num(metrics.get('images', metrics.get('n_samples')))} images"
              f"{', flip TTA' if metrics.get('tta') else ''})")
     if "per_class" not in metrics:  # a one-class box model: its box is its answer
         return _section("Evaluation", f"<p>{split}: one class, so the model answers a box only "
                         "(see Boxes).</p>")
-    body = (f"<p>{split}: accuracy {metrics['accuracy']:.4f}, macro F1 "
-            f"{metrics['macro_f1']:.4f}.</p>")
+    body = (f"<p>{split}: accuracy {_num(metrics['accuracy'], '.4f')}, macro F1 "
+            f"{_num(metrics['macro_f1'], '.4f')}.</p>")
     body += _per_class_table(metrics)
     if metrics.get("confusion_matrix"):
         body += "<h3>Confusion matrix</h3>" + _img(
@@ -301,7 +326,7 @@ def _per_class_table(metrics: dict) -> str:
     thresholds = metrics.get("thresholds")
     beta = metrics.get("beta", 1.0)
     scores = ("precision", "recall", "f1") + (("fbeta",) if beta != 1.0 else ())
-    headers = ["class", "precision", "recall", "F1", f"F{beta:g}"][:len(scores) + 1]
+    headers = ["class", "precision", "recall", "F1", f"F{_num(beta, 'g')}"][:len(scores) + 1]
     headers += ["support", "ROC-AUC", "PR-AUC"] + (["threshold"] if thresholds else [])
     rows = []
     for k, (name, row) in enumerate(metrics["per_class"].items()):
@@ -312,7 +337,7 @@ def _per_class_table(metrics: dict) -> str:
         rows.append([f"{average} avg", *(row[s] for s in scores), None,
                      metrics.get(f"roc_auc_{average}"), metrics.get(f"pr_auc_{average}")]
                     + ([None] if thresholds else []))
-    caption = (f"<p>Thresholds tuned on the validation split to maximise F{beta:g}.</p>"
+    caption = (f"<p>Thresholds tuned on the validation split to maximise F{_num(beta, 'g')}.</p>"
                if thresholds else "")
     return _table(headers, rows) + caption
 
@@ -408,7 +433,7 @@ def _worst_section(manifest: Manifest, cache: ImageCache, files: _RunFiles) -> s
 
 def _worst_figure(entry: dict, cache: ImageCache, index: int | None, predicted: dict) -> str:
     true, pred = (", ".join(v) if isinstance(v, list) else v for v in (entry["true"], entry["pred"]))
-    lines = [f"true: {true or '-'}", f"pred: {pred or '-'}", f"score {entry['score']:.3f}"]
+    lines = [f"true: {true or '-'}", f"pred: {pred or '-'}", f"score {_plain(entry['score'], '.3f')}"]
     caption = f"{entry.get('error', '').replace('_', ' ')} {Path(entry['path']).name}".strip()
     if index is None or not cache.valid[index]:
         return f"<figure>{escape(' · '.join(lines))}<figcaption>{escape(caption)}</figcaption></figure>"
@@ -433,8 +458,9 @@ def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
                  for label, key in _BOX_ROWS[:3] if _boxes(float_m or int8_m)]
         body += _table(["metric", "float (Keras)", "int8 on TFLM", "delta"], rows)
     if verify:
-        body += (f"<p>TFLM ran {verify['tflm_images']} images with outputs equal to the LiteRT "
-                 f"reference kernels, which scored all {verify['reference_images']}.</p>")
+        body += (f"<p>TFLM ran {_num(verify['tflm_images'])} images with outputs equal to the "
+                 f"LiteRT reference kernels, which scored all {_num(verify['reference_images'])}."
+                 "</p>")
     else:
         body += _note("No verify.json: run `tinyvision verify RUN` for int8 metrics on TFLM.")
     body += _table(["", "value"], _size_rows(run, verify, summary))
@@ -465,8 +491,9 @@ def _device_section(run: RunFolder, files: _RunFiles) -> str:
     body = ""
     if app and app.get("checked"):
         body += (f"<p>The generated TFLM application (export/app), compiled on the host, gave "
-                 f"input tensors and output bytes equal to the Python path's on {app['frames']} "
-                 f"camera frames; it uses a {app['arena_used_bytes']:,}-byte arena.</p>")
+                 f"input tensors and output bytes equal to the Python path's on "
+                 f"{_num(app['frames'])} camera frames; it uses a "
+                 f"{_num(app['arena_used_bytes'], ',')}-byte arena.</p>")
     elif app:
         body += _note(f"The compiled application was not checked: {app['reason']}")
     if camera:
@@ -484,7 +511,11 @@ def _fit_table(fit: dict) -> str:
     flash, ram = fit["flash"], fit["ram"]
 
     def share(part: dict) -> str:
-        return f"{100 * part['total'] / part['available']:.0f}% {'ok' if part['fits'] else 'OVER'}"
+        total, available = part["total"], part["available"]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v
+                      for v in (total, available))
+        used = f"{100 * total / available:.0f}%" if numbers else "?"
+        return f"{used} {'ok' if part['fits'] else 'OVER'}"
 
     rows = [["flash: model (C array)", flash["model"], None, ""],
             [f"flash: TFLM runtime, {len(flash['runtime_ops'])} ops (estimate)", flash["runtime"],
@@ -497,10 +528,11 @@ def _fit_table(fit: dict) -> str:
             ["RAM: stack, heap, globals (estimate)", ram["stack_heap"], None, ""],
             ["RAM total", ram["total"], ram["available"], share(ram)]]
     verdict = "fits" if fit["fits"] else "does NOT fit: " + "; ".join(fit["advice"])
-    return (f"<h3>{escape(fit['board'])} ({escape(fit['core'])}, {fit['clock_mhz']:g} MHz): "
-            f"{escape(verdict)}</h3>" + _table(["", "bytes", "board", "use"], rows)
-            + f"<p>Latency (estimate): {fit['latency_ms']:g} ms = {fit['macs']:,} MACs x "
-              f"{fit['cycles_per_mac']:g} cycles/MAC / {fit['clock_mhz']:g} MHz.</p>")
+    return (f"<h3>{_text(fit['board'])} ({_text(fit['core'])}, {_num(fit['clock_mhz'], 'g')} "
+            f"MHz): {_text(verdict)}</h3>" + _table(["", "bytes", "board", "use"], rows)
+            + f"<p>Latency (estimate): {_num(fit['latency_ms'], 'g')} ms = "
+              f"{_num(fit['macs'], ',')} MACs x {_num(fit['cycles_per_mac'], 'g')} cycles/MAC / "
+              f"{_num(fit['clock_mhz'], 'g')} MHz.</p>")
 
 
 def _size_rows(run: RunFolder, verify: dict | None, summary: dict) -> list[list]:
@@ -540,4 +572,5 @@ def _get(metrics: dict | None, key: str):
 
 def _delta(a: dict | None, b: dict | None, key: str) -> str | None:
     x, y = _get(a, key), _get(b, key)
-    return None if x is None or y is None else f"{y - x:+.4f}"
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+    return f"{y - x:+.4f}" if numbers else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from tinyvision.data.cache import BadImage, DecodeSpec, map_box, source_region
 from tinyvision.data.sources.boxes import image_size
 from tinyvision.deploy.app import APP_DIR, write_app
 from tinyvision.deploy.boards import load_board
+from tinyvision.deploy.c_source import write_c_source
 from tinyvision.deploy.camera import (CameraFormat, CameraPlan, frame_from_file,
                                       make_plan, preprocess)
 from tinyvision.deploy.fit import fit_check, fit_table
@@ -28,8 +30,9 @@ from tinyvision.deploy.outputs import Quantization, dequantize, quantize_images,
 from tinyvision.deploy.runners import ReferenceRunner, find_arena_bytes
 from tinyvision.deploy.tflm_build import SOURCE_ENV, find_tflm_source
 from tinyvision.deploy.verify import verify_app
-from tinyvision.errors import ExportError
+from tinyvision.errors import ExportError, RunError
 from tinyvision.files import atomic_write_json
+from tinyvision.models.outputs import output_kinds
 from tinyvision.run.folder import RunDir
 
 log = logging.getLogger("tinyvision")
@@ -102,7 +105,7 @@ def run_fit(cfg: RunConfig, run: RunDir, board: str) -> dict:
     """The fit of an exported run on any board, without writing: the arena of verify.json (the
     compiled application's when it was built), else measured now on the Python interpreter."""
     model_path = run.require(run.int8_model, "tinyvision export")
-    verified = json.loads(run.verify.read_text()) if run.verify.exists() else {}
+    verified = _read_verify(run)
     arena, source = (verified.get("app") or {}).get("arena_used_bytes"), APP_ARENA
     if not arena:
         arena, source = verified.get("arena_bytes"), PYTHON_ARENA
@@ -116,6 +119,22 @@ def run_fit(cfg: RunConfig, run: RunDir, board: str) -> dict:
                      source, sum(u.macs for u in uses), camera)
 
 
+def _read_verify(run: RunDir) -> dict:
+    """verify.json ({} before verify ran); a RunError when it is damaged."""
+    if not run.verify.exists():
+        return {}
+    try:
+        verified = json.loads(run.verify.read_text())
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        raise RunError(f"{run.verify} cannot be read ({reason}); run `tinyvision verify "
+                       f"{run.root}` again to rewrite it.") from None
+    if not isinstance(verified, dict):
+        raise RunError(f"{run.verify} holds a {type(verified).__name__}, not verify's results; "
+                       f"run `tinyvision verify {run.root}` again to rewrite it.")
+    return verified
+
+
 def _layer_names(model) -> list[str]:
     names = []
     for layer in getattr(model, "layers", []):
@@ -124,10 +143,13 @@ def _layer_names(model) -> list[str]:
     return names
 
 
-def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], n_classes: int,
-                  arena: int) -> dict:
+def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], classes: list[str], task: str,
+                  arena: int, thresholds: list[float] | None = None) -> dict:
     """The compiled application on seeded frames (when a TFLM tree is configured), and the
-    refitted board figures with its arena. Returns verify.json's `app` (and `fit`) entries."""
+    refitted board figures with its arena. Returns verify.json's `app` (and `fit`) entries.
+
+    What is compiled and run is written afresh from the run's data (`build_files`), never taken
+    from the run folder: a Makefile or C file there could hold any command."""
     out: dict = {}
     root = find_tflm_source(cfg.verify.tflm_source)
     if root is None:
@@ -135,12 +157,13 @@ def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], n_classes: int,
                       "reason": f"no TFLM source tree: set verify.tflm_source or ${SOURCE_ENV} to "
                                 "build export/app and check it on the host"}
     else:
-        quantization = tensor_quantization(run.int8_model, n_classes)
+        quantization = tensor_quantization(run.int8_model, len(classes))
         plan = camera_plan(cfg, quantization)
         frames = app_frames(plan.camera, paths, cfg.verify.app_frames, cfg.seed)
         positions = [o["index"] for o in quantization["outputs"]]
-        out["app"] = verify_app(run.export_dir / APP_DIR, root, plan, frames, run.int8_model,
-                                positions, arena)
+        with tempfile.TemporaryDirectory(prefix="tinyvision-export-") as folder:
+            app_dir = build_files(cfg, run, Path(folder), classes, task, arena, thresholds)
+            out["app"] = verify_app(app_dir, root, plan, frames, run.int8_model, positions, arena)
     if cfg.export.board:
         arena_used = out["app"].get("arena_used_bytes")
         ops_macs = model_ops(run.int8_model)
@@ -149,6 +172,22 @@ def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], n_classes: int,
                                APP_ARENA if arena_used else PYTHON_ARENA,
                                sum(u.macs for u in ops_macs))
     return out
+
+
+def build_files(cfg: RunConfig, run: RunDir, folder: Path, classes: list[str], task: str,
+                arena: int, thresholds: list[float] | None = None) -> Path:
+    """export/'s C array and export/app/ as the export stage writes them, regenerated into
+    `folder` from the run's data (the int8 .tflite's bytes, the config's numbers and names, the
+    class names as C strings): what verify compiles. Returns the application's folder."""
+    model_bytes = run.int8_model.read_bytes()
+    quantization = tensor_quantization(model_bytes, len(classes),
+                                       output_kinds(task, len(classes)))
+    header, source = folder / run.c_header.name, folder / run.c_source.name
+    write_c_source(model_bytes, header, source, cfg.export.c_array_name, quantization, classes,
+                   thresholds)
+    return write_app(folder / APP_DIR, camera_plan(cfg, quantization),
+                     [use.op for use in model_ops(model_bytes)], quantization,
+                     cfg.export.c_array_name, header.name, source.name, arena)
 
 
 def app_frames(camera: CameraFormat, paths: list[str], count: int, seed: int) -> list[bytes]:

@@ -15,6 +15,9 @@ from tinyvision.errors import RunError
 from tinyvision.training import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, LOG_FILE
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# written into every run folder when it is made: `overwrite: true` replaces only such a folder
+RUN_MARKER = ".tinyvision-run"
+LEGACY_RUN_FILES = ("config.yaml", "manifest.jsonl")  # what a run made before the marker holds
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class RunDir:
 def new_run_dir(runs_dir: str | Path, name: str, overwrite: bool = False) -> RunDir:
     """Create `runs_dir/name`; a taken name gets a numbered suffix (name-2, name-3, ...).
 
-    Only `overwrite=True` reuses an existing directory, and then its contents are replaced.
+    Only `overwrite=True` reuses an existing directory, and then its contents are replaced; a
+    folder that is not a tinyvision run (`is_run_folder`) is refused, never deleted.
     """
     if not _NAME_RE.match(name):
         raise RunError(f"Run name={name!r} is not allowed; use letters, digits, '.', '_' and '-', "
@@ -61,18 +65,45 @@ def new_run_dir(runs_dir: str | Path, name: str, overwrite: bool = False) -> Run
     runs_dir.mkdir(parents=True, exist_ok=True)
     candidate = runs_dir / name
     if overwrite:
-        if candidate.exists():
+        if candidate.is_symlink() or candidate.exists():
+            _check_replaceable(candidate)
             shutil.rmtree(candidate)
         candidate.mkdir()
-        return RunDir(candidate)
+        return _marked(candidate)
     number = 1
     while True:
         try:
             candidate.mkdir()  # atomic: two runs starting together never get the same folder
-            return RunDir(candidate)
+            return _marked(candidate)
         except FileExistsError:
             number += 1
             candidate = runs_dir / f"{name}-{number}"
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` is a folder tinyvision made for a run: it holds the marker every run
+    folder gets when it is made (or, made before the marker, a config.yaml and a manifest)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return (path / RUN_MARKER).is_file() or all((path / f).is_file() for f in LEGACY_RUN_FILES)
+
+
+def _check_replaceable(path: Path) -> None:
+    """`overwrite: true` deletes `path`: only an empty folder or a run folder, never a link."""
+    if path.is_symlink():
+        raise RunError(f"{path} is a symbolic link; overwrite: true replaces only a run folder "
+                       "tinyvision made. Remove the link or choose another name.")
+    if path.is_dir() and not any(path.iterdir()):
+        return
+    if not is_run_folder(path):
+        raise RunError(f"{path} exists and is not a tinyvision run folder (no {RUN_MARKER}); "
+                       "overwrite: true replaces only a run folder, so nothing was deleted. Move "
+                       "it away, or choose another name (name=...) or runs_dir.")
+
+
+def _marked(root: Path) -> RunDir:
+    (root / RUN_MARKER).write_text("A tinyvision run folder: `overwrite: true` may replace it.\n")
+    return RunDir(root)
 
 
 def open_run_dir(path: str | Path) -> RunDir:

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,38 +328,47 @@ def to_csv(predictions: Sequence[Prediction], top_k: int) -> str:
     return out.getvalue()
 
 
-def write_annotated(predictions: Sequence[Prediction], folder: str | Path) -> list[Path]:
-    """Copies of the images with labels, scores and boxes drawn, written atomically to `folder`.
+def write_annotated(predictions: Sequence[Prediction], folder: str | Path
+                    ) -> list[tuple[str, Path]]:
+    """Copies of the images with labels, scores and boxes drawn, written atomically to `folder`;
+    returns (image, copy) pairs.
 
-    Names are kept (a repeated name gets -2, -3, ...); an input image is never overwritten."""
+    A copy keeps its image's name unless the name is taken, by an input image, an earlier copy or
+    any file already in `folder`; then it gets -2, -3, ... Nothing is ever written over."""
     from PIL import Image, ImageOps
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    written, taken = [], set()
+    written = []
     for p in predictions:
-        target = _free_name(folder, Path(p.path), taken)
-        if target.resolve() == Path(p.path).resolve():
-            raise ConfigError(f"--annotate {folder} would overwrite the input image {p.path}; "
-                              "choose a folder that holds no input images.")
-        with Image.open(p.path) as im:
-            image = ImageOps.exif_transpose(im).convert("RGB")
-        lines = [", ".join(p.labels) or "(none)"] + [f"{n} {s:.3f}" for n, s in p.top[:3]]
-        boxes = [(p.box, PRED_COLOUR)] if p.box is not None else []
-        fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
-        with atomic_path(target, suffix=target.suffix) as tmp:
-            annotate(image, lines, boxes).save(tmp, format=fmt)
-        written.append(target)
+        target = _claim_name(folder, Path(p.path))
+        try:
+            with Image.open(p.path) as im:
+                image = ImageOps.exif_transpose(im).convert("RGB")
+            lines = [", ".join(p.labels) or "(none)"] + [f"{n} {s:.3f}" for n, s in p.top[:3]]
+            boxes = [(p.box, PRED_COLOUR)] if p.box is not None else []
+            fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+            with atomic_path(target, suffix=target.suffix) as tmp:
+                annotate(image, lines, boxes).save(tmp, format=fmt)
+        except BaseException:
+            target.unlink(missing_ok=True)  # the name claimed for it, still empty
+            raise
+        written.append((p.path, target))
     return written
 
 
-def _free_name(folder: Path, source: Path, taken: set[str]) -> Path:
-    name, number = source.name, 1
-    while name in taken:
-        number += 1
-        name = f"{source.stem}-{number}{source.suffix}"
-    taken.add(name)
-    return folder / name
+def _claim_name(folder: Path, source: Path) -> Path:
+    """The first free name in `folder` for the copy of `source` (its own name, then name-2,
+    name-3, ...), created empty at once (O_EXCL, links not followed) so that it is never a file
+    that exists, an input image included, and no other writer takes it before the copy lands."""
+    number = 1
+    while True:
+        name = source.name if number == 1 else f"{source.stem}-{number}{source.suffix}"
+        try:
+            os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return folder / name
+        except FileExistsError:
+            number += 1
 
 
 def save_text(path: str | Path, text: str) -> Path:

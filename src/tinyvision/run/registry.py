@@ -384,6 +384,10 @@ class Registry:
         if version > SCHEMA_VERSION:
             raise RegistryError(f"Run registry {self.path} has schema version {version}, newer "
                                 f"than this tinyvision's {SCHEMA_VERSION}; upgrade tinyvision.")
+        if version < 0:  # no tinyvision writes one: another program's file, or a damaged one
+            raise RegistryError(f"Run registry {self.path} has schema version {version}, which "
+                                "no tinyvision writes; move it aside (a new registry starts "
+                                "empty) or restore it from a backup.")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[target]:
                 conn.execute(statement)

@@ -18,6 +18,7 @@ from typing import Any
 
 from tinyvision.config import RunConfig, load_config
 from tinyvision.data.manifest import Manifest
+from tinyvision.deploy.tflm_build import SOURCE_ENV
 from tinyvision.errors import ExportError, RunError, VerifyError
 from tinyvision.files import atomic_write_json, atomic_write_text
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
@@ -74,6 +75,7 @@ def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[R
     from tinyvision.training.callbacks import load_resume_state
 
     cfg, run, _ = load_run(path)
+    cfg = without_run_tree(cfg, run)  # its build.sh would run: a run folder never chooses it
     if load_resume_state(run.checkpoints) is None:
         raise RunError(f"{run.root} has no saved training state (checkpoints/state.json): it was "
                        "killed before its first epoch ended. Start it again with `tinyvision train`.")
@@ -207,6 +209,25 @@ def _saved_config(run: RunDir) -> dict | None:
         return None
 
 
+def without_run_tree(cfg: RunConfig, run: RunDir) -> RunConfig:
+    """A run folder's config without its verify.tflm_source: verify would run that tree's
+    build.sh and make would read its tflm_flags.mk, so the tree comes from the command line or
+    $TINYVISION_TFLM_SOURCE instead, unless the command trusts the run (--trust-model-code)."""
+    if cfg.verify.tflm_source is None:
+        return cfg
+    log.warning("%s names verify.tflm_source=%s; a run folder's TFLM tree is used only with "
+                "`tinyvision verify --trust-model-code` (its build.sh would run here), so the "
+                "tree comes from --tflm-source or $%s, if given", run.config,
+                cfg.verify.tflm_source, SOURCE_ENV)
+    return with_tree(cfg, None)
+
+
+def with_tree(cfg: RunConfig, tflm_source: str | Path | None) -> RunConfig:
+    """`cfg` with verify.tflm_source set (None: $TINYVISION_TFLM_SOURCE, else no app check)."""
+    tree = None if tflm_source is None else Path(tflm_source)
+    return cfg.model_copy(update={"verify": cfg.verify.model_copy(update={"tflm_source": tree})})
+
+
 def load_run(path: str | Path) -> tuple[RunConfig, RunDir, Manifest]:
     """Config, paths and manifest of an existing run directory."""
     run = open_run_dir(path)
@@ -257,18 +278,23 @@ class Run:
         run.summary["int8"]["accuracy"], run.model.summary(), run.predict(["photo.jpg"])
     """
 
-    def __init__(self, folder: RunDir, config: RunConfig, trust_model_code: bool = False) -> None:
+    def __init__(self, folder: RunDir, config: RunConfig, trust_model_code: bool = False,
+                 tflm_source: str | Path | None = None) -> None:
         self.folder, self.config = folder, config
         self.trust_model_code = trust_model_code  # the caller's, never the run's own config
+        self.tflm_source = tflm_source  # the caller's TFLM tree for verify, never the run's
         self._model = None
 
     @classmethod
-    def open(cls, path: str | Path, trust_model_code: bool = False) -> Run:
-        """An existing run folder. `trust_model_code`: load a model that stores Python code
-        (Lambda layers of a backbone cut from a user's file); off by default, so a run folder
-        from elsewhere never runs its code by itself."""
+    def open(cls, path: str | Path, trust_model_code: bool = False,
+             tflm_source: str | Path | None = None) -> Run:
+        """An existing run folder. `trust_model_code`: trust the run folder, i.e. load a model
+        that stores Python code (Lambda layers of a backbone cut from a user's file) and let
+        verify build against the TFLM tree its config names; off by default, so a run folder
+        from elsewhere never runs its code by itself. `tflm_source`: the TFLM tree verify builds
+        against (default: $TINYVISION_TFLM_SOURCE)."""
         folder = open_run_dir(path)
-        return cls(folder, load_config(folder.config), trust_model_code)
+        return cls(folder, load_config(folder.config), trust_model_code, tflm_source)
 
     def __repr__(self) -> str:
         status = (self.summary or {}).get("status", "unfinished")
@@ -321,8 +347,13 @@ class Run:
     def verify(self) -> dict:
         """The int8 model on TFLM and LiteRT reference kernels: metrics, arena (verify.json)."""
         needs_keras = len(self.config.export.formats) > 1
-        return verify_stage(self.config, self.folder, self._data(),
-                            self.model if needs_keras else None)
+        if self.tflm_source is not None:
+            cfg = with_tree(self.config, self.tflm_source)
+        elif self.trust_model_code:
+            cfg = self.config
+        else:
+            cfg = without_run_tree(self.config, self.folder)
+        return verify_stage(cfg, self.folder, self._data(), self.model if needs_keras else None)
 
     def fit(self, board: str) -> dict:
         """Flash, RAM and estimated latency of the int8 model on `board` (a profile name or a
@@ -350,8 +381,10 @@ def train(config: ConfigLike, *, overrides: list[str] | None = None, console=Non
     """
     cfg = as_config(config, sections, overrides)
     folder, _ = full_run(cfg, console=console, progress=progress)
-    # the config that cut a backbone with Lambda layers from a user's file trusted that code
-    return Run.open(folder.root, trust_model_code=cfg.model.allow_unsafe_model_code)
+    # the config that cut a backbone with Lambda layers from a user's file trusted that code,
+    # and its TFLM tree is the user's own
+    return Run.open(folder.root, trust_model_code=cfg.model.allow_unsafe_model_code,
+                    tflm_source=cfg.verify.tflm_source)
 
 
 def resume(path: str | Path, *, console=None, progress: bool = False) -> Run:

@@ -18,6 +18,7 @@ on validation.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -45,6 +46,11 @@ log = logging.getLogger("tinyvision")
 
 SEARCH_DIR = "search"
 OVER_BUDGET = "over_budget"  # user attribute of a trial pruned before training
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file name and run-name prefix
+# a storage URL's secrets: user:PASSWORD@host, and query values such as ?password=...
+_URL_PASSWORD = re.compile(r"(://[^:/@]*):[^@]*@")
+_URL_SECRET = re.compile(r"([?&](?:password|passwd|pwd|secret|token|api_key|key)=)[^&#]*",
+                         re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,7 @@ class FitChecker:
         settle_batchnorm(model, images)  # else an untrained net's softmax input collapses
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "candidate.tflite"
-            export_int8(model, images, path)
+            export_int8(model, images, path, warn_few=False)  # sizing, not calibrating
             uses = model_ops(path)
             arena = find_arena_bytes(path, (images[0].astype(np.int16) - 128).astype(np.int8),
                                      cfg.verify.max_arena_bytes)
@@ -273,12 +279,16 @@ def search(cfg: RunConfig, board_name: str, trials: int | None = None,
     settings = cfg.search.model_copy(update={k: v for k, v in {
         "trials": trials, "minutes": minutes, "latency_ms": latency_ms, "storage": storage,
         "study": study_name, "retrain": retrain}.items() if v is not None})
+    study_name = check_study_name(cfg.name if settings.study is None else settings.study)
+    url = settings.storage or f"sqlite:///{cfg.runs_dir.resolve() / SEARCH_DIR / study_name}.sqlite3"
+    # the URL with its password connects; everything written (trial configs, the registry, the
+    # log, the report) gets it masked
+    shown = masked_url(url)
+    settings = settings.model_copy(update={"storage": settings.storage and shown})
     cfg = cfg.model_copy(update={"search": settings, "runs_dir": cfg.runs_dir.resolve()})
     board = load_board(board_name)
-    study_name = settings.study or cfg.name
     folder = cfg.runs_dir / SEARCH_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    url = settings.storage or f"sqlite:///{folder / (study_name + '.sqlite3')}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=study_name, storage=_storage(url), direction="maximize", load_if_exists=True,
@@ -294,7 +304,7 @@ def search(cfg: RunConfig, board_name: str, trials: int | None = None,
     done = sum(t.state.is_finished() for t in study.trials)
     remaining = max(0, settings.trials - done)
     log.info("search %s: %d trial(s) to run on %s (storage %s)", study_name, remaining, board.name,
-             url)
+             shown)
     if remaining:
         # the trial count is the study's, shared by every process working on it
         stop_at_total = optuna.study.MaxTrialsCallback(settings.trials, states=None)
@@ -302,7 +312,7 @@ def search(cfg: RunConfig, board_name: str, trials: int | None = None,
                        n_trials=remaining, timeout=None if settings.minutes is None
                        else settings.minutes * 60, catch=(ExportError,),
                        callbacks=[stop_at_total])
-    result = summarize(study, url)
+    result = summarize(study, shown)
     result.report = write_search_report(result, folder / f"{study_name}.html")
     if settings.retrain and result.best is not None:
         result.final = retrain_best(cfg, result.best, board_name, study_name, console)
@@ -310,12 +320,39 @@ def search(cfg: RunConfig, board_name: str, trials: int | None = None,
     return result
 
 
+def check_study_name(name: str) -> str:
+    """A study name is a file name (`<runs_dir>/search/<study>.sqlite3`) and its trials' run-name
+    prefix: letters, digits, '.', '_' and '-', no path separators."""
+    if not _STUDY_NAME.match(name):
+        raise ConfigError(f"Expected a study name of letters, digits, '.', '_' and '-' starting "
+                          f"with a letter or digit, received study={name!r}; pass --study NAME "
+                          "(or set search.study, or the config's name).")
+    return name
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password (user:PASSWORD@host) and secret query values (password=,
+    token=, ...) replaced by ***: the form of a storage URL that tinyvision writes or prints."""
+    return _URL_SECRET.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
+
+
 def _storage(url: str):
+    """Optuna's storage at `url`. A URL that cannot work (unparsable, unknown database, missing
+    driver, unreachable) is one ConfigError naming it without its password; only the race of
+    processes creating the tables together is retried."""
     import warnings
 
     import optuna
+    import sqlalchemy
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    shown = masked_url(url)
+    try:
+        sqlalchemy.engine.make_url(url).get_dialect()
+    except Exception as exc:  # ArgumentError, NoSuchModuleError, ImportError of a driver
+        raise ConfigError(f"Cannot use the search storage {shown}: {_first_line(exc)}. Give an "
+                          "Optuna RDB URL such as sqlite:////abs/path/study.db or "
+                          "postgresql://user:password@host/db (its driver installed).") from None
     # a killed process's trial is failed after the grace period; sqlite waits for its lock
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") \
         else {}
@@ -323,10 +360,24 @@ def _storage(url: str):
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90,
                                               **kwargs)
-        except Exception:
-            if attempt == 4:
-                raise
+        except Exception as exc:
+            if attempt == 4 or not _creating_tables(exc):
+                raise ConfigError(f"Cannot open the search storage {shown}: "
+                                  f"{_first_line(exc)}.") from None
             time.sleep(1.0 + attempt)
+
+
+def _creating_tables(exc: Exception) -> bool:
+    """Whether `exc` is another process creating the study tables at the same moment."""
+    text = str(exc).lower()
+    return "already exists" in text or "locked" in text or "unique constraint" in text \
+        or "duplicate" in text
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's message, without a URL's password."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return masked_url(lines[0])[:300]
 
 
 def _probe(cfg: RunConfig):

@@ -352,6 +352,7 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     result = verify_int8(model_path, images, cfg.verify.tflm_samples, cfg.verify.max_arena_bytes,
                          cfg.seed, n_classes=n_classes)
     outputs, thresholds = result.pop("scores"), run_thresholds(run, data.manifest)
+    c_thresholds = None if thresholds is None else thresholds.tolist()  # as export wrote them
     # verify_int8 scored the split already; a runner of our own only for flips or the output grid
     runner = (ReferenceRunner(model_path, n_classes)
               if cfg.evaluate.tta or thresholds is not None else None)
@@ -400,8 +401,8 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     if both is not None:
         report["qat"] = {"float": headline(float_metrics or {}), **both}
     samples = [data.manifest.samples[i] for i in indices]
-    report.update(verify_device(cfg, run, [s.path for s in samples], n_classes,
-                                result["arena_bytes"]))
+    report.update(verify_device(cfg, run, [s.path for s in samples], data.manifest.classes,
+                                task, result["arena_bytes"], c_thresholds))
     if cfg.deploy.camera is not None:
         report["camera"] = _camera_skew(cfg, data, indices, samples, model_path, thresholds,
                                         metrics)

@@ -153,6 +153,7 @@ class BudgetClock(keras.callbacks.Callback):
         self._batch_start = 0.0
         self._epoch_start: float | None = None
         self._epoch_batch_seconds, self._epoch_batches = 0.0, 0
+        self._epoch_timed_seconds = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
@@ -162,10 +163,11 @@ class BudgetClock(keras.callbacks.Callback):
                 self.overheads.append(max(0.0, now - self._epoch_start -
                                           self._epoch_batch_seconds))
             if self.timed_steps and self.done < REFIT_UNTIL * self.plan.total_steps:
-                recent = (self._epoch_batch_seconds / self._epoch_batches
+                recent = (self._epoch_timed_seconds / self._epoch_batches
                           if self._epoch_batches >= PROBE_STEPS else None)
                 self._fit(now, recent)
         self._epoch_start, self._epoch_batch_seconds, self._epoch_batches = now, 0.0, 0
+        self._epoch_timed_seconds = 0.0
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._batch_start = time.perf_counter()
@@ -178,6 +180,7 @@ class BudgetClock(keras.callbacks.Callback):
             self.timed_steps += 1
             self.step_seconds += seconds
             self._epoch_batch_seconds += seconds
+            self._epoch_timed_seconds += seconds  # the mean step time leaves out traced steps
             self._epoch_batches += 1
             if self.timed_steps == PROBE_STEPS:
                 self._fit(now)

@@ -149,7 +149,8 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.progress.remove_task(self.task)
-        self.console.print(f"{self._title(epoch)}  {_format(logs)}")
+        # one line per epoch in a log file too (rich wraps at 80 columns off a terminal)
+        self.console.print(f"{self._title(epoch)}  {_format(logs)}", soft_wrap=True)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.progress.stop()
