@@ -180,11 +180,16 @@ def run_both_runtimes(path: Path, images: np.ndarray, arena_bytes: int = 4 * 102
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from tflite_micro import runtime
 
+    from tinyvision.deploy.outputs import input_normalization, pixel_quantization, quantize_images
+
     reference = Interpreter(model_path=str(path),
                             experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     reference.allocate_tensors()
     inp = reference.get_input_details()[0]
-    assert inp["dtype"] == np.int8 and inp["quantization"] == (1.0, -128)
+    # pixel - 128, or round(pixel x 256/255) - 128 where the normalisation is folded into it
+    pixels = pixel_quantization(*inp["quantization"], input_normalization(path))
+    assert inp["dtype"] == np.int8 and pixels.zero_point == -128
+    assert pixels.scale in (1.0, 255 / 256)
     # The flatbuffer's output order need not be Keras's; the signature maps output_k -> tensor.
     subgraph_order = [d["index"] for d in reference.get_output_details()]
     signature = reference.get_signature_runner().get_output_details()
@@ -193,7 +198,7 @@ def run_both_runtimes(path: Path, images: np.ndarray, arena_bytes: int = 4 * 102
     micro = runtime.Interpreter.from_file(str(path), arena_size=arena_bytes)
     outputs: list[list[np.ndarray]] = [[] for _ in keras_order]
     for image in images:
-        x = (image.astype(np.int16) - 128).astype(np.int8)[None]
+        x = quantize_images(image[None], pixels)
         reference.set_tensor(inp["index"], x)
         reference.invoke()
         micro.set_input(x, 0)
@@ -330,15 +335,18 @@ args = sys.argv[1:]
 with open({log!r}, "a") as handle:
     handle.write(json.dumps({{"cwd": str(Path.cwd()), "args": args}}) + "\\n")
 out = Path(args[args.index("-o") + 1])
-sources = [Path(a) for a in args if a.endswith(".cc")]
-main = next(p for p in sources if p.name == "main.cc").read_text()
-model = next(p for p in sources if p.name != "main.cc").read_text()
+if "-c" in args:  # "compiling" a C++ file: the object holds its source, for the link below
+    out.write_text(Path(next(a for a in args if a.endswith(".cc"))).read_text())
+    sys.exit(0)
+objects = [Path(a) for a in args if a.endswith(".o")]
+cxx = {{p.name: p for p in objects if p.name in ("main.o", "model.o")}}
+main, model = cxx["main.o"].read_text(), cxx["model.o"].read_text()
 header = Path("camera_preprocess.h").read_text()
 array = model[model.index("[] = {{"):]
 array = array[:array.index("}};")]
 Path(f"{{out}}.tflite").write_bytes(bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{{2}})", array)))
-subprocess.run(["cc", "-shared", *[a for a in args if a.endswith(".o")], "-o", f"{{out}}.so"],
-               check=True)
+subprocess.run(["cc", "-shared", *[str(p) for p in objects if p.name not in cxx], "-o",
+                f"{{out}}.so"], check=True)
 values = dict(python=sys.executable, so=f"{{out.resolve()}}.so", tflite=f"{{out.resolve()}}.tflite",
               arena=int(re.search(r"kArenaBytes = (\\d+)", main).group(1)),
               order=re.search(r"kOutputOrder\\[\\] = \\{{([^}}]*)\\}}", main).group(1),
@@ -388,5 +396,5 @@ def fake_tflm_tree(folder: Path) -> Path:
                                     app=str(folder / "app.py.in")))
     cxx.chmod(0o755)
     (folder / "tflm_flags.mk").write_text(f"CXX := {cxx}\nCC := cc\nTFLM_OPT := -O2 -fPIC\n"
-                                          "TFLM_CXXFLAGS :=\n")
+                                          "TFLM_CXXFLAGS :=\nTFLM_CFLAGS := -std=c99 -O2 -fPIC\n")
     return folder

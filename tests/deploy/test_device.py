@@ -20,6 +20,7 @@ from tinyvision.config import validate_config
 from tinyvision.deploy import tflm_build
 from tinyvision.deploy.boards import Board, board_names, load_board
 from tinyvision.deploy.camera import CameraFormat
+from tinyvision.deploy.firmware import INSTALL, missing_tools
 from tinyvision.deploy.fit import (APPLICATION_FLASH_BYTES, STACK_HEAP_BYTES,
                                    TFLM_CORE_FLASH_BYTES, fit_check, fit_table)
 from tinyvision.deploy.litert import export_int8
@@ -200,20 +201,76 @@ def test_the_compiled_application_equals_the_python_path(device_run):
     ops_header = (app_dir / "model_ops.h").read_text()
     verified = json.loads(run.verify.read_text())
     assert f"kModelOpCount = {len(verified['ops'])}" in ops_header
-    assert all(f"r.{TFLM_OPS[op]}()" in ops_header for op in verified["ops"])
+    # exactly the model's ops, with TFLM's int8-only kernels where every tensor is int8
+    assert all(f"r.{TFLM_OPS[op]}(" in ops_header for op in verified["ops"])
+    assert "r.AddConv2D(TV_INT8(tflite::Register_CONV_2D_INT8()))" in ops_header
     app_check = verified["app"]
     assert app_check["checked"] and app_check["inputs_equal"] and app_check["outputs_equal"]
     assert app_check["frames"] == 5
     # the compiled interpreter needs a little less than the Python one (its bookkeeping)
     assert 0 < verified["arena_bytes"] - app_check["arena_used_bytes"] <= 512
     fit = verified["fit"]
-    assert fit["ram"]["arena"] == app_check["arena_used_bytes"]
-    assert fit["ram"]["arena_source"] == "compiled application"
+    if not verified["firmware"]["checked"]:  # no Arm toolchain here: estimates, and why
+        assert fit["basis"] == "estimate" and verified["firmware"]["reason"]
+        assert fit["ram"]["arena"] == app_check["arena_used_bytes"]
+        assert fit["ram"]["arena_source"] == "compiled application"
     assert fit["ram"]["frame_buffer"] == 64 * 48 * 2 and fit["fits"]
     assert json.loads((run.export_dir / "fit.json").read_text()) == fit
     camera = verified["camera"]
     assert camera["camera"] == "64x48 yuv422 yuyv" and camera["images"] == len(
         data.indices("test"))
+
+
+needs_arm = pytest.mark.skipif(bool(missing_tools()), reason="no Arm toolchain or QEMU ("
+                               f"{INSTALL}); .ci/run installs them")
+
+
+@pytest.mark.slow
+@needs_tflm
+@needs_arm
+def test_the_firmware_runs_on_the_emulated_cortex_m7_and_its_figures_replace_estimates(
+        device_run):
+    """The application built for the STM32H743's Cortex-M7 (CMSIS-NN, the cached library) and
+    run under QEMU on the same frames: inputs and output bytes equal the Python path's; flash and
+    RAM from the linked firmware, split by component; instructions counted per op."""
+    cfg, run, data, model = device_run
+    verified = json.loads(run.verify.read_text())
+    firmware, fit = verified["firmware"], verified["fit"]
+    assert firmware["checked"] and firmware["core"] == "cortex-m7" and firmware["frames"] == 5
+    assert firmware["inputs_equal"] and firmware["outputs_equal"]
+    assert firmware["emulated"] == "QEMU mps2-an500"
+    size = firmware["size"]
+    assert size["flash"]["model"] >= run.int8_model.stat().st_size
+    assert min(size["flash"][k] for k in ("tflm", "cmsis_nn", "application", "c_library")) > 0
+    assert sum(v for k, v in size["flash"].items() if k != "total") == size["flash"]["total"]
+    assert size["frame_buffer"] == 64 * 48 * 2 and size["arena"] >= firmware["arena_used_bytes"]
+    counts = firmware["instructions"]
+    assert counts["per_inference"] > fit["macs"] and counts["preprocess"] > 0
+    assert abs(sum(o["instructions"] for o in counts["ops"]) - counts["per_inference"]) \
+        < 0.01 * counts["per_inference"]  # the ops are (almost) all of Invoke()
+    assert counts["by_op"]["CONV_2D"]["kernel"] == "cmsis-nn"
+    assert fit["basis"] == "measured" and fit["flash"]["measured"] and fit["ram"]["measured"]
+    assert fit["ram"]["arena"] == firmware["arena_used_bytes"]
+    assert fit["firmware"]["instructions"] == counts["per_inference"]
+    assert fit["latency_basis"] == "instructions" and "estimate" in fit
+    assert "byte-identical on the emulated Cortex-M7 (5 frames)" in fit_table(fit)
+
+
+@pytest.mark.slow
+@needs_tflm
+@needs_arm
+def test_cli_fit_reuses_the_firmware_of_the_same_core_and_estimates_on_request(device_run):
+    cfg, run, data, model = device_run
+    result = CliRunner().invoke(app, ["fit", str(run.root), "--board", "stm32h747"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "stm32h747 (Cortex-M7, 480 MHz)" in output and "byte-identical" in output
+    assert "flash (measured, linked Cortex-M7 firmware" in output
+    result = CliRunner().invoke(app, ["fit", str(run.root), "--board", "nrf52840",
+                                      "--no-firmware"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0 and "ops (estimate)" in output
+    assert "latency (estimate)" in output
 
 
 @pytest.mark.slow
@@ -238,14 +295,16 @@ def test_a_changed_preprocessing_is_caught_byte_for_byte(device_run, monkeypatch
 @needs_tflm
 def test_cli_fit_on_other_boards_and_a_board_that_is_too_small(device_run, tmp_path):
     cfg, run, data, model = device_run
-    result = CliRunner().invoke(app, ["fit", str(run.root), "--board", "rp2040"])
+    # --no-firmware: estimates (a Cortex-M0+ library would take minutes to build here)
+    result = CliRunner().invoke(app, ["fit", str(run.root), "--board", "rp2040", "--no-firmware"])
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
     assert "rp2040 (Cortex-M0+, 133 MHz)" in output and "300,568 bytes" in output
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text("name: tiny\ncore: Cortex-M0+\nclock_mhz: 48\nflash_bytes: 65536\n"
                     "ram_bytes: 16384\ncycles_per_mac: 12\n")
-    result = CliRunner().invoke(app, ["fit", str(run.root), "--board", str(tiny)])
+    result = CliRunner().invoke(app, ["fit", str(run.root), "--board", str(tiny),
+                                      "--no-firmware"])
     output = " ".join(result.output.split())
     assert result.exit_code == 1 and "does NOT fit" in output
     assert "flash is" in output and "RAM is" in output

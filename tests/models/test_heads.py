@@ -12,7 +12,8 @@ from tinyvision.config import ModelConfig
 from tinyvision.deploy.outputs import Quantization, dequantize, tensor_quantization
 from tinyvision.errors import ModelError
 from tinyvision.models.build import build_model, is_head_layer
-from tinyvision.models.heads import BOX_OUTPUT, CLASS_OUTPUT, OUTPUT_NAME, CellBoxPool, build_head
+from tinyvision.models.heads import (BOX_OUTPUT, CLASS_OUTPUT, OUTPUT_NAME, CellBoxes, CellBoxPool,
+                                     build_head)
 
 SMALL = {"backbone": "plain_cnn", "input_size": 32, "plain_cnn": {"filters": [8, 16]}}
 
@@ -56,24 +57,42 @@ def test_one_class_detection_is_the_box_alone():
     assert box.shape == (2, 4)
 
 
-def test_cell_box_pool_by_hand():
-    """One cell sure of itself gives that cell's box: its centre moved by `centre` cells, sized by
-    `size`; two equally sure cells give the mean of their boxes, and the mean is clipped to 0..1."""
-    where = np.full((1, 2, 2, 1), -50.0, np.float32)
-    where[0, 1, 0, 0] = 50.0  # row 1, column 0: the cell centred at (0.25, 0.75)
-    centre = np.zeros((1, 2, 2, 2), np.float32)
-    centre[0, 1, 0] = [0.5, -0.2]  # half a cell right (0.25 of the image), 0.1 of it up
-    size = np.full((1, 2, 2, 2), 0.2, np.float32)
-    box = keras.ops.convert_to_numpy(CellBoxPool()(where, centre, size))
-    np.testing.assert_allclose(box, [[0.4, 0.55, 0.6, 0.75]], atol=1e-6)
-    where[0, 0, 1, 0] = 50.0  # and row 0, column 1: centre (0.75, 0.25), a 1.0 x 0.2 box
-    size[0, 0, 1] = [1.0, 0.2]
-    box = keras.ops.convert_to_numpy(CellBoxPool()(where, centre, size))
-    np.testing.assert_allclose(box, [[(0.4 + 0.25) / 2, (0.55 + 0.15) / 2, (0.6 + 1.25) / 2,
-                                      (0.75 + 0.35) / 2]], atol=1e-6)
-    where[0, 1, 0, 0] = -50.0  # that cell alone: its x2 of 1.25 is clipped to the image
-    box = keras.ops.convert_to_numpy(CellBoxPool()(where, centre, size))
-    np.testing.assert_allclose(box, [[0.25, 0.15, 1.0, 0.35]], atol=1e-6)
+def test_cell_boxes_and_their_pool_by_hand():
+    """A cell's box lies its four distances (sides) from the cell's centre; one cell sure of
+    itself gives its box; two equally sure cells give the mean of theirs, clipped to 0..1."""
+    sides = np.zeros((1, 2, 2, 4), np.float32)
+    sides[0, 1, 0] = [0.1, 0.2, 0.3, 0.05]  # row 1, column 0: the cell centred at (0.25, 0.75)
+    sides[0, 0, 1] = [0.05, 0.1, 0.5, 0.1]  # row 0, column 1: centred at (0.75, 0.25)
+    cells = keras.ops.convert_to_numpy(CellBoxes()(sides))
+    np.testing.assert_allclose(cells[0, 2], [0.15, 0.55, 0.55, 0.8], atol=1e-6)
+    np.testing.assert_allclose(cells[0, 1], [0.7, 0.15, 1.25, 0.35], atol=1e-6)
+    np.testing.assert_allclose(cells[0, 0], [0.25, 0.25, 0.25, 0.25], atol=1e-6)
+    where = np.full((1, 4), -50.0, np.float32)
+    where[0, 2] = 50.0
+    box = keras.ops.convert_to_numpy(CellBoxPool()(cells, where))
+    np.testing.assert_allclose(box, [[0.15, 0.55, 0.55, 0.8]], atol=1e-6)
+    where[0, 1] = 50.0
+    box = keras.ops.convert_to_numpy(CellBoxPool()(cells, where))
+    np.testing.assert_allclose(box, [[0.425, 0.35, 0.9, 0.575]], atol=1e-6)
+    where[0, 2] = -50.0  # the other cell alone: its x2 of 1.25 is clipped to the image
+    box = keras.ops.convert_to_numpy(CellBoxPool()(cells, where))
+    np.testing.assert_allclose(box, [[0.7, 0.15, 1.0, 0.35]], atol=1e-6)
+
+
+def test_the_box_reads_the_finer_feature_map_and_training_adds_the_cells():
+    """MobileNet V1 at 96x96 ends on a 3x3 map; the box reads the 6x6 one before it
+    (conv_pw_11_relu), the class the 3x3 one; the training model has the cells as a third
+    output, (N, 36, 5)."""
+    from tinyvision.models.heads import training_model
+
+    model = build_model(ModelConfig(weights="none", input_size=96), 2, "detection")
+    assert model.get_layer("head_box_reduce").input.shape[1:3] == (6, 6)
+    assert model.get_layer("head_pool").input.shape[1:3] == (3, 3)
+    fitted, grid = training_model(model)
+    assert grid == (6, 6) and [tuple(o.shape) for o in fitted.outputs] == [
+        (None, 2), (None, 4), (None, 36, 5)]
+    assert fitted.count_params() == model.count_params()  # the same layers, no new weights
+    assert training_model(build_model(ModelConfig(**SMALL), 3, "multiclass"))[1] is None
 
 
 def test_unknown_task_is_refused():

@@ -75,11 +75,31 @@ def test_multiclass_run_has_no_thresholds(colour_run):
     assert load_predictor(run.root).thresholds is None
 
 
+# ---- a detection run ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    return handbuilt_run(tmp_path_factory.mktemp("detection"), detection=True)
+
+
+def test_a_model_of_another_task_is_refused(colour_run):
+    """A [class, box] model in a multi-class run (or the other way) is not the run's model."""
+    _, run, data, _ = colour_run
+    box_model = colour_model(data.manifest.classes, "multiclass", box=[0.1, 0.2, 0.6, 0.9])
+    path = run.export_dir / "model_box.keras"
+    box_model.save(path)
+    try:
+        with pytest.raises(ModelError, match=r"the run is multiclass with 3 class\(es\).*"
+                                             r"expected outputs \[\[3\]\]: class"):
+            load_predictor(path)
+    finally:
+        path.unlink()
+
+
 @pytest.mark.slow
-def test_box_model_gives_pixel_boxes_and_tta_flips_them_back(colour_run, tmp_path):
+def test_box_model_gives_pixel_boxes_and_tta_flips_them_back(detection_run, tmp_path):
     import keras
 
-    _, run, data, _ = colour_run
+    _, run, data, _ = detection_run
     box_model = colour_model(data.manifest.classes, "multiclass", box=[0.1, 0.2, 0.6, 0.9])
     path = run.export_dir / "model_box.keras"
     box_model.save(path)
@@ -99,10 +119,10 @@ def test_box_model_gives_pixel_boxes_and_tta_flips_them_back(colour_run, tmp_pat
 
 
 @pytest.mark.slow
-def test_int8_box_model_finds_its_outputs_and_maps_the_box(colour_run):
+def test_int8_box_model_finds_its_outputs_and_maps_the_box(detection_run):
     from tinyvision.deploy.litert import export_int8
 
-    _, run, data, _ = colour_run
+    _, run, data, _ = detection_run
     box_model = colour_model(data.manifest.classes, "multiclass", box=[0.1, 0.2, 0.6, 0.9])
     path = run.export_dir / "model_box_int8.tflite"
     export_int8(box_model, np.asarray(data.cache.images[data.indices("train")]), path)
@@ -114,12 +134,6 @@ def test_int8_box_model_finds_its_outputs_and_maps_the_box(colour_run):
         np.testing.assert_allclose(prediction.box, [4.0, 6.0, 24.0, 27.0], atol=0.5)
     finally:
         path.unlink()
-
-
-# ---- a detection run ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def detection_run(tmp_path_factory):
-    return handbuilt_run(tmp_path_factory.mktemp("detection"), detection=True)
 
 
 @pytest.mark.slow
@@ -143,7 +157,8 @@ def test_detection_report_shows_boxes(detection_run):
 
     cfg, run, data, _ = detection_run
     page = report_stage(cfg, run, data).read_text()
-    assert ">Boxes</h3>" in page and "mean IoU" in page
+    assert "<h2>Boxes (green: true, red: predicted)</h2>" in page and "mean IoU" in page
+    assert "always the mean box: mean IoU" in page and "Lowest IoU, int8 model" in page
 
 
 @pytest.mark.slow

@@ -295,7 +295,7 @@ def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
     assert (new["status"], new["float_accuracy"], new["warnings"]) == \
         ("export_failed", 0.5, "collapse")
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     with pytest.raises(RegistryError, match="failed status"):
         registry.fail_run("new", "x", status="finished")
 
@@ -345,3 +345,31 @@ def test_a_version_3_registry_gains_the_box_columns_and_a_new_file_has_them(tmp_
         columns = [[r[1] for r in conn.execute("PRAGMA table_info(runs)")]
                    for conn in (new, migrated)]
     assert columns[0] == columns[1] and "int8_mean_iou" in columns[0]
+
+
+def test_a_version_4_registry_gains_the_fit_basis_and_instructions(tmp_path):
+    """Version 4's table keeps its rows and takes fit_basis and instructions: whether the board
+    figures were measured on the firmware (and its instruction count) or estimated."""
+    from tinyvision.run.registry import _MIGRATIONS
+
+    path = tmp_path / "old" / "registry.sqlite"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        for version in (1, 2, 3, 4):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("INSERT INTO runs (name, run_dir, status, started, config_hash, latency_ms, "
+                     "config_json) VALUES ('old', 'runs/old', 'finished', '2026-01-01T00:00:00', "
+                     "'abc', 31.2, '{}')")
+        conn.execute("PRAGMA user_version = 4")
+    registry = Registry(tmp_path / "old")
+    assert registry.get("old")["latency_ms"] == 31.2 and registry.get("old")["fit_basis"] is None
+    for name, fit in (("measured", {"basis": "measured", "latency_ms": 12.4,
+                                    "firmware": {"instructions": 29_290_400}}),
+                      ("estimated", {"basis": "estimate", "latency_ms": 31.2})):
+        registry.start_run(name, tmp_path / "old" / name, _config(tmp_path, name))
+        registry.finish_run(name, {"fit": fit})
+    assert (registry.get("measured")["fit_basis"], registry.get("measured")["instructions"]) == \
+        ("measured", 29_290_400)
+    assert (registry.get("estimated")["fit_basis"], registry.get("estimated")["instructions"]) \
+        == ("estimate", None)

@@ -209,3 +209,22 @@ def test_model_compiled_with_a_custom_loss_saves_and_loads(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert loaded.loss.class_weight == [1.0, 4.0]
+
+
+def test_cell_loss_by_hand():
+    """2x2 cells, true box (0, 0, 0.5, 0.5): only the top-left cell's centre (0.25, 0.25) lies in
+    it (and it holds the box's centre). Its box takes the GIoU loss; every `where` logit takes
+    binary cross-entropy against positive / not. A NaN box adds nothing."""
+    from tinyvision.training.losses import CellLoss
+
+    loss = CellLoss(2, 2)
+    truth = np.array([[0.0, 0.0, 0.5, 0.5], [np.nan] * 4], np.float32)
+    cells = np.zeros((2, 4, 5), np.float32)
+    cells[:, :, 4] = -10.0
+    cells[:, 0] = [0.0, 0.0, 0.25, 0.5, 10.0]  # IoU 0.5 with the truth, hull = union: GIoU 0.5
+    cells[:, 1, :4] = [0.9, 0.9, 1.0, 1.0]  # a negative cell's box is not judged
+    bce = np.log1p(np.exp(-10.0))
+    values = keras.ops.convert_to_numpy(loss.call(truth, cells))
+    np.testing.assert_allclose(values, [0.5 + bce, 0.0], rtol=1e-4)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert (again.height, again.width) == (2, 2)

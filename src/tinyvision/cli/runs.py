@@ -51,13 +51,13 @@ _TABLE: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("MMACs", lambda r: _num(r["macs"] and r["macs"] / 1e6, "{:.2f}")),
     ("board", lambda r: _join(" ", r["board"], None if r["fits"] is None else
                               ("fits" if r["fits"] else "OVER"))),
-    ("ms (est.)", lambda r: _num(r["latency_ms"], "{:g}")),
+    ("ms", lambda r: _latency(r)),
     ("formats", lambda r: " ".join(json.loads(r["formats"])) if r["formats"] else "-"),
     ("warnings", lambda r: _text(r["warnings"])),
 )
 # metric columns shown only when a listed run has a value in them
 _OPTIONAL = frozenset({"float acc", "float F1", "int8 acc", "int8 F1", "float IoU", "int8 IoU",
-                       "int8 IoU>=.5", "board", "ms (est.)"})
+                       "int8 IoU>=.5", "board", "ms"})
 _LEFT_ALIGNED = frozenset({"name", "status", "started", "backbone", "input", "weights", "board"})
 _PER_CLASS_KEYS = (".per_class.", ".ap_per_iou.", ".label_confusion.")
 _PIPE_WIDTH = 250
@@ -176,6 +176,15 @@ def _num(value: Any, pattern: str) -> str:
     if value is None:
         return "-"
     return pattern.format(int(value) if pattern == "{:d}" else value)
+
+
+def _latency(row: dict) -> str:
+    """The latency on the board and its basis: from the firmware's instructions counted on the
+    emulated core (x calibrated cycles/instruction), or estimated from the MACs."""
+    if row["latency_ms"] is None:
+        return "-"
+    basis = "firmware" if row["fit_basis"] == "measured" else "est."
+    return f"{_num(row['latency_ms'], '{:g}')} ({basis})"
 
 
 def _join(separator: str, *parts: Any) -> str:

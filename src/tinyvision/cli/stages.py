@@ -62,14 +62,24 @@ def fit_command(
     run_dir: Path = RUN_ARG,
     board: str = typer.Option(..., "--board", "-b", help="A board profile name (stm32h743, "
                               "nrf52840, ...; see --list-boards) or the path of a YAML file."),
+    firmware: bool = typer.Option(
+        True, "--firmware/--no-firmware", help="Measure: the firmware for the board's core, "
+        "from verify when it ran that core, else built and run now on the emulated core (needs "
+        "the TFLM tree and the Arm toolchain; a core's first library build takes minutes). "
+        "--no-firmware: estimates only."),
+    tflm_source: Optional[Path] = typer.Option(
+        None, "--tflm-source", help="The TFLM tree to build the firmware against (default "
+        "$TINYVISION_TFLM_SOURCE; never the run folder's own).", file_okay=False),
 ) -> None:
-    """Does the run's int8 model fit a board? Flash, RAM and estimated latency, as a table.
+    """Does the run's int8 model fit a board? Flash, RAM and latency, as a table.
 
-    Uses the arena the compiled application measured when verify built it, else the Python TFLM
-    interpreter's; the camera frame buffer of deploy.camera. Exits 1 when it does not fit.
-    Writes nothing.
+    Measured where the firmware was built for the board's core and run on the emulated core
+    (flash and RAM of the linked firmware, instructions per inference; latency from them and the
+    profile's calibrated cycles per instruction), else estimated; each row says which. The arena
+    is the compiled application's when verify built it, else the Python TFLM interpreter's; the
+    camera frame buffer of deploy.camera. Exits 1 when it does not fit. Writes nothing.
     """
-    fit = Run.open(run_dir).fit(board)
+    fit = Run.open(run_dir, tflm_source=tflm_source).fit(board, firmware=firmware)
     console.print(escape(fit_table(fit)), highlight=False)
     console.print(f"for comparison: {PUBLIC_REFERENCES}", highlight=False)
     if not fit["fits"]:

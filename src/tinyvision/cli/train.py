@@ -89,6 +89,7 @@ def print_device(result: dict) -> None:
                       f"{app['arena_used_bytes']:,} bytes")
     elif app:
         console.print(f"compiled TFLM application not checked: {escape(app['reason'])}")
+    print_firmware(result.get("firmware") or {})
     camera = result.get("camera")
     if camera:
         key = "accuracy" if "accuracy" in camera["metrics"] else "mean_iou"
@@ -101,6 +102,25 @@ def print_device(result: dict) -> None:
     if result.get("fit"):
         console.print(escape(fit_table(result["fit"])), highlight=False)
         console.print(f"for comparison: {PUBLIC_REFERENCES}", highlight=False)
+
+
+def print_firmware(firmware: dict) -> None:
+    """The firmware for the board's core on the emulated core: the check, the ops left on
+    reference kernels, a difference from the reference kernels; or why it was not built."""
+    if firmware.get("checked"):
+        inputs = "int8 inputs equal the Python path's"
+        outputs = ("output bytes byte-identical" if firmware["outputs_equal"] else
+                   f"[bold yellow]output bytes differ[/]: {escape(firmware['differs'])}")
+        console.print(f"{firmware['title']} firmware (CMSIS-NN kernels) on {firmware['emulated']}: "
+                      f"{inputs}, {outputs} on {firmware['frames']} frames", highlight=False)
+        slow = firmware.get("reference_kernel_ops") or []
+        if slow:
+            listed = ", ".join(f"{o['op']} {o['share']:.1%}" for o in slow)
+            console.print(f"ops on TFLM reference kernels (CMSIS-NN has none), share of the "
+                          f"instructions: {escape(listed)}", highlight=False)
+    elif firmware:
+        console.print(f"firmware not built, flash, RAM and latency are estimates: "
+                      f"{escape(firmware['reason'])}", highlight=False)
 
 
 def print_summary(summary: dict) -> None:

@@ -167,6 +167,12 @@ class VerifyConfig(Section):
                     "application against and check it on the host; default $TINYVISION_TFLM_SOURCE")
     app_frames: int = Field(
         8, ge=1, description="camera frames the compiled application is checked on")
+    firmware: bool = Field(
+        True,
+        description="also build the application as firmware for export.board's core (CMSIS-NN "
+                    "kernels) and run it on the emulated core (QEMU), on the same frames: "
+                    "measured flash, RAM and instructions replace the estimates; needs the Arm "
+                    "toolchain and qemu-system-arm (without them: said, and estimates kept)")
 
 
 class EvaluateConfig(Section):

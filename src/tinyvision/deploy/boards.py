@@ -1,5 +1,6 @@
-"""Board profiles: flash, RAM, core, clock and a cycles-per-MAC figure for latency estimates, each
-with its source. The shipped ones live in `deploy/boards/*.yaml`; a user's own is a path to a
+"""Board profiles: flash, RAM, core, clock, a cycles-per-MAC figure for latency estimates and a
+cycles-per-instruction figure for latencies from the firmware's instruction count, each with its
+source. The shipped ones live in `deploy/boards/*.yaml`; a user's own is a path to a
 YAML file with the same keys."""
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ class Board(BaseModel):
         None, gt=0, description="the arena and the frame buffer must each fit one RAM block")
     cycles_per_mac: float = Field(gt=0, allow_inf_nan=False,
                                   description="int8 inference, for latency estimates")
+    cycles_per_instruction: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="the core's cycles per instruction of the firmware, calibrated against a "
+                    "published on-board measurement: latency = instructions counted on the "
+                    "emulated core x this / clock")
     sources: dict[str, str] = Field(default_factory=dict)
 
 

@@ -1,14 +1,26 @@
 """Full-integer int8 LiteRT export, calibrated on real training images.
 
-The model's input is pixels 0..255 with normalisation inside, so the int8 input is pixel - 128
-(scale 1, zero point -128) and the device feeds camera bytes with one subtraction.
+The Keras model's input is pixels 0..255 with its normalisation inside (the `normalize` layer,
+pixel x a + b). Converted as it is, the int8 graph would start with two whole-image ops (MUL,
+ADD: 17 % of the demo model's instructions on a Cortex-M7, 18 KB of kernels). So the
+normalisation is folded into the input quantisation instead: the graph from `normalize` on is
+converted, calibrated on normalised images over the range that makes the int8 input an affine
+function of the pixel with an integer zero point, and the pixel value that normalises to 0 an
+int8 value (so the first convolution pads exactly as the float model does). For MobileNet's
+pixel / 127.5 - 1: input scale 1/128 and zero point 0 in normalised units, 255/256 and -128 in
+pixels (pixel 255 saturates at 127/128 instead of 1). a and b go into the .tflite's metadata
+(`outputs.INPUT_METADATA`), from which every reader takes the input quantisation in pixels: the
+camera table and `quantize_images` feed the first convolution directly. A normalisation that
+cannot be folded so (per-channel, or a zero off the pixel grid) is converted as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +43,9 @@ def export_int8(model, calibration: np.ndarray, path: str | Path, per_channel: b
     (ranges may be underestimated), unless `warn_few` is off (a conversion only to measure the
     model's size, ops and arena, as `tinyvision search` does for each candidate). `per_channel`:
     one weight scale per output channel (the default, TFLM's and the converter's), or one per
-    tensor.
+    tensor. The input normalisation is folded into the int8 input where it can be (module
+    docstring).
     """
-    import tensorflow as tf
-
     count = len(calibration)
     if count < max(min_images, MIN_CALIBRATION_IMAGES):
         raise ExportError(f"int8 calibration needs at least one training batch "
@@ -43,7 +54,15 @@ def export_int8(model, calibration: np.ndarray, path: str | Path, per_channel: b
     if count < FEW_CALIBRATION_IMAGES and warn_few:
         log.warning("calibrating int8 ranges on only %d images; a few hundred give safer ranges",
                     count)
-    height, width, channels = model.input_shape[1:]
+    fold = foldable_normalization(model)
+    if fold is not None:
+        data = _convert_folded(model, calibration, per_channel, *fold)
+        if data is not None:
+            with atomic_path(path, suffix=".tflite") as tmp:
+                Path(tmp).write_bytes(data)
+            return data
+        log.info("the input normalisation of %s could not be folded into the int8 input; "
+                 "converted with it", model.name)
 
     def representative():
         for i in range(count):
@@ -55,11 +74,24 @@ def export_int8(model, calibration: np.ndarray, path: str | Path, per_channel: b
                 image.flat[0], image.flat[-1] = 0.0, 255.0
             yield [image[None]]
 
+    data = _convert(model, representative, per_channel)
     with atomic_path(path, suffix=".tflite") as tmp:
+        Path(tmp).write_bytes(data)
+    return data
+
+
+def _convert(model, representative, per_channel: bool) -> bytes:
+    """`model` (float input) as an int8-in, int8-out LiteRT flatbuffer."""
+    import tensorflow as tf
+
+    height, width, channels = model.input_shape[1:]
+    with tempfile.TemporaryDirectory(prefix="tinyvision-litert-") as folder:
+        target = Path(folder) / "model.tflite"
         try:
             with quiet_converter():
-                model.export(str(tmp), format="litert", verbose=False,
-                             input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32)],
+                model.export(str(target), format="litert", verbose=False,
+                             input_signature=[tf.TensorSpec([1, height, width, channels],
+                                                            tf.float32)],
                              optimizations=[tf.lite.Optimize.DEFAULT],
                              representative_dataset=representative,
                              target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
@@ -67,8 +99,86 @@ def export_int8(model, calibration: np.ndarray, path: str | Path, per_channel: b
                              _experimental_disable_per_channel=not per_channel)
         except Exception as exc:  # the converter raises ConverterError and friends with long logs
             raise ExportError(f"int8 conversion of {model.name} failed: {str(exc)[:2000]}") from None
-        data = Path(tmp).read_bytes()
-    return data
+        return target.read_bytes()
+
+
+def foldable_normalization(model) -> tuple[object, float, float, float, int] | None:
+    """(the model from `normalize` on, a, b, the pixel scale S, the normalised zero point z) when
+    the model's normalisation pixel x a + b can be folded into its int8 input: one a and b for
+    all channels, a > 0, and the pixel p0 = -b / a that normalises to 0 on a grid of pixel steps
+    S with q(p0) an integer (S = 1 when p0 is a whole pixel; p0 / round(p0) when it is not, such
+    as MobileNet's 127.5). Else None."""
+    import keras
+
+    from tinyvision.models.build import NORMALIZE_LAYER
+
+    try:
+        layer = model.get_layer(NORMALIZE_LAYER)
+    except ValueError:
+        return None
+    if not isinstance(layer, keras.layers.Rescaling) or len(model.inputs) != 1:
+        return None
+    scale, offset = (np.unique(np.asarray(v, dtype=np.float64)) for v in (layer.scale,
+                                                                           layer.offset))
+    if scale.size != 1 or offset.size != 1 or scale[0] <= 0:
+        return None
+    a, b = float(scale[0]), float(offset[0])
+    zero_pixel = -b / a
+    if not 0 <= zero_pixel <= 255:
+        return None
+    whole = round(zero_pixel)
+    if abs(zero_pixel - whole) < 1e-9:
+        pixel_scale = 1.0
+    elif whole >= 64:  # a grid within 1 % of one pixel per step
+        pixel_scale = zero_pixel / whole
+    else:
+        return None
+    try:
+        inner = keras.Model(layer.output, model.outputs, name=f"{model.name}_int8")
+    except ValueError:  # another layer reads the raw input: nothing to fold
+        return None
+    return inner, a, b, pixel_scale, int(round(zero_pixel / pixel_scale)) - 128
+
+
+def _convert_folded(model, calibration: np.ndarray, per_channel: bool, inner, a: float, b: float,
+                    pixel_scale: float, zero_point: int) -> bytes | None:
+    """The graph after `normalize`, calibrated on normalised images clipped to the range of the
+    chosen input quantisation (normalised scale a x S, zero point z), with a and b in its
+    metadata; None when the converter did not pick that quantisation."""
+    from tinyvision.deploy.outputs import INPUT_METADATA, input_normalization, litert_interpreter
+
+    scale = a * pixel_scale
+    low, high = (-128 - zero_point) * scale, (127 - zero_point) * scale
+
+    def representative():
+        for i in range(len(calibration)):
+            image = np.clip(calibration[i].astype(np.float32) * a + b, low, high)
+            if i == 0:  # the calibrated range is exactly the chosen one
+                image.flat[0], image.flat[-1] = low, high
+            yield [image[None].astype(np.float32)]
+
+    data = _convert(inner, representative, per_channel)
+    detail = litert_interpreter(data).get_input_details()[0]
+    got_scale, got_zero = detail["quantization"]
+    if got_zero != zero_point or abs(got_scale - scale) > 1e-6 * scale:
+        return None
+    data = with_metadata(data, INPUT_METADATA, json.dumps({"scale": a, "offset": b}).encode())
+    return data if input_normalization(data) is not None else None
+
+
+def with_metadata(data: bytes, name: str, value: bytes) -> bytes:
+    """The flatbuffer with one more metadata entry (`name` -> a buffer holding `value`)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(value, np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = name, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def balanced_draw(labels: np.ndarray, candidates: np.ndarray, count: int, seed: int) -> np.ndarray:

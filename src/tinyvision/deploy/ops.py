@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from math import prod
 from pathlib import Path
 
+import numpy as np
+
 from tinyvision.deploy.outputs import litert_interpreter
 from tinyvision.deploy.tflm_ops import TFLM_OPS
 from tinyvision.errors import ExportError
@@ -20,6 +22,14 @@ class OpUse:
     op: str  # builtin name, e.g. CONV_2D
     layer: str  # the Keras layer that produced it, as far as the tensor names tell
     macs: int
+    int8: bool = False  # int8 tensors only (int32 biases aside): TFLM's int8-only kernel serves
+
+
+def int8_ops(uses: list[OpUse]) -> set[str]:
+    """The ops every use of which has int8 tensors only: the application registers TFLM's
+    int8-only kernel for them (on Cortex-M, CMSIS-NN without its int4 and int16 paths)."""
+    ops = {use.op for use in uses}
+    return {op for op in ops if all(use.int8 for use in uses if use.op == op)}
 
 
 def model_ops(path_or_bytes: str | Path | bytes, layer_names: Iterable[str] = ()) -> list[OpUse]:
@@ -33,7 +43,7 @@ def model_ops(path_or_bytes: str | Path | bytes, layer_names: Iterable[str] = ()
         inputs = [tensors[int(i)] if int(i) >= 0 else None for i in op["inputs"]]
         name = outputs[0]["name"] if outputs else ""
         uses.append(OpUse(op["op_name"], layer_from_tensor_name(name, known),
-                          _op_macs(op["op_name"], inputs, outputs)))
+                          _op_macs(op["op_name"], inputs, outputs), _int8_only(inputs, outputs)))
     return uses
 
 
@@ -53,6 +63,17 @@ def layer_from_tensor_name(name: str, layer_names: set[str]) -> str:
         if len(segments) > 1:
             candidates.append(re.sub(r"_\d+$", "", segments[1]))
     return candidates[0] if candidates else name
+
+
+def _int8_only(inputs: list, outputs: list) -> bool:
+    """int8 outputs and activations and weights, int32 only as a bias (a third input)."""
+    if not outputs or not all(t["dtype"] == np.int8 for t in outputs):
+        return False
+    for position, tensor in enumerate(inputs):
+        allowed = (np.int8, np.int32) if position == 2 else (np.int8,)
+        if tensor is not None and tensor["dtype"] not in allowed:
+            return False
+    return True
 
 
 def _op_macs(op: str, inputs: list, outputs: list) -> int:

@@ -1,14 +1,23 @@
 """One description of an int8 LiteRT model's tensors: the input and output quantisation, the
 outputs in the Keras model's order, the ops. Everything that reads an exported model (runners,
-verification, C source, prediction) takes it from here."""
+verification, C source, prediction) takes it from here.
+
+The input quantisation is always given in pixels (0..255): q = round(pixel / scale) + zero point.
+A model whose input normalisation (pixel x a + b) was folded into its input quantisation at export
+(`litert.export_int8`) records a and b in the .tflite's metadata (`INPUT_METADATA`): its input
+tensor is quantised in normalised units, and `pixel_quantization` turns that into pixels."""
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+INPUT_METADATA = "tinyvision_input_normalization"  # {"scale": a, "offset": b}, JSON
 
 
 @dataclass(frozen=True)
@@ -18,9 +27,71 @@ class Quantization:
 
 
 def quantize_images(images: np.ndarray, q: Quantization) -> np.ndarray:
-    """uint8 pixels -> the model's int8 input (pixel - 128 for tinyvision's own exports)."""
-    values = np.rint(images.astype(np.float32) / q.scale) + q.zero_point
+    """uint8 pixels -> the model's int8 input, exactly as the camera table computes it
+    (`camera.input_lut`, in float64)."""
+    values = np.rint(images.astype(np.float64) / q.scale) + q.zero_point
     return np.clip(values, -128, 127).astype(np.int8)
+
+
+def pixel_quantization(tensor_scale: float, tensor_zero_point: int,
+                       normalization: dict | None) -> Quantization:
+    """The input quantisation in pixels: the tensor's own, or for a folded normalisation
+    (n = pixel x a + b, q = n / s + z = pixel / (s / a) + z + b / s) scale s / a and zero point
+    z + b / s (an integer by the export's choice of s and z)."""
+    if not normalization:
+        return Quantization(float(tensor_scale), int(tensor_zero_point))
+    a, b = normalization["scale"], normalization["offset"]
+    return Quantization(float(tensor_scale / a),
+                        int(round(tensor_zero_point + b / tensor_scale)))
+
+
+def input_normalization(path_or_bytes: str | Path | bytes) -> dict | None:
+    """The input normalisation folded into the model's input quantisation ({"scale": a,
+    "offset": b} from its metadata), or None. Reads the flatbuffer directly: Model.metadata
+    (field 6) names a buffer (Model.buffers, field 4) that holds the JSON."""
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    try:
+        model = _u32(data, 0)
+        for entry in _vector_tables(data, _field(data, model, 6)):
+            name_at = _field(data, entry, 0)
+            if name_at is None or _string(data, name_at) != INPUT_METADATA.encode():
+                continue
+            buffers = _vector_tables(data, _field(data, model, 4))
+            buffer_at = _field(data, entry, 1)
+            index = _u32(data, buffer_at) if buffer_at is not None else 0
+            raw = _string(data, _field(data, buffers[index], 0))
+            found = json.loads(raw.decode())
+            return {"scale": float(found["scale"]), "offset": float(found["offset"])}
+    except (struct.error, IndexError, KeyError, TypeError, ValueError):
+        return None  # not ours, or damaged: the model's own input quantisation stands
+    return None
+
+
+def _u32(data: bytes, at: int) -> int:
+    return struct.unpack_from("<I", data, at)[0]
+
+
+def _field(data: bytes, table: int, index: int) -> int | None:
+    """Where field `index` of the table at `table` is, or None when absent."""
+    vtable = table - struct.unpack_from("<i", data, table)[0]
+    size = struct.unpack_from("<H", data, vtable)[0]
+    slot = 4 + 2 * index
+    offset = struct.unpack_from("<H", data, vtable + slot)[0] if slot < size else 0
+    return table + offset if offset else None
+
+
+def _vector_tables(data: bytes, at: int | None) -> list[int]:
+    if at is None:
+        return []
+    vector = at + _u32(data, at)
+    return [vector + 4 + 4 * k + _u32(data, vector + 4 + 4 * k) for k in range(_u32(data, vector))]
+
+
+def _string(data: bytes, at: int | None) -> bytes:
+    if at is None:
+        return b""
+    start = at + _u32(data, at)
+    return data[start + 4:start + 4 + _u32(data, start)]
 
 
 def dequantize(outputs: np.ndarray, q: Quantization) -> np.ndarray:
@@ -73,6 +144,7 @@ def tensor_quantization(path_or_bytes: str | Path | bytes, n_classes: int | None
     interpreter = litert_interpreter(path_or_bytes)
     file_order = [d["index"] for d in interpreter.get_output_details()]
     inp = interpreter.get_input_details()[0]
+    normalization = input_normalization(path_or_bytes)
     ordered = keras_output_order(interpreter, n_classes)
     if kinds is not None and len(kinds) != len(ordered):
         raise ValueError(f"the model has {len(ordered)} output(s), expected {len(kinds)} "
@@ -80,7 +152,18 @@ def tensor_quantization(path_or_bytes: str | Path | bytes, n_classes: int | None
     outputs = [dict(_facts(d), index=file_order.index(d["index"]),
                     **({} if kinds is None else {"kind": kinds[k]}))
                for k, d in enumerate(ordered)]
-    return {"input": _facts(inp), "output": outputs[0], "outputs": outputs}
+    return {"input": _input_facts(inp, normalization), "output": outputs[0], "outputs": outputs}
+
+
+def _input_facts(detail: dict, normalization: dict | None) -> dict:
+    """The input's facts, its quantisation in pixels; a folded normalisation and the tensor's own
+    quantisation (in normalised units) beside it."""
+    facts = _facts(detail)
+    if normalization:
+        q = pixel_quantization(facts["scale"], facts["zero_point"], normalization)
+        facts.update(tensor_scale=facts["scale"], tensor_zero_point=facts["zero_point"],
+                     normalization=normalization, scale=q.scale, zero_point=q.zero_point)
+    return facts
 
 
 def output_kinds_of(quantization: dict) -> list[str]:

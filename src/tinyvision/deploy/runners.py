@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyvision.deploy.outputs import Quantization, dequantize, keras_output_order, quantize_images
+from tinyvision.deploy.outputs import (Quantization, dequantize, input_normalization,
+                                      keras_output_order, pixel_quantization, quantize_images)
 from tinyvision.errors import VerifyError
 
 MIN_ARENA_BYTES = 1024
@@ -35,7 +36,8 @@ class ReferenceRunner:
         self.interpreter.allocate_tensors()
         inp = self.interpreter.get_input_details()[0]
         self.input_index = inp["index"]
-        self.input_q = Quantization(*inp["quantization"])
+        # in pixels, also for a model whose input normalisation was folded into it
+        self.input_q = pixel_quantization(*inp["quantization"], input_normalization(model_path))
         self.input_shape = tuple(inp["shape"])
         in_file_order = self.interpreter.get_output_details()
         ordered = keras_output_order(self.interpreter, n_classes)

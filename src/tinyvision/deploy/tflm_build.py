@@ -40,6 +40,8 @@ MARKER = "libtflm.a.sha256"  # the library's digest, written last: no marker, no
 BUILD_TIMEOUT_S = 3600  # the library: about 6 minutes on 2 cores
 COMPILE_TIMEOUT_S = 600  # the application against the library
 RUN_TIMEOUT_S = 600  # the application on a few frames
+CMSIS_NN, REFERENCE = "cmsis-nn", "reference"  # the kernels of a Cortex-M library
+CORTEX_M_CXX = "arm-none-eabi-g++"  # tflm_flags.mk's compiler for every Cortex-M target
 _SKIPPED_PARTS = {"build", "__pycache__", ".git"}
 # what make and the compiler lines take as one word, unquoted: no space, quote, $, #, ;, ...
 _SAFE_PATH = re.compile(r"^[\w/.+@-]+$")
@@ -96,13 +98,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinyvision"
 
 
-def toolchain() -> dict:
-    """What build.sh compiles with, from its environment (CXX, TARGET, EXTRA_CXXFLAGS), and the
-    compiler's own version line: a change of any of them is a different library."""
-    target = os.environ.get("TARGET") or "host"
-    cxx = os.environ.get("CXX") or ("g++" if target == "host" else "arm-none-eabi-g++")
-    return {"cxx": shutil.which(cxx) or cxx, "version": _compiler_version(cxx), "target": target,
-            "extra_cxxflags": os.environ.get("EXTRA_CXXFLAGS", "")}
+def toolchain(target: str | None = None, kernels: str = CMSIS_NN) -> dict:
+    """What build.sh compiles with: the target (`target`, else $TARGET, else host), the compiler
+    (host: $CXX or g++; Cortex-M: arm-none-eabi-g++, which tflm_flags.mk fixes) and its own
+    version line, $EXTRA_CXXFLAGS, and for Cortex-M reference kernels in place of CMSIS-NN: a
+    change of any of them is a different library."""
+    target = target or os.environ.get("TARGET") or "host"
+    cxx = (os.environ.get("CXX") or "g++") if target == "host" else CORTEX_M_CXX
+    found = {"cxx": shutil.which(cxx) or cxx, "version": _compiler_version(cxx), "target": target,
+             "extra_cxxflags": os.environ.get("EXTRA_CXXFLAGS", "")}
+    if target != "host" and kernels != CMSIS_NN:
+        found["kernels"] = kernels
+    return found
 
 
 def _compiler_version(cxx: str) -> str:
@@ -113,18 +120,20 @@ def _compiler_version(cxx: str) -> str:
     return (done.stdout.strip().splitlines() or [""])[0]
 
 
-def build_key(root: Path) -> str:
+def build_key(root: Path, target: str | None = None, kernels: str = CMSIS_NN) -> str:
     """The cache key of the library of the tree at `root` built with today's toolchain."""
     digest = hashlib.sha256(tree_key(root).encode())
-    for name, value in sorted(toolchain().items()):
+    for name, value in sorted(toolchain(target, kernels).items()):
         digest.update(f"\0{name}={value}".encode())
     return digest.hexdigest()[:20]
 
 
-def build_library(root: Path) -> Path:
-    """libtflm.a for the tree at `root`, built once into the cache (minutes the first time)."""
+def build_library(root: Path, target: str | None = None, kernels: str = CMSIS_NN) -> Path:
+    """libtflm.a for the tree at `root`, built once into the cache (minutes the first time): for
+    the host, or for a Cortex-M core (`target`, e.g. cortex-m7) with CMSIS-NN kernels, or with
+    TFLM's reference kernels (`kernels="reference"`, to measure what CMSIS-NN gains)."""
     folders = cache_root() / "tflm"
-    key = build_key(root)
+    key = build_key(root, target, kernels)
     folder = folders / key
     if _verified(folder):
         return folder / LIBRARY
@@ -133,11 +142,11 @@ def build_library(root: Path) -> Path:
         if _verified(folder):  # another process built it while we waited
             return folder / LIBRARY
         _remove_dead_builds(folders, key)
-        log.info("building the TFLM library from %s into %s (once per machine, a few minutes)",
-                 root, folder)
+        log.info("building the TFLM library (%s) from %s into %s (once per machine, a few "
+                 "minutes)", target or os.environ.get("TARGET") or "host", root, folder)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.{os.getpid()}.build-", dir=folders))
         try:
-            _build_into(root, staging)
+            _build_into(root, staging, target, kernels)
             if folder.exists():  # a library that failed its check: replaced whole
                 shutil.rmtree(folder)
             os.rename(staging / "done", folder)
@@ -146,10 +155,17 @@ def build_library(root: Path) -> Path:
     return folder / LIBRARY
 
 
-def _build_into(root: Path, staging: Path) -> None:
+def _build_into(root: Path, staging: Path, target: str | None, kernels: str) -> None:
     """build.sh into `staging/build`; the library and, last, its digest into `staging/done`."""
+    env = dict(os.environ)
+    if target:
+        env["TARGET"] = target
+    if target not in (None, "host") and kernels == REFERENCE:
+        # tflm.mk swaps CMSIS-NN in for every Cortex-M target; emptying its lists (as command-line
+        # variables, which MAKEFLAGS carries through build.sh) keeps TFLM's reference kernels
+        env["MAKEFLAGS"] = "CMSIS_KERNELS= C_SRCS="
     result = run_group(["bash", str(root / "build.sh"), str(staging / "build")],
-                       f"building TFLM from {root}", BUILD_TIMEOUT_S)
+                       f"building TFLM ({target or 'host'}) from {root}", BUILD_TIMEOUT_S, env=env)
     built = staging / "build" / LIBRARY
     if result.returncode != 0 or not built.is_file():
         raise VerifyError(f"building TFLM from {root} failed (exit {result.returncode}):\n"
@@ -233,19 +249,22 @@ def _kill_group(process: subprocess.Popen) -> None:
             stream.close()
 
 
-def build_app(app_dir: Path, root: Path, library: Path, out_dir: Path) -> Path:
-    """Compile export/app against the tree and library; returns the binary. The Makefile names
-    its own files relative to `app_dir`; the paths given to make must pass `check_path`."""
+def build_app(app_dir: Path, root: Path, library: Path, out_dir: Path, target: str = "host",
+              kernels: str = CMSIS_NN) -> Path:
+    """Compile export/app against the tree and library; returns the binary (`app`, or for a
+    Cortex-M target the firmware `app.elf` with `app.map` beside it). The Makefile names its own
+    files relative to `app_dir`; the paths given to make must pass `check_path`."""
     for path, what in ((app_dir, "the application folder"), (root, "the TFLM source tree"),
                        (library, "the TFLM library"), (out_dir, "the build folder")):
         check_path(path, what, "move it to such a folder")
     result = run_group(["make", "--no-print-directory", "-C", str(app_dir), f"TFLM_ROOT={root}",
-                        f"TFLM_LIB={library}", f"OUT_DIR={out_dir}"],
-                       f"compiling the application in {app_dir}", COMPILE_TIMEOUT_S)
+                        f"TFLM_LIB={library}", f"OUT_DIR={out_dir}", f"TARGET={target}",
+                        f"KERNELS={kernels}"],
+                       f"compiling the application in {app_dir} ({target})", COMPILE_TIMEOUT_S)
     if result.returncode != 0:
-        raise VerifyError(f"compiling the application in {app_dir} failed:\n"
+        raise VerifyError(f"compiling the application in {app_dir} ({target}) failed:\n"
                           f"{(result.stdout + result.stderr)[-3000:]}")
-    return out_dir / "app"
+    return out_dir / ("app" if target == "host" else "app.elf")
 
 
 @dataclass
@@ -256,23 +275,26 @@ class AppRun:
     printed: str
 
 
-def run_app(binary: Path, frames: list[bytes], input_bytes: int, output_bytes: int) -> AppRun:
-    """Run the compiled application on raw frames; returns what it computed."""
+def run_app(binary: Path, frames: list[bytes], input_bytes: int, output_bytes: int,
+            command=None, what: str = "the compiled application",
+            timeout: float = RUN_TIMEOUT_S) -> AppRun:
+    """Run the compiled application on raw frames; returns what it computed. `command(frames,
+    outputs, inputs)` gives the command line (default: the binary itself, on the host)."""
     with tempfile.TemporaryDirectory(prefix="tinyvision-app-") as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "frames.bin").write_bytes(b"".join(frames))
-        result = run_group([str(binary), str(tmp_path / "frames.bin"),
-                            str(tmp_path / "outputs.bin"), str(tmp_path / "inputs.bin")],
-                           "the compiled application", RUN_TIMEOUT_S)
+        paths = (tmp_path / "frames.bin", tmp_path / "outputs.bin", tmp_path / "inputs.bin")
+        line = command(*paths) if command else [str(binary), *map(str, paths)]
+        result = run_group(line, what, timeout)
         if result.returncode != 0:
-            raise VerifyError(f"the compiled application failed (exit {result.returncode}):\n"
-                              f"{result.stderr[-2000:]}")
-        inputs = np.fromfile(tmp_path / "inputs.bin", dtype=np.int8)
-        outputs = np.fromfile(tmp_path / "outputs.bin", dtype=np.int8)
+            raise VerifyError(f"{what} failed (exit {result.returncode}):\n"
+                              f"{(result.stdout[-1000:] + result.stderr[-2000:]).strip()}")
+        inputs = np.fromfile(paths[2], dtype=np.int8) if paths[2].exists() else np.zeros(0)
+        outputs = np.fromfile(paths[1], dtype=np.int8) if paths[1].exists() else np.zeros(0)
     found = re.search(r"arena_used_bytes: (\d+)", result.stdout)
     if found is None or inputs.size != len(frames) * input_bytes \
             or outputs.size != len(frames) * output_bytes:
-        raise VerifyError(f"the compiled application ran but its output is not what tinyvision "
-                          f"wrote it to print:\n{result.stdout[-1000:]}")
+        raise VerifyError(f"{what} ran but its output is not what tinyvision wrote it to "
+                          f"print:\n{result.stdout[-1000:]}")
     return AppRun(inputs.reshape(len(frames), input_bytes), outputs.reshape(len(frames), -1),
                   int(found.group(1)), result.stdout)

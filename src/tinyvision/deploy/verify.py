@@ -17,6 +17,8 @@ import numpy as np
 from tinyvision.deploy.camera import preprocess
 from tinyvision.deploy.outputs import dequantize, op_names, quantize_images
 from tinyvision.deploy.runners import ReferenceRunner, find_arena_bytes, run_tflm
+from tinyvision.deploy.firmware import (CMSIS_NN, Core, build_firmware, firmware_size, instruction_counts,
+                                       reference_kernel_ops, run_firmware, temporary_build_dir)
 from tinyvision.deploy.tflm_build import build_app, build_library, run_app
 from tinyvision.errors import VerifyError
 
@@ -65,21 +67,73 @@ def verify_app(app_dir: Path, tflm_root: Path, plan, frames: list[bytes], model_
     tensors must equal the Python camera model's and its output bytes the Python TFLM
     interpreter's on those tensors, byte for byte. Returns what was checked and the arena the
     compiled application really uses."""
-    expected_inputs = np.stack([preprocess(plan, frame) for frame in frames])
-    expected = run_tflm(model_path, expected_inputs, arena_bytes, positions)
-    expected_outputs = np.concatenate([o.reshape(len(frames), -1) for o in expected], axis=1)
-    library = build_library(tflm_root)
+    expected_inputs, expected_outputs = _python_path(plan, frames, model_path, positions,
+                                                     arena_bytes)
+    library = build_library(tflm_root, "host")
     with tempfile.TemporaryDirectory(prefix="tinyvision-app-") as build:
         binary = build_app(app_dir, tflm_root, library, Path(build))
         ran = run_app(binary, frames, expected_inputs[0].size, expected_outputs.shape[1])
-    for what, got, want in (("input tensor", ran.inputs, expected_inputs.reshape(len(frames), -1)),
+    for what, got, want in (("input tensor", ran.inputs, expected_inputs),
                             ("output bytes", ran.outputs, expected_outputs)):
-        differs = np.flatnonzero(np.any(got != want, axis=1))
-        if len(differs):
-            first = int(differs[0])
-            at = int(np.flatnonzero(got[first] != want[first])[0])
-            raise VerifyError(f"the compiled application's {what} differ from the Python path's on "
-                              f"{len(differs)} of {len(frames)} frames (first: frame {first}, "
-                              f"byte {at}: {int(got[first, at])} vs {int(want[first, at])}).")
+        difference = _first_difference(got, want)
+        if difference:
+            raise VerifyError(f"the compiled application's {what} differ from the Python path's "
+                              f"on {difference}.")
     return {"checked": True, "frames": len(frames), "inputs_equal": True, "outputs_equal": True,
             "arena_used_bytes": ran.arena_used_bytes, "tflm_source": str(tflm_root)}
+
+
+def verify_firmware(app_dir: Path, tflm_root: Path, core: Core, plan, frames: list[bytes],
+                    model_path: Path, positions: list[int], arena_bytes: int,
+                    kernels: str = CMSIS_NN) -> dict:
+    """Build the application as firmware for `core` (CMSIS-NN kernels, or TFLM's reference
+    kernels: `kernels="reference"`) and run it on the emulated core: its int8 inputs must equal
+    the Python camera model's (a VerifyError otherwise). Its output bytes are compared with the
+    Python TFLM interpreter's (reference kernels): a difference is a finding about a CMSIS-NN
+    kernel, reported (`outputs_equal`, `differs`), not an error. Returns the measured flash, RAM
+    and instruction counts."""
+    expected_inputs, expected_outputs = _python_path(plan, frames, model_path, positions,
+                                                     arena_bytes)
+    with temporary_build_dir() as build:
+        elf = build_firmware(app_dir, tflm_root, core, Path(build), kernels)
+        size = firmware_size(elf)
+        ran = run_firmware(elf, core, frames, expected_inputs[0].size, expected_outputs.shape[1])
+    difference = _first_difference(ran.app.inputs, expected_inputs)
+    if difference:
+        raise VerifyError(f"the firmware's input tensor on the emulated {core.title} differs from "
+                          f"the Python path's on {difference}.")
+    counts = instruction_counts(ran, tflm_root if kernels == CMSIS_NN else None, kernels)
+    outputs_differ = _first_difference(ran.app.outputs, expected_outputs)
+    result = {"checked": True, "core": core.target, "title": core.title, "kernels": kernels,
+              "emulated": core.emulated, "frames": len(frames), "inputs_equal": True,
+              "outputs_equal": not outputs_differ, "arena_used_bytes": ran.app.arena_used_bytes,
+              "stack_bytes": ran.stack_bytes, "heap_bytes": ran.heap_bytes, "size": size,
+              "instructions": counts, "reference_kernel_ops": reference_kernel_ops(counts)}
+    if outputs_differ:
+        result["differs"] = (f"output bytes of the CMSIS-NN firmware differ from the reference "
+                             f"kernels' on {outputs_differ}; ops on CMSIS-NN kernels: "
+                             + ", ".join(op for op, e in counts["by_op"].items()
+                                         if e["kernel"] == "cmsis-nn"))
+    return result
+
+
+def _python_path(plan, frames: list[bytes], model_path: Path, positions: list[int],
+                 arena_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Python camera model's int8 inputs (frames, bytes) and the Python TFLM interpreter's
+    output bytes on them (frames, bytes, outputs in Keras order)."""
+    inputs = np.stack([preprocess(plan, frame) for frame in frames])
+    outputs = run_tflm(model_path, inputs, arena_bytes, positions)
+    return (inputs.reshape(len(frames), -1),
+            np.concatenate([o.reshape(len(frames), -1) for o in outputs], axis=1))
+
+
+def _first_difference(got: np.ndarray, want: np.ndarray) -> str:
+    """'' when equal, else where they first differ ('3 of 8 frames (first: frame 0, byte 12: 5
+    vs 4)')."""
+    differs = np.flatnonzero(np.any(got != want, axis=1))
+    if not len(differs):
+        return ""
+    first = int(differs[0])
+    at = int(np.flatnonzero(got[first] != want[first])[0])
+    return (f"{len(differs)} of {len(got)} frames (first: frame {first}, byte {at}: "
+            f"{int(got[first, at])} vs {int(want[first, at])})")

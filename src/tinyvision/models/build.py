@@ -13,7 +13,7 @@ from tinyvision.errors import ConfigError, ModelError, did_you_mean
 from tinyvision.models.backbones import (AUTO_UNFREEZE_FRACTION, BACKBONES, build_backbone,
                                          check_weights_available, copy_weights, get_backbone,
                                          leaf_layers, load_pretrained)
-from tinyvision.models.heads import HEAD_PREFIX, build_head
+from tinyvision.models.heads import HEAD_PREFIX, build_head, finer_features
 from tinyvision.models.user_models import cut_backbone, load_model_file
 
 SCRATCH_BN_MOMENTUM = 0.9  # BatchNorm statistics settle faster when training from random weights
@@ -37,7 +37,8 @@ def build_model(cfg: ModelConfig, num_classes: int, task: str) -> keras.Model:
     x = _normalize(inputs, cfg, spec.input_scale, spec.input_offset)
     options = cfg.plain_cnn.model_dump() if cfg.backbone == "plain_cnn" and cfg.plain_cnn else {}
     features = build_backbone(spec, x, cfg.alpha, options)
-    outputs = build_head(features, num_classes, task, cfg.dropout)
+    outputs = build_head(features, num_classes, task, cfg.dropout, _box_features(
+        inputs, features, task))
     name = f"{cfg.backbone}_{cfg.alpha:g}_{height}x{width}_{cfg.color_mode}"
     model = keras.Model(inputs, outputs, name=name.replace(".", "_"))
     if cfg.pretrained:
@@ -52,7 +53,8 @@ def _build_from_file(cfg: ModelConfig, inputs: keras.KerasTensor, num_classes: i
     source = load_model_file(cfg.weights, cfg.allow_unsafe_model_code)
     x = _normalize(inputs, cfg, FILE_INPUT_SCALE, FILE_INPUT_OFFSET)
     features = cut_backbone(source, cfg.cut_at, x)
-    outputs = build_head(features, num_classes, task, cfg.dropout)
+    outputs = build_head(features, num_classes, task, cfg.dropout, _box_features(
+        inputs, features, task))
     height, width = cfg.input_size
     name = re.sub(r"\W", "_", f"{Path(cfg.weights).stem}_{cfg.cut_at}_{height}x{width}_"
                               f"{cfg.color_mode}")
@@ -65,6 +67,14 @@ def _build_from_file(cfg: ModelConfig, inputs: keras.KerasTensor, num_classes: i
     copy_weights(leaf_layers(source), model)
     _set_batchnorm_momentum(model, cfg)
     return model
+
+
+def _box_features(inputs: keras.KerasTensor, features: keras.KerasTensor,
+                  task: str) -> keras.KerasTensor | None:
+    """Detection: the backbone's finer feature map for the box (models.heads.finer_features)."""
+    if task != "detection":
+        return None
+    return finer_features(keras.Model(inputs, features))
 
 
 def _normalize(inputs: keras.KerasTensor, cfg: ModelConfig, scale, offset) -> keras.KerasTensor:

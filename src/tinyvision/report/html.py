@@ -23,6 +23,7 @@ import numpy as np
 from tinyvision.config import RunConfig
 from tinyvision.data.cache import ImageCache
 from tinyvision.data.manifest import SPLITS, Manifest
+from tinyvision.deploy.fit import fit_rows
 from tinyvision.report import plots
 from tinyvision.files import atomic_path, atomic_write_text
 
@@ -502,37 +503,44 @@ def _device_section(run: RunFolder, files: _RunFiles) -> str:
                        [[key, camera["training_path"].get(key), camera["metrics"].get(key),
                          _delta(camera["training_path"], camera["metrics"], key)]
                         for key in _HEADLINE_KEYS if key in camera["metrics"]])
+    firmware = verify.get("firmware")
+    if isinstance(firmware, dict) and firmware.get("reason"):
+        body += _note(f"The firmware was not built for the board's core, so its flash, RAM and "
+                      f"latency are estimates: {firmware['reason']}")
     if fit:
         body += _fit_table(fit)
     return _section("On the device", body)
 
 
 def _fit_table(fit: dict) -> str:
-    flash, ram = fit["flash"], fit["ram"]
-
-    def share(part: dict) -> str:
-        total, available = part["total"], part["available"]
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v
-                      for v in (total, available))
-        used = f"{100 * total / available:.0f}%" if numbers else "?"
-        return f"{used} {'ok' if part['fits'] else 'OVER'}"
-
-    rows = [["flash: model (C array)", flash["model"], None, ""],
-            [f"flash: TFLM runtime, {len(flash['runtime_ops'])} ops (estimate)", flash["runtime"],
-             None, ""],
-            ["flash: application (estimate)", flash["application"], None, ""],
-            ["flash total", flash["total"], flash["available"], share(flash)],
-            [f"RAM: tensor arena ({ram['arena_source']})", ram["arena"], None, ""],
-            [f"RAM: camera frame buffer ({ram['camera'] or 'no camera'})", ram["frame_buffer"],
-             None, ""],
-            ["RAM: stack, heap, globals (estimate)", ram["stack_heap"], None, ""],
-            ["RAM total", ram["total"], ram["available"], share(ram)]]
-    verdict = "fits" if fit["fits"] else "does NOT fit: " + "; ".join(fit["advice"])
+    """The fit's table (deploy.fit's rows, each labelled measured or estimate) and the
+    instructions, latency and previous estimates under it."""
+    rows = [[label.strip(), None if used == "" else used, None if available == "" else available,
+             verdict] for label, used, available, verdict in fit_rows(fit)]
+    verdict = "fits" if fit["fits"] else "does NOT fit: " + "; ".join(map(str, fit["advice"]))
+    firmware, estimate = fit.get("firmware"), fit.get("estimate")
+    notes = ""
+    if firmware:
+        notes += (f"<p>Instructions per inference (measured on the emulated "
+                  f"{_text(firmware['title'])}, {_text(firmware['emulated'])}, -icount): "
+                  f"{_num(firmware['instructions'], ',')} ({_num(firmware['per_mac'], 'g')} per "
+                  f"MAC); camera preprocessing {_num(firmware['preprocess'], ',')}. Output "
+                  f"bytes {'equal' if firmware['byte_identical'] is True else 'NOT equal'} to the "
+                  f"Python TFLM interpreter's on {_num(firmware['frames'])} frames.</p>")
+    if fit.get("latency_basis") == "instructions":
+        notes += (f"<p>Latency: {_num(fit['latency_ms'], 'g')} ms = instructions x "
+                  f"{_num(fit['cycles_per_instruction'], 'g')} cycles/instruction (calibrated, "
+                  f"board profile) / {_num(fit['clock_mhz'], 'g')} MHz.</p>")
+    else:
+        notes += (f"<p>Latency (estimate): {_num(fit['latency_ms'], 'g')} ms = "
+                  f"{_num(fit['macs'], ',')} MACs x {_num(fit['cycles_per_mac'], 'g')} "
+                  f"cycles/MAC / {_num(fit['clock_mhz'], 'g')} MHz.</p>")
+    if estimate:
+        notes += (f"<p>Previous estimates: flash {_num(estimate['flash'], ',')}, RAM "
+                  f"{_num(estimate['ram'], ',')} bytes, latency "
+                  f"{_num(estimate['latency_ms'], 'g')} ms.</p>")
     return (f"<h3>{_text(fit['board'])} ({_text(fit['core'])}, {_num(fit['clock_mhz'], 'g')} "
-            f"MHz): {_text(verdict)}</h3>" + _table(["", "bytes", "board", "use"], rows)
-            + f"<p>Latency (estimate): {_num(fit['latency_ms'], 'g')} ms = "
-              f"{_num(fit['macs'], ',')} MACs x {_num(fit['cycles_per_mac'], 'g')} cycles/MAC / "
-              f"{_num(fit['clock_mhz'], 'g')} MHz.</p>")
+            f"MHz): {_text(verdict)}</h3>" + _table(["", "bytes", "board", "use"], rows) + notes)
 
 
 def _size_rows(run: RunFolder, verify: dict | None, summary: dict) -> list[list]:

@@ -4,7 +4,9 @@ host and the test split seen through the camera.
 
     export:  ops vs TFLM -> arena (Python TFLM) -> export/app/ -> fit on export.board (fit.json)
     verify:  app built against a TFLM tree, run on seeded frames == Python path, byte for byte;
-             its arena_used_bytes refits; test accuracy through camera frames vs training path
+             the same app as firmware for export.board's core, run on the emulated core (QEMU)
+             on the same frames: its bytes, flash, RAM and instructions; the board refitted
+             with the measured figures; test accuracy through camera frames vs training path
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ import numpy as np
 
 from tinyvision.config import RunConfig
 from tinyvision.data.cache import BadImage, DecodeSpec, map_box, source_region
+from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources.boxes import image_size
 from tinyvision.deploy.app import APP_DIR, write_app
-from tinyvision.deploy.boards import load_board
+from tinyvision.deploy.boards import Board, load_board
 from tinyvision.deploy.c_source import write_c_source
 from tinyvision.deploy.camera import (CameraFormat, CameraPlan, frame_from_file,
                                       make_plan, preprocess)
+from tinyvision.deploy.firmware import core_of, unavailable_reason
 from tinyvision.deploy.fit import fit_check, fit_table
-from tinyvision.deploy.ops import check_tflm_ops, model_ops
+from tinyvision.deploy.ops import check_tflm_ops, int8_ops, model_ops
 from tinyvision.deploy.outputs import Quantization, dequantize, quantize_images, tensor_quantization
 from tinyvision.deploy.runners import ReferenceRunner, find_arena_bytes
 from tinyvision.deploy.tflm_build import SOURCE_ENV, find_tflm_source
-from tinyvision.deploy.verify import verify_app
+from tinyvision.deploy.verify import verify_app, verify_firmware
 from tinyvision.errors import ExportError, RunError
 from tinyvision.files import atomic_write_json
 from tinyvision.models.outputs import output_kinds
@@ -81,7 +85,8 @@ def export_device(cfg: RunConfig, run: RunDir, model, model_bytes: bytes, quanti
     arena = find_arena_bytes(run.int8_model, quantize_images(sample[None], Quantization(
         q["scale"], q["zero_point"]))[0], cfg.verify.max_arena_bytes)
     write_app(run.export_dir / APP_DIR, camera_plan(cfg, quantization), ops, quantization,
-              cfg.export.c_array_name, run.c_header.name, run.c_source.name, arena)
+              cfg.export.c_array_name, run.c_header.name, run.c_source.name, arena,
+              int8_ops(uses))
     result = {"ops": sorted(set(ops)), "macs": sum(use.macs for use in uses),
               "arena_bytes": arena}
     if cfg.export.board:
@@ -91,19 +96,25 @@ def export_device(cfg: RunConfig, run: RunDir, model, model_bytes: bytes, quanti
 
 
 def board_fit(cfg: RunConfig, run: RunDir, model_bytes: int, ops: list[str], arena: int,
-              arena_source: str, macs: int, board: str | None = None) -> dict:
-    """Fit on the board, printed, saved as export/fit.json; an ExportError when it does not fit."""
+              arena_source: str, macs: int, board: str | None = None,
+              firmware: dict | None = None) -> dict:
+    """Fit on the board (with the firmware's measured figures where given), printed, saved as
+    export/fit.json; an ExportError when it does not fit."""
     fit = fit_check(load_board(board or cfg.export.board), model_bytes, ops, arena, arena_source,
-                    macs, camera_format(cfg) if cfg.deploy.camera is not None else None)
+                    macs, camera_format(cfg) if cfg.deploy.camera is not None else None,
+                    firmware=firmware)
     atomic_write_json(run.export_dir / FIT_FILE, fit)
     if not fit["fits"]:
         raise ExportError(f"the int8 model does not fit {fit['board']}:\n{fit_table(fit)}\n")
     return fit
 
 
-def run_fit(cfg: RunConfig, run: RunDir, board: str) -> dict:
+def run_fit(cfg: RunConfig, run: RunDir, board: str, firmware: bool = True) -> dict:
     """The fit of an exported run on any board, without writing: the arena of verify.json (the
-    compiled application's when it was built), else measured now on the Python interpreter."""
+    compiled application's when it was built), else measured now on the Python interpreter. With
+    `firmware`, measured figures of the firmware for the board's core: verify's when it ran the
+    same core, else built and run now (one seeded random frame) where the tree and the Arm
+    toolchain are there; else estimates."""
     model_path = run.require(run.int8_model, "tinyvision export")
     verified = _read_verify(run)
     arena, source = (verified.get("app") or {}).get("arena_used_bytes"), APP_ARENA
@@ -115,8 +126,41 @@ def run_fit(cfg: RunConfig, run: RunDir, board: str) -> dict:
                                  cfg.verify.max_arena_bytes)
     uses = model_ops(model_path)
     camera = camera_format(cfg) if cfg.deploy.camera is not None else None
-    return fit_check(load_board(board), model_path.stat().st_size, [u.op for u in uses], arena,
-                     source, sum(u.macs for u in uses), camera)
+    profile = load_board(board)
+    measured = _fit_firmware(cfg, run, profile, verified, arena) if firmware else None
+    try:
+        return fit_check(profile, model_path.stat().st_size, [u.op for u in uses], arena,
+                         source, sum(u.macs for u in uses), camera, firmware=measured)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):  # verify.json's, damaged
+        raise RunError(f"the firmware figures in {run.verify} are damaged; run `tinyvision "
+                       f"verify {run.root}` again to rewrite them.") from None
+
+
+def _fit_firmware(cfg: RunConfig, run: RunDir, board: Board, verified: dict,
+                  arena: int) -> dict | None:
+    """Measured firmware figures for `board`'s core: verify's, when it ran that core; else the
+    firmware built and run now on one seeded random frame; None where that cannot be done
+    (the reason is logged)."""
+    core = core_of(board.core)
+    earlier = verified.get("firmware") or {}
+    if core is not None and earlier.get("checked") and earlier.get("core") == core.target:
+        return earlier
+    root = find_tflm_source(cfg.verify.tflm_source)
+    reason = unavailable_reason(board.core, root)
+    if reason is not None:
+        log.info("firmware for %s not built: %s", board.name, reason)
+        return None
+    manifest = Manifest.load(run.require(run.manifest, "tinyvision train"))
+    quantization = tensor_quantization(run.int8_model, len(manifest.classes))
+    plan = camera_plan(cfg, quantization)
+    frames = app_frames(plan.camera, [], 1, cfg.seed)
+    positions = [o["index"] for o in quantization["outputs"]]
+    with tempfile.TemporaryDirectory(prefix="tinyvision-export-") as folder:
+        app_dir = build_files(cfg, run, Path(folder), manifest.classes, manifest.task, arena)
+        log.info("building the firmware for %s (%s) and running it on %s", board.name,
+                 core.title, core.emulated)
+        return verify_firmware(app_dir, root, core, plan, frames, run.int8_model, positions,
+                               arena)
 
 
 def _read_verify(run: RunDir) -> dict:
@@ -145,13 +189,16 @@ def _layer_names(model) -> list[str]:
 
 def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], classes: list[str], task: str,
                   arena: int, thresholds: list[float] | None = None) -> dict:
-    """The compiled application on seeded frames (when a TFLM tree is configured), and the
-    refitted board figures with its arena. Returns verify.json's `app` (and `fit`) entries.
+    """The compiled application on seeded frames (when a TFLM tree is configured), the firmware
+    for export.board's core on the emulated core (when the Arm toolchain and QEMU are there too),
+    and the board refitted with their figures. Returns verify.json's `app`, `firmware` and `fit`
+    entries.
 
     What is compiled and run is written afresh from the run's data (`build_files`), never taken
     from the run folder: a Makefile or C file there could hold any command."""
     out: dict = {}
     root = find_tflm_source(cfg.verify.tflm_source)
+    board = load_board(cfg.export.board) if cfg.export.board else None
     if root is None:
         out["app"] = {"checked": False,
                       "reason": f"no TFLM source tree: set verify.tflm_source or ${SOURCE_ENV} to "
@@ -164,14 +211,44 @@ def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], classes: list[s
         with tempfile.TemporaryDirectory(prefix="tinyvision-export-") as folder:
             app_dir = build_files(cfg, run, Path(folder), classes, task, arena, thresholds)
             out["app"] = verify_app(app_dir, root, plan, frames, run.int8_model, positions, arena)
-    if cfg.export.board:
+            if board is not None:
+                out["firmware"] = firmware_check(cfg, board, root, app_dir, plan, frames,
+                                                 run.int8_model, positions, arena)
+    if board is not None:
+        out.setdefault("firmware", {"checked": False,
+                                    "reason": _firmware_reason(cfg, board, root)})
         arena_used = out["app"].get("arena_used_bytes")
         ops_macs = model_ops(run.int8_model)
         out["fit"] = board_fit(cfg, run, run.int8_model.stat().st_size,
                                [u.op for u in ops_macs], arena_used or arena,
                                APP_ARENA if arena_used else PYTHON_ARENA,
-                               sum(u.macs for u in ops_macs))
+                               sum(u.macs for u in ops_macs), firmware=out["firmware"])
     return out
+
+
+def _firmware_reason(cfg: RunConfig, board: Board, root: Path | None) -> str | None:
+    """Why the firmware is not built and run for `board`, or None when it is."""
+    if not cfg.verify.firmware:
+        return "verify.firmware is off"
+    return unavailable_reason(board.core, root)
+
+
+def firmware_check(cfg: RunConfig, board: Board, root: Path, app_dir: Path, plan: CameraPlan,
+                   frames: list[bytes], model_path: Path, positions: list[int],
+                   arena: int) -> dict:
+    """The application built as firmware for the board's core and run on the emulated core
+    (`verify_firmware`), or why not, said once on the console."""
+    reason = _firmware_reason(cfg, board, root)
+    if reason is not None:
+        log.info("firmware for %s not built: %s", board.name, reason)
+        return {"checked": False, "reason": reason}
+    core = core_of(board.core)
+    log.info("building the firmware for %s (%s) and running it on %s", board.name, core.title,
+             core.emulated)
+    found = verify_firmware(app_dir, root, core, plan, frames, model_path, positions, arena)
+    if not found["outputs_equal"]:
+        log.warning("%s", found["differs"])
+    return found
 
 
 def build_files(cfg: RunConfig, run: RunDir, folder: Path, classes: list[str], task: str,
@@ -185,9 +262,10 @@ def build_files(cfg: RunConfig, run: RunDir, folder: Path, classes: list[str], t
     header, source = folder / run.c_header.name, folder / run.c_source.name
     write_c_source(model_bytes, header, source, cfg.export.c_array_name, quantization, classes,
                    thresholds)
-    return write_app(folder / APP_DIR, camera_plan(cfg, quantization),
-                     [use.op for use in model_ops(model_bytes)], quantization,
-                     cfg.export.c_array_name, header.name, source.name, arena)
+    uses = model_ops(model_bytes)
+    return write_app(folder / APP_DIR, camera_plan(cfg, quantization), [use.op for use in uses],
+                     quantization, cfg.export.c_array_name, header.name, source.name, arena,
+                     int8_ops(uses))
 
 
 def app_frames(camera: CameraFormat, paths: list[str], count: int, seed: int) -> list[bytes]:

@@ -31,7 +31,7 @@ from tinyvision.errors import RegistryError, did_you_mean
 from tinyvision.files import process_alive, atomic_write_text
 
 REGISTRY_FILE = "registry.sqlite"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # export_failed: trained and evaluated, but the int8 export or its verification refused the model
 STATUSES = frozenset({"running", "finished", "failed", "export_failed", "interrupted", "pruned"})
 FILTER_OPERATORS = frozenset({"=", "!=", ">=", "<=", ">", "<"})
@@ -79,6 +79,10 @@ METRIC_COLUMNS = (
     ("ram_bytes", "INTEGER", ("fit.ram.total",)),
     ("fits", "INTEGER", ("fit.fits",)),
     ("latency_ms", "REAL", ("fit.latency_ms",)),
+    # "measured" when the firmware was built for the board's core and run on the emulated core
+    # (flash, RAM, instructions measured; latency from them), "estimate" otherwise
+    ("fit_basis", "TEXT", ("fit.basis",)),
+    ("instructions", "INTEGER", ("fit.firmware.instructions",)),  # per inference, emulated
     # every exported format with its bytes and verified metrics, as JSON (summary.json's formats)
     ("formats", "TEXT", ("formats",)),
     ("study", "TEXT", ("study",)),  # the `tinyvision search` study a trial run belongs to
@@ -112,6 +116,8 @@ _V3_TABLE_COLUMNS = (
     "fits INTEGER, latency_ms REAL, formats TEXT, study TEXT, ")
 _V3_STATUSES = ("export_failed", "failed", "finished", "interrupted", "pruned", "running")
 # 4: the box metrics of box models
+# 5: the fit's basis (measured on the firmware or estimated) and the instructions per inference
+_V5_NEW_COLUMNS = (("fit_basis", "TEXT"), ("instructions", "INTEGER"))
 _V4_NEW_COLUMNS = (("float_mean_iou", "REAL"), ("float_iou50", "REAL"), ("int8_mean_iou", "REAL"),
                    ("int8_iou50", "REAL"))
 
@@ -154,6 +160,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs_v3 RENAME TO runs",
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
     4: tuple(f"ALTER TABLE runs ADD COLUMN {column} {kind}" for column, kind in _V4_NEW_COLUMNS),
+    5: tuple(f"ALTER TABLE runs ADD COLUMN {column} {kind}" for column, kind in _V5_NEW_COLUMNS),
 }
 _OPERATOR_RE = "|".join(re.escape(o) for o in sorted(FILTER_OPERATORS, key=len, reverse=True))
 _FILTER_RE = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*({_OPERATOR_RE})\s*(.*?)\s*$")

@@ -181,7 +181,8 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
         "int8": headline(verified["metrics"]), "delta": verified.get("delta", {}),
         "int8_bytes": exported["int8_bytes"], "float_bytes": exported["float_bytes"],
         "arena_bytes": verified["arena_bytes"], "ops": exported["ops"],
-        **{key: verified[key] for key in ("app", "fit", "camera", "qat") if key in verified},
+        **{key: verified[key] for key in ("app", "firmware", "fit", "camera", "qat")
+           if key in verified},
         "formats": _format_summary(exported, verified),
         "warnings": summary["warnings"] + verified.get("warnings", []),
         "seconds": round(time.perf_counter() - start, 1),
@@ -347,18 +348,24 @@ class Run:
     def verify(self) -> dict:
         """The int8 model on TFLM and LiteRT reference kernels: metrics, arena (verify.json)."""
         needs_keras = len(self.config.export.formats) > 1
-        if self.tflm_source is not None:
-            cfg = with_tree(self.config, self.tflm_source)
-        elif self.trust_model_code:
-            cfg = self.config
-        else:
-            cfg = without_run_tree(self.config, self.folder)
-        return verify_stage(cfg, self.folder, self._data(), self.model if needs_keras else None)
+        return verify_stage(self._tree_config(), self.folder, self._data(),
+                            self.model if needs_keras else None)
 
-    def fit(self, board: str) -> dict:
-        """Flash, RAM and estimated latency of the int8 model on `board` (a profile name or a
-        YAML path), as a dict with `fits`; writes nothing (`deploy.fit.fit_table` prints it)."""
-        return run_fit(self.config, self.folder, board)
+    def fit(self, board: str, firmware: bool = True) -> dict:
+        """Flash, RAM and latency of the int8 model on `board` (a profile name or a YAML path),
+        as a dict with `fits`; writes nothing (`deploy.fit.fit_table` prints it). Measured from
+        the firmware for the board's core where verify ran it or it can be built and run now
+        (`firmware`, with the TFLM tree and the Arm toolchain), else estimated."""
+        return run_fit(self._tree_config(), self.folder, board, firmware)
+
+    def _tree_config(self) -> RunConfig:
+        """The config with the TFLM tree the caller chose: never the run folder's own unless the
+        caller trusts it (its build.sh would run here)."""
+        if self.tflm_source is not None:
+            return with_tree(self.config, self.tflm_source)
+        if self.trust_model_code:
+            return self.config
+        return without_run_tree(self.config, self.folder)
 
     def report(self) -> Path:
         """Write report.html; returns its path."""

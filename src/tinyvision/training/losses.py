@@ -182,6 +182,48 @@ class BoxLoss(keras.losses.Loss):
         return {**super().get_config(), "kind": self.kind}
 
 
+@_register
+class CellLoss(keras.losses.Loss):
+    """Supervision of every cell of a box head (models.heads.CellBoxes), as FCOS does: y_true is
+    the true box (N, 4) (a NaN row: no box, no loss), y_pred the cells' x1, y1, x2, y2 and `where`
+    logit (N, H * W, 5) on an H x W grid. The cells whose centre lies in the true box, and the one
+    holding the box's centre, are positive: their boxes take the GIoU loss and their `where` is
+    pushed up, every other cell's down (binary cross-entropy). A box head trained on the pooled
+    box alone learnt the object's place more slowly: 140 real photos gave a mean IoU 0.03 higher
+    with this (docs/training.md, detection)."""
+
+    def __init__(self, height: int, width: int, name: str = "cells",
+                 reduction: str = "sum_over_batch_size", dtype=None) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.height, self.width = int(height), int(width)
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        valid = ops.all(ops.isfinite(y_true), axis=-1)
+        truth = ops.where(ops.isfinite(y_true), y_true, ops.zeros_like(y_true))[:, None, :]
+        ys, xs = np.meshgrid((np.arange(self.height) + 0.5) / self.height,
+                             (np.arange(self.width) + 0.5) / self.width, indexing="ij")
+        cx = ops.convert_to_tensor(xs.ravel()[None].astype("float32"))
+        cy = ops.convert_to_tensor(ys.ravel()[None].astype("float32"))
+        inside = ((cx > truth[..., 0]) & (cx < truth[..., 2]) & (cy > truth[..., 1])
+                  & (cy < truth[..., 3]))
+        mid_x, mid_y = (truth[..., 0] + truth[..., 2]) / 2, (truth[..., 1] + truth[..., 3]) / 2
+        holds_centre = ((ops.abs(cx - mid_x) <= 0.5 / self.width)
+                        & (ops.abs(cy - mid_y) <= 0.5 / self.height))
+        positive = ops.cast(inside | holds_centre, y_pred.dtype)
+        boxes = y_pred[..., :4]
+        giou = box_giou(ops.broadcast_to(truth, ops.shape(boxes)), boxes)
+        box_term = ops.sum(giou * positive, axis=1) / ops.maximum(ops.sum(positive, axis=1), 1.0)
+        where_term = ops.mean(ops.binary_crossentropy(positive, y_pred[..., 4], from_logits=True),
+                              axis=1)
+        loss = box_term + where_term
+        return ops.where(valid, loss, ops.zeros_like(loss))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "height": self.height, "width": self.width}
+
+
 # ---- builder ---------------------------------------------------------------------------------
 def resolve_loss_name(train: TrainConfig, task: str) -> str:
     """`train.loss` with `auto` resolved: cross_entropy (multi-class, detection) or bce."""
@@ -194,21 +236,30 @@ def resolve_loss_name(train: TrainConfig, task: str) -> str:
 
 
 def build_loss(train: TrainConfig, task: str, n_classes: int,
-               class_weight: np.ndarray | None = None):
+               class_weight: np.ndarray | None = None, cell_grid: tuple[int, int] | None = None):
     """The loss for `model.compile`: one per output of the model (models/outputs.py): the class
-    loss, [class loss, box loss] for detection, the box loss alone for a one-class box model.
+    loss, [class loss, box loss] for detection, the box loss alone for a one-class box model; with
+    `cell_grid` (a training model from models.heads.training_model), the cells' loss last.
 
     `class_weight`: one weight per class (multi-label: the weight of each label's positives).
     """
     losses = {CLASS: lambda: _class_loss(train, task, class_weight),
               BOX: lambda: BoxLoss(train.box_loss)}
     built = [losses[kind]() for kind in output_kinds(task, n_classes)]
+    if cell_grid is not None:
+        built.append(CellLoss(*cell_grid))
     return built if len(built) > 1 else built[0]
 
 
-def build_loss_weights(train: TrainConfig, task: str, n_classes: int) -> list[float] | None:
-    """Detection with a class output: [1, train.box_loss_weight] (class, box); otherwise None."""
-    return [1.0, train.box_loss_weight] if output_kinds(task, n_classes) == (CLASS, BOX) else None
+def build_loss_weights(train: TrainConfig, task: str, n_classes: int,
+                       cell_grid: tuple[int, int] | None = None) -> list[float] | None:
+    """Detection: the class loss weighs 1, the box's (and the cells') train.box_loss_weight;
+    None for a model with one loss."""
+    weights = {CLASS: 1.0, BOX: train.box_loss_weight}
+    values = [weights[kind] for kind in output_kinds(task, n_classes)]
+    if cell_grid is not None:
+        values.append(train.box_loss_weight)
+    return values if len(values) > 1 else None
 
 
 def _class_loss(train: TrainConfig, task: str, class_weight: np.ndarray | None):

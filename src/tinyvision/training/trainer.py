@@ -29,7 +29,7 @@ from tinyvision.config import RunConfig
 from tinyvision.data.pipeline import cache_dataset
 from tinyvision.errors import ConfigError
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
-from tinyvision.models.heads import CLASS_OUTPUT
+from tinyvision.models.heads import CLASS_OUTPUT, training_model
 from tinyvision.models.inference import predict_scores
 from tinyvision.models.outputs import BOX, CLASS, has_class_output, output_kinds
 from tinyvision.training.budget import STAGES, BudgetClock, StagePlan, StopAtStep, plan_stages
@@ -189,17 +189,17 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     stage, n_classes = plan.stage, len(data.classes)
     set_trainable(model, cfg, stage)
     steps = plan.steps_per_epoch
-    fit_model, train_ds, val_ds, predict_val = _stage_inputs(cfg, data, model, stage,
-                                                             epoch_offset + first, steps)
+    fit_model, train_ds, val_ds, predict_val, grid = _stage_inputs(cfg, data, model, stage,
+                                                                   epoch_offset + first, steps)
     schedule = stage_schedule(cfg, stage, plan.pass_steps, plan.total_steps)
     if state is not None and state.get("schedule") and hasattr(schedule, "restore"):
         schedule.restore(state["schedule"])  # a minutes budget had stretched it
     # A head on cached features takes microseconds per step, so Keras' per-step Python overhead
     # would dominate: run a whole epoch per call instead.
     fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, plan.pass_steps, 0, schedule),
-                      loss=build_loss(cfg.train, data.task, n_classes, class_weight),
-                      loss_weights=build_loss_weights(cfg.train, data.task, n_classes),
-                      metrics=_metrics(data.task, n_classes),
+                      loss=build_loss(cfg.train, data.task, n_classes, class_weight, grid),
+                      loss_weights=build_loss_weights(cfg.train, data.task, n_classes, grid),
+                      metrics=_metrics(data.task, n_classes, grid is not None),
                       steps_per_execution=steps if fit_model is not model else 1)
     if state is not None:
         restore_optimizer(fit_model.optimizer, run.checkpoints / state["optimizer"],
@@ -255,39 +255,57 @@ def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping, plan: S
 
 def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str,
                   first_epoch: int, steps: int):
-    """(model to fit, train dataset, val dataset, a function giving the fitted model's outputs on
-    the val split) for a stage.
+    """(model to fit, train dataset, val dataset, a function giving `model`'s outputs on the val
+    split, the box cells' grid or None) for a stage.
 
     The head stage without augmentation fits only the head, on backbone features computed once
     (`train.head.cache_features`); otherwise the whole model is fitted on images from the cache.
+    A detection model is fitted with its cells' proposals as an extra output (models.heads.
+    training_model), whose target is the box again.
     """
     batch, seed = cfg.train.batch_size, cfg.seed
-    train_y, val_y = fit_targets(data, data.train), fit_targets(data, data.val)
     stream = {"shuffle": True, "repeat": True, "seed": seed, "steps_per_epoch": steps,
               "first_epoch": first_epoch}
     if stage == "head" and cfg.train.head.cache_features and not cfg.train.augment:
         extractor, head = split_at_features(model)
+        fit_model, grid = training_model(head)
         # one call for both splits (the extractor is traced once), each image once (oversampling
         # repeats train images)
         unique, where = np.unique(np.concatenate([data.train, data.val]), return_inverse=True)
-        features = extract_features(extractor, data.images, unique)[where]
-        train_features, val_features = features[:len(data.train)], features[len(data.train):]
-        train_ds = feature_dataset(train_features, train_y, batch, **stream)
-        val_ds = feature_dataset(val_features, val_y, batch) if len(data.val) else None
-        return head, train_ds, val_ds, lambda: head.predict(val_features, batch, verbose=0)
+        features = [f[where] for f in extract_features(extractor, data.images, unique)]
+        n = len(data.train)
+        train_features, val_features = [f[:n] for f in features], [f[n:] for f in features]
+        train_ds = feature_dataset(train_features, fit_targets(data, data.train, grid), batch,
+                                   **stream)
+        val_ds = (feature_dataset(val_features, fit_targets(data, data.val, grid), batch)
+                  if len(data.val) else None)
+        return (fit_model, train_ds, val_ds,
+                lambda: head.predict(val_features, batch, verbose=0), grid)
+    fit_model, grid = training_model(model)
     boxes = (lambda idx: None) if data.boxes is None else (lambda idx: data.boxes[idx])
     train_ds = cache_dataset(data.images, data.train, _class_targets(data, data.train), batch,
                              augment=cfg.train.augment, boxes=boxes(data.train), **stream)
     val_ds = (cache_dataset(data.images, data.val, _class_targets(data, data.val), batch,
                             boxes=boxes(data.val)) if len(data.val) else None)
-    return model, train_ds, val_ds, lambda: predict_scores(model, data.images, data.val)
+    if grid is not None:  # the cells' target is the box again
+        train_ds, val_ds = (None if ds is None else ds.map(_box_twice) for ds in (train_ds, val_ds))
+    return fit_model, train_ds, val_ds, lambda: predict_scores(model, data.images, data.val), grid
 
 
-def fit_targets(data: TrainData, indices: np.ndarray):
+def _box_twice(x, y):
+    """(image, targets) -> (image, targets + the box again) for a model with a cells output."""
+    targets = y if isinstance(y, tuple) else (y,)
+    return x, (*targets, targets[-1])
+
+
+def fit_targets(data: TrainData, indices: np.ndarray, cell_grid: tuple[int, int] | None = None):
     """What the model is fitted to, one entry per output (models/outputs.py): class targets, the
-    box, or both."""
+    box, or both; with `cell_grid` (a detection training model), the box once more for its
+    cells."""
     targets = {CLASS: lambda: data.targets[indices], BOX: lambda: data.boxes[indices]}
     values = tuple(targets[kind]() for kind in output_kinds(data.task, len(data.classes)))
+    if cell_grid is not None:
+        values += (data.boxes[indices],)
     return values if len(values) > 1 else values[0]
 
 
@@ -335,12 +353,12 @@ def monitor_name(monitor: str, task: str, has_val: bool, has_class: bool = True)
     return monitor
 
 
-def _metrics(task: str, n_classes: int) -> list | None:
-    if task == "detection":  # outputs [class, box]: accuracy of the class output only; the box's
-        # IoU comes from BoxScore; a one-class box model has no class output
+def _metrics(task: str, n_classes: int, cells: bool = False) -> list | None:
+    if task == "detection":  # outputs [class, box(, cells)]: accuracy of the class output only;
+        # the box's IoU comes from BoxScore; a one-class box model has no class output
         if not has_class_output(task, n_classes):
             return None
-        return [[keras.metrics.CategoricalAccuracy(name="accuracy")], []]
+        return [[keras.metrics.CategoricalAccuracy(name="accuracy")]] + [[]] * (1 + cells)
     if task == "multilabel":
         return [keras.metrics.BinaryAccuracy(name="accuracy")]
     return [keras.metrics.CategoricalAccuracy(name="accuracy")]
