@@ -64,6 +64,7 @@ def main() -> None:
                         help="an exported (and verified) run folder: `tinyvision demo` makes one")
     parser.add_argument("--frames", type=int, default=2, help="camera frames per firmware run")
     parser.add_argument("--tflm-source", type=Path, default=None)
+
     args = parser.parse_args()
     root = find_tflm_source(args.tflm_source)
     reason = unavailable_reason("Cortex-M7", root)
@@ -82,6 +83,7 @@ def main() -> None:
                     kernels)
         person = _person_detect_instructions(root, Path(tmp))
     _print(cfg, run, arena, results, person, len(frames))
+
 
 
 def _quantization(run, manifest) -> dict:

@@ -121,7 +121,7 @@ def test_predict_uses_the_thresholds(multilabel_run, expected, on_grid):
         predictor = load_predictor(run.root, kind)
         np.testing.assert_allclose(predictor.thresholds, limits, rtol=1e-6)
         predictions = predictor.predict(paths, top_k=3)
-        scores, _ = predictor.outputs(images)
+        scores = predictor.outputs(images).scores
         assert [p.labels for p in predictions] == [
             [c for c, s, t in zip(data.manifest.classes, row, limits) if s >= t] for row in scores]
     # A threshold edited beside the model wins over the run's own copy.

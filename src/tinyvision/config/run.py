@@ -33,12 +33,15 @@ C_KEYWORDS = frozenset("""
 APP_NAMES = frozenset({
     "main", "argc", "argv", "model", "resolver", "interpreter", "input", "frames", "outputs",
     "inputs", "rc", "g_arena", "g_frame", "kArenaBytes", "kOutputOrder", "ReadFrame",
-    "kModelOpCount", "ModelOpResolver", "RegisterModelOps", "tv_preprocess", "tflite", "std"})
+    "kModelOpCount", "ModelOpResolver", "RegisterModelOps", "tv_preprocess", "tflite", "std",
+    # the instruction counter of the Cortex-M build (-DTV_COUNT_INSTRUCTIONS)
+    "t0", "t1", "SysTick", "TickCounter", "g_counter", "kMaxEvents", "g_event_tags",
+    "g_event_ticks", "kStackPaint", "kStackPaintBytes", "g_stack_top", "PaintStack", "StackUsed"})
 # the C library's names the application includes (stdio, stdint, string)
 C_LIBRARY_NAMES = frozenset({
     "FILE", "NULL", "EOF", "size_t", "int8_t", "uint8_t", "int16_t", "uint16_t", "int32_t",
     "uint32_t", "int64_t", "uint64_t", "printf", "fprintf", "fopen", "fclose", "fread", "fwrite",
-    "stdin", "stdout", "stderr", "memcpy", "memset", "strlen"})
+    "stdin", "stdout", "stderr", "memcpy", "memset", "strlen", "mallinfo"})
 # the prefixes of the generated C's own names (tv_preprocess, TV_* and TINYVISION_* macros) and
 # of TFLM's (the tflite namespace, TfLite* types, kTfLite* constants); case-insensitive
 RESERVED_PREFIXES = ("tv_", "tinyvision", "tflite", "ktflite")

@@ -379,7 +379,11 @@ endif
 include $(TFLM_ROOT)/tflm_flags.mk
 
 TARGET ?= host
+ifeq ($(TARGET),host)
 OUT_DIR ?= build
+else
+OUT_DIR ?= build/$(TARGET)
+endif
 TFLM_LIB ?= $(OUT_DIR)/libtflm.a
 # the application's own code: every warning an error (TFLM_CXXFLAGS has -Wall -Wextra)
 APP_CXXFLAGS := $(TFLM_CXXFLAGS) -Werror

@@ -11,9 +11,12 @@ measured instead of estimated.
 `tflm_build`), linked with the tree's QEMU start-up files and a map file. `run_firmware` runs it
 under `qemu-system-arm -icount shift=0` with semihosting: every instruction advances the virtual
 clock by 1 ns and SysTick counts the 25 MHz core clock of the MPS2 machines, so one SysTick tick
-is exactly 40 instructions, a deterministic count per op. `firmware_size` splits the linked
-flash (text + data) and static RAM (data + bss) into the model, TFLM, CMSIS-NN, the application
-and the C library from the map file. Cores QEMU cannot run (Xtensa) have no `Core`.
+is exactly 40 instructions, a deterministic count per op. (The Cortex-M55's MPS3 machine, whose
+SysTick runs at 32 MHz, is left out: under QEMU 7.2 its semihosting start-up puts the stack below
+the heap, so newlib's malloc, and with it fopen, fails there.)
+`firmware_size` splits the linked flash (text + data) and static RAM (data + bss) into the model,
+TFLM, CMSIS-NN, the application and the C library from the map file. Cores QEMU cannot run
+(Xtensa) have no `Core`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ INSTALL = ("apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
            "libstdc++-arm-none-eabi-newlib qemu-system-arm")
 # QEMU's MPS2 machines clock SysTick at 25 MHz; with -icount shift=0 an instruction is 1 ns
 INSTRUCTIONS_PER_TICK = 40
-QEMU_TIMEOUT_S = 900  # a few frames; reference kernels on an M0+ take the longest
+# QEMU runs a frame of the demo model in well under a second with CMSIS-NN, a few seconds with
+# reference kernels; a firmware that TFLM aborted loops forever, so the run has a time limit
+QEMU_TIMEOUT_S, QEMU_SECONDS_PER_FRAME = 120, 30
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class Core:
     machine: str  # qemu-system-arm -M
     cpu: str  # qemu-system-arm -cpu
     title: str
+    # instructions per SysTick tick: 1 GHz of -icount shift=0 over the machine's core clock
+    # (25 MHz on MPS2; 32 MHz on MPS3, measured with a loop of known length)
+    per_tick: float = INSTRUCTIONS_PER_TICK
 
     @property
     def emulated(self) -> str:
@@ -123,6 +131,7 @@ class FirmwareRun:
     ops: np.ndarray  # int64 (frames, ops): instructions of each op
     stack_bytes: int
     heap_bytes: int
+    per_tick: float = INSTRUCTIONS_PER_TICK
 
 
 def run_firmware(elf: Path, core: Core, frames: list[bytes], input_bytes: int,
@@ -137,12 +146,15 @@ def run_firmware(elf: Path, core: Core, frames: list[bytes], input_bytes: int,
                 "-semihosting-config", f"enable=on,target=native,{arguments}", "-kernel", str(elf)]
 
     ran = run_app(elf, frames, input_bytes, output_bytes, command=command,
-                  what=f"the firmware on {core.emulated}", timeout=QEMU_TIMEOUT_S)
-    return parse_counts(ran, len(frames))
+                  what=f"the firmware on {core.emulated}",
+                  timeout=QEMU_TIMEOUT_S + QEMU_SECONDS_PER_FRAME * len(frames))
+    return parse_counts(ran, len(frames), core.per_tick)
 
 
-def parse_counts(ran: AppRun, frames: int) -> FirmwareRun:
-    """The counts the firmware printed (op_names, one `ticks` line per frame, stack and heap)."""
+def parse_counts(ran: AppRun, frames: int, per_tick: float = INSTRUCTIONS_PER_TICK
+                 ) -> FirmwareRun:
+    """The counts the firmware printed (op_names, one `ticks` line per frame, stack and heap),
+    as instructions (`per_tick` instructions a tick)."""
     text = ran.printed
     names = re.search(r"^op_names:(.*)$", text, re.M)
     rows = re.findall(r"^ticks (\d+): preprocess (\d+) invoke (\d+) ops((?: \d+)*)$", text, re.M)
@@ -156,10 +168,12 @@ def parse_counts(ran: AppRun, frames: int) -> FirmwareRun:
     if ops.shape != (frames, len(op_names)):
         raise VerifyError(f"the firmware printed {ops.shape[-1]} op counts for "
                           f"{len(op_names)} ops")
-    tick = INSTRUCTIONS_PER_TICK
-    return FirmwareRun(ran, op_names, np.asarray([int(r[1]) for r in rows]) * tick,
-                       np.asarray([int(r[2]) for r in rows]) * tick, ops * tick,
-                       int(stack.group(1)), int(heap.group(1)))
+    def instructions(ticks) -> np.ndarray:
+        return np.rint(np.asarray(ticks, np.float64) * per_tick).astype(np.int64)
+
+    return FirmwareRun(ran, op_names, instructions([int(r[1]) for r in rows]),
+                       instructions([int(r[2]) for r in rows]), instructions(ops),
+                       int(stack.group(1)), int(heap.group(1)), per_tick)
 
 
 def instruction_counts(run: FirmwareRun, root: Path | None = None,
@@ -173,18 +187,18 @@ def instruction_counts(run: FirmwareRun, root: Path | None = None,
     for name, count in zip(run.op_names, per_op):
         by_type[name] += float(count)
     total = float(np.median(run.invoke))
-    kernels = {name: kernel_of(name, root) if kernels == CMSIS_NN else REFERENCE
-               for name in by_type}
+    kernel = {name: kernel_of(name, root) if kernels == CMSIS_NN else REFERENCE
+              for name in by_type}
     return {
         "per_inference": int(round(total)),
         "min": int(run.invoke.min()), "max": int(run.invoke.max()),
         "preprocess": int(round(float(np.median(run.preprocess)))),
         "ops": [{"op": name, "instructions": int(round(float(count)))}
                 for name, count in zip(run.op_names, per_op)],
-        "by_op": {name: {"instructions": int(round(count)), "kernel": kernels[name],
+        "by_op": {name: {"instructions": int(round(count)), "kernel": kernel[name],
                          "share": round(count / total, 4) if total else 0.0}
                   for name, count in sorted(by_type.items(), key=lambda kv: -kv[1])},
-        "per_tick": INSTRUCTIONS_PER_TICK,
+        "per_tick": run.per_tick,
     }
 
 

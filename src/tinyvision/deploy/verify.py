@@ -110,8 +110,9 @@ def verify_firmware(app_dir: Path, tflm_root: Path, core: Core, plan, frames: li
               "stack_bytes": ran.stack_bytes, "heap_bytes": ran.heap_bytes, "size": size,
               "instructions": counts, "reference_kernel_ops": reference_kernel_ops(counts)}
     if outputs_differ:
-        result["differs"] = (f"output bytes of the CMSIS-NN firmware differ from the reference "
-                             f"kernels' on {outputs_differ}; ops on CMSIS-NN kernels: "
+        result["differs"] = (f"output bytes of the {core.title} firmware ({kernels} kernels) "
+                             f"differ from the Python TFLM interpreter's on {outputs_differ}; "
+                             "ops on CMSIS-NN kernels: "
                              + ", ".join(op for op, e in counts["by_op"].items()
                                          if e["kernel"] == "cmsis-nn"))
     return result

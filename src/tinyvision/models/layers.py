@@ -18,6 +18,7 @@ import numpy as np
 
 from tinyvision.data.cache import BadImage, DecodeSpec, decode_image
 from tinyvision.errors import DataError
+from tinyvision.models.backbones import copy_weights, leaf_layers
 from tinyvision.models.build import FILE_INPUT_OFFSET, FILE_INPUT_SCALE
 from tinyvision.models.user_models import flatten_model, load_model_file
 
@@ -56,7 +57,9 @@ def describe_layers(path: str | Path, images: Sequence[str | Path] = (), input_s
     parameter count; with `images`, the share of activations <= 0 and the mean |activation| of its
     output on them, decoded at the file's input size and normalised as a cut backbone would be
     (pixel * input_scale + input_offset)."""
-    model = flatten_model(load_model_file(path, allow_unsafe_code))
+    source = load_model_file(path, allow_unsafe_code)
+    model = flatten_model(source)  # fresh layers: the file's weights are copied in by name
+    copy_weights(leaf_layers(source), model)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     stats: dict[str, tuple[float, float]] = {}
     if images:
