@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pytest
 import yaml
 
@@ -279,3 +280,53 @@ def test_a_minutes_budget_estimate_settles_after_the_first_steps(monkeypatch):
             estimates.append(plan.epochs)
     assert max(estimates) <= 1.15 * min(estimates), estimates
     assert abs(now[0] - 120.0) <= 2.0  # and it still ends on time
+
+
+def _feature_file(path, dead: bool):
+    """A user's model file whose `feat_relu` map is all zeros (dead) or a random conv's (which
+    keeps the images' colours apart)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="feat")(inputs)
+    x = keras.layers.ReLU(name="feat_relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    if dead:
+        kernel, bias = model.get_layer("feat").get_weights()
+        model.get_layer("feat").set_weights([np.zeros_like(kernel), bias - 1.0])
+    model.save(path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("features, recipe, decision", [
+    ("dead", "auto", "switched"), ("dead", "pretrained", "warned"), ("alive", "auto", "kept")])
+def test_the_start_check_switches_away_from_useless_features(tmp_path, features, recipe,
+                                                              decision):
+    """After the head stage on a model file's frozen features, a head that cannot tell the
+    classes apart switches the fine-tuning to whole-network training (config.yaml rewritten, said
+    in summary.json and the warnings), or warns for an explicit train.recipe: pretrained; useful
+    features keep the plan."""
+    from tinyvision.run.run import full_run
+
+    root = make_class_folders(tmp_path / "images", per_class=20)
+    path = _feature_file(tmp_path / f"{features}.keras", features == "dead")
+    raw = tiny_config(root, tmp_path / "runs", model={"weights": str(path), "cut_at": "feat_relu"},
+                      train={"recipe": recipe, "head": {"epochs": 5, "learning_rate": 0.05},
+                             "fine_tune": {"epochs": 1}, "min_steps": 20})
+    run, summary = full_run(validate_config(raw), progress=False)
+    start = summary["start"]
+    assert start["decision"] == decision, start
+    codes = [w["code"] for w in summary["warnings"]]
+    saved = yaml.safe_load(run.config.read_text())
+    if decision == "switched":
+        assert start["informedness"] < 0.2 and "start_switched" in codes
+        assert saved["train"]["fine_tune"]["unfreeze_from"] == 0
+        assert saved["train"]["fine_tune"]["batchnorm"] == "train"
+        assert saved["train"]["min_steps"] == 1500  # the scratch recipe's length
+        assert summary["training"]["stages"][-1]["steps"] >= 1500
+    elif decision == "warned":
+        assert "start_unhelpful" in codes and saved["train"]["fine_tune"]["unfreeze_from"] != 0
+    else:
+        assert start["informedness"] > 0.5 and not {"start_switched", "start_unhelpful"} & set(codes)

@@ -22,6 +22,7 @@ Stage = Literal["head", "fine_tune"]
 BatchNormPolicy = Literal["auto", "frozen", "train"]
 Monitor = Literal["auto", "val_accuracy", "val_iou", "val_loss"]
 Keep = Literal["best", "last"]
+StartCheck = Literal["switch", "warn", "off"]
 Strategy = Literal["none", "mirrored", "multi_worker"]
 OPTIMIZERS, SCHEDULES, LOSSES = choices(Optimizer), choices(Schedule), choices(Loss)
 BOX_LOSSES, CLASS_WEIGHT_MODES = choices(BoxLoss), choices(ClassWeightMode)
@@ -254,6 +255,14 @@ class TrainConfig(Section):
         description="What 'best' means (best checkpoint, early stopping, plateau): auto is "
                     "val_accuracy for classification and val_iou for detection (the box's mean "
                     "IoU on the val split, an image of the wrong class counting 0); val_loss.")
+    start_check: StartCheck | None = Field(
+        None,
+        description="Pretrained weights: after the head stage, check that a head on the frozen "
+                    "features tells the classes apart (or finds the box) clearly. When it does "
+                    "not, switch: fine-tune the whole network as the scratch recipe trains, from "
+                    "the given weights; warn: keep the settings and warn; off: no check. None: "
+                    "the recipe's (switch for train.recipe auto, warn for an explicit "
+                    "pretrained).")
     keep: Keep = Field(
         "best",
         description="The weights a run keeps: best (the epoch with the best `monitor`, saved in "

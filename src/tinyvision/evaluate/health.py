@@ -177,3 +177,44 @@ def box_warning(train_boxes: np.ndarray, true_boxes: np.ndarray, pred_boxes: np.
 def _with_boxes(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     return boxes[np.isfinite(boxes).all(axis=1)]
+
+
+# ---- is a pretrained start useful? -----------------------------------------------------------
+def start_verdict(y_true: np.ndarray, outputs, task: str, train_boxes: np.ndarray | None = None,
+                  true_boxes: np.ndarray | None = None) -> dict:
+    """Whether a head trained on frozen pretrained features is useful on the val split: its
+    classes must clear the bar of `collapse_warning` (informedness), its box that of
+    `box_warning` (the better constant box). `outputs`: models.outputs.ModelOutputs. Returns
+    {"useful": bool, "message": what was measured, "informedness" and/or "box_gain"}."""
+    verdict: dict = {"useful": True}
+    parts = []
+    if outputs.scores is not None:
+        truth = np.asarray(y_true)
+        class_task = "multilabel" if task == "multilabel" else "multiclass"
+        if class_task == "multilabel":
+            predicted = (np.asarray(outputs.scores) >= 0.5).astype(np.int8)
+            values = [informedness(truth[:, j] >= 0.5, predicted[:, j], 2)
+                      for j in range(truth.shape[1]) if 0 < (truth[:, j] >= 0.5).sum() < len(truth)]
+            value = float(np.mean([v for v, _ in values])) if values else 1.0
+            se = float(np.sqrt(sum(e * e for _, e in values)) / len(values)) if values else 0.0
+        else:
+            value, se = informedness(truth.argmax(axis=1), np.asarray(outputs.scores).argmax(axis=1),
+                                     truth.shape[1])
+        bar = USEFUL_INFORMEDNESS + CONFIDENCE_Z * se
+        verdict["informedness"] = round(value, 4)
+        verdict["useful"] = value >= bar
+        parts.append(f"a head on the frozen features reaches val informedness {value:.3f} "
+                     f"(needed {bar:.3f})")
+    if outputs.boxes is not None and true_boxes is not None:
+        baselines = box_baselines(train_boxes, true_boxes)
+        best = max(base["mean_iou"] for base in baselines.values())
+        truth = _with_boxes(true_boxes)
+        has = np.isfinite(np.asarray(true_boxes, np.float64).reshape(-1, 4)).all(axis=1)
+        model_iou = float(iou(truth, np.asarray(outputs.boxes)[has]).mean()) if len(truth) else 0.0
+        verdict["box_gain"] = round(model_iou - best, 4)
+        flagged = box_warning(train_boxes, true_boxes, outputs.boxes, "val") is not None
+        verdict["useful"] = verdict["useful"] and not flagged
+        parts.append(f"its box a val mean IoU of {model_iou:.3f} against {best:.3f} for the "
+                     "better constant box")
+    verdict["message"] = "; ".join(parts) or "nothing to judge on"
+    return verdict

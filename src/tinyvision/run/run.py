@@ -153,12 +153,15 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
         check_before_work(cfg)
     data = prepare_data(cfg, run, manifest, progress=progress)
     result = train_stage(cfg, run, data, console, resume=resume)
+    cfg = result.config or cfg  # a failed start check may have switched the fine-tuning
     float_metrics = evaluate_stage(cfg, run, data, result.model)
     summary = {
         "run": str(run.root), "status": "finished", "recipe": cfg.train.recipe,
         "classes": data.manifest.classes, "task": data.manifest.task,
         "images": {split: int(len(data.indices(split))) for split in ("train", "val", "test")},
         "bad_images": len(data.cache.bad), "best_epoch": result.best_epoch,
+        **({"start": {k: v for k, v in result.start.items() if k != "warnings"}}
+           if result.start else {}),
         "training": {"seconds": result.seconds, "stages": result.stages},
         "float": headline(float_metrics),
         **({"box_baselines": float_metrics["boxes"]["baselines"]} if "boxes" in float_metrics

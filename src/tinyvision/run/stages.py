@@ -111,10 +111,25 @@ def train_stage(cfg: RunConfig, run: RunDir, data: PreparedData, console=None,
     model as export/model_float.keras."""
     from tinyvision.training.trainer import train_model
 
-    result = train_model(cfg, train_data(data), run, console, resume=resume, callbacks=callbacks)
+    result = train_model(cfg, train_data(data), run, console, resume=resume, callbacks=callbacks,
+                         judge_start=lambda model, _: _judge_start(data, model))
     with atomic_path(run.float_model, suffix=".keras") as tmp:
         result.model.save(tmp)
     return result
+
+
+def _judge_start(data: PreparedData, model) -> dict:
+    """The start check (train.start_check): the model after its head stage, on the val split."""
+    from tinyvision.evaluate.health import start_verdict
+    from tinyvision.models.inference import predict_scores
+
+    val = data.indices("val")
+    if not len(val):
+        return {"useful": True, "message": "no val split to judge the start on"}
+    outputs = _split(data, predict_scores(model, data.cache.images, val))
+    boxes = data.cache.boxes
+    return start_verdict(data.manifest.label_matrix()[val], outputs, data.manifest.task,
+                         boxes[data.indices("train")], boxes[val])
 
 
 # ---- evaluate --------------------------------------------------------------------------------

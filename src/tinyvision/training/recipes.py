@@ -45,6 +45,10 @@ SCRATCH_DETECTION_AUGMENT = [{"op": "flip", "mode": "horizontal"},
                              {"op": "contrast", "factor": 0.2}]
 SCRATCH_DETECTION_LEARNING_RATE = 1.4e-2  # at batch 64 (1e-2 at 32): the box learns faster
 SCRATCH_DETECTION_MIN_STEPS = 4000  # a box from scratch keeps improving long after a class
+SCRATCH_DETECTION_BATCH_SIZE = 64  # also on small sets: the step floor, not epochs, sets the length
+# The last epoch's box, not the best val epoch's: on 30 val photos the choice chased noise
+# (the last was as good or better on the test split in 8 of 11 runs).
+SCRATCH_DETECTION_KEEP = "last"
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ class Recipe:
             what = "one stage, whole network trains"
         line = f"recipe: {self.name} ({self.reason}): {what}"
         shown = {k: v for k, v in self.settings.items()
-                 if k != "train.augment" and not k.startswith("train.lr_find")}
+                 if k not in ("train.augment", "train.start_check")
+                 and not k.startswith("train.lr_find")}
         if shown:
             line += "; " + ", ".join(f"{_short(k)}={_text(v)}" for k, v in shown.items())
         if "train.augment" in self.settings:
@@ -86,13 +91,21 @@ def choose_recipe(cfg: RunConfig) -> tuple[str, str]:
     return "scratch", "model.weights is none"
 
 
-def recipe_values(name: str, cfg: RunConfig, n_train: int, task: str) -> dict[str, Any]:
-    """Every value a recipe would set (dotted key -> value), before explicit settings win."""
+def recipe_values(name: str, cfg: RunConfig, n_train: int, task: str,
+                  explicit: bool = False) -> dict[str, Any]:
+    """Every value a recipe would set (dotted key -> value), before explicit settings win.
+    `explicit`: the config named the recipe (train.recipe: pretrained keeps the user's choice
+    after a failed start check, and warns)."""
     if name == "pretrained":
-        return {"train.min_steps": PRETRAINED_MIN_STEPS}
-    batch = (cfg.train.batch_size if is_set(cfg, "train.batch_size")
-             else auto_batch_size(n_train, SCRATCH_BATCH_SIZE))
+        return {"train.min_steps": PRETRAINED_MIN_STEPS,
+                "train.start_check": "warn" if explicit else "switch"}
     detection = task == "detection"
+    if is_set(cfg, "train.batch_size"):
+        batch = cfg.train.batch_size
+    elif detection:
+        batch = auto_batch_size(n_train, SCRATCH_DETECTION_BATCH_SIZE, min_batches=1)
+    else:
+        batch = auto_batch_size(n_train, SCRATCH_BATCH_SIZE)
     augment = SCRATCH_DETECTION_AUGMENT if detection else SCRATCH_AUGMENT
     rate = (SCRATCH_DETECTION_LEARNING_RATE if detection else SCRATCH_LEARNING_RATE)
     return {
@@ -107,6 +120,8 @@ def recipe_values(name: str, cfg: RunConfig, n_train: int, task: str) -> dict[st
         "train.lr_find.stage": "fine_tune",  # the whole network trains, so the sweep does too
         "model.batchnorm_momentum": SCRATCH_BN_MOMENTUM,
         "train.augment": augment,
+        "train.start_check": "off",
+        **({"train.keep": SCRATCH_DETECTION_KEEP} if detection else {}),
     }
 
 
@@ -117,11 +132,21 @@ def apply_recipe(cfg: RunConfig, n_train: int, task: str,
     `extra` (dotted key -> value) is applied too, e.g. the resolved `model.color_mode`.
     """
     name, reason = choose_recipe(cfg)
-    values = recipe_values(name, cfg, n_train, task)
+    values = recipe_values(name, cfg, n_train, task, explicit=cfg.train.recipe != "auto")
     settings = {k: v for k, v in values.items() if not is_set(cfg, k)}
     kept = {k: _value(cfg, k) for k in values if is_set(cfg, k)}
     updates = {"train.recipe": name, **settings, **(extra or {})}
     return with_settings(cfg, updates), Recipe(name, reason, settings, kept)
+
+
+def switched_settings(cfg: RunConfig, n_train: int, task: str) -> dict[str, Any]:
+    """The fine-tuning a failed start check switches to: the scratch recipe's one stage (every
+    layer and BatchNorm training, its rate, length, augmentation and momentum), from the weights
+    the head stage ends with (the given weights, a trained head)."""
+    values = recipe_values("scratch", cfg, n_train, task)
+    keep = ("train.fine_tune.", "train.batch_size", "train.min_steps", "train.patience",
+            "train.augment", "train.keep", "model.batchnorm_momentum")
+    return {key: value for key, value in values.items() if key.startswith(keep)}
 
 
 def scaled_learning_rate(batch_size: int, rate: float = SCRATCH_LEARNING_RATE) -> float:
@@ -130,11 +155,12 @@ def scaled_learning_rate(batch_size: int, rate: float = SCRATCH_LEARNING_RATE) -
     return float(f"{rate * math.sqrt(batch_size / SCRATCH_BATCH_SIZE):.3g}")
 
 
-def auto_batch_size(n_train: int, preferred: int) -> int:
+def auto_batch_size(n_train: int, preferred: int,
+                    min_batches: int = MIN_BATCHES_PER_EPOCH) -> int:
     """`preferred`, or a smaller power of two (at least 8) for a set too small to give
-    MIN_BATCHES_PER_EPOCH batches an epoch at `preferred`."""
+    `min_batches` batches an epoch at `preferred`."""
     batch = preferred
-    while batch > SMALLEST_AUTO_BATCH and n_train < MIN_BATCHES_PER_EPOCH * batch:
+    while batch > SMALLEST_AUTO_BATCH and n_train < min_batches * batch:
         batch //= 2
     return batch
 

@@ -13,7 +13,7 @@ fused kernel (training/fused_batchnorm.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import logging
 import time
@@ -28,6 +28,7 @@ import numpy as np
 from tinyvision.config import RunConfig
 from tinyvision.data.pipeline import cache_dataset
 from tinyvision.errors import ConfigError
+from tinyvision.files import atomic_write_text
 from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze_index
 from tinyvision.models.heads import CLASS_OUTPUT, training_model
 from tinyvision.models.inference import predict_scores
@@ -43,7 +44,8 @@ from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 from tinyvision.training.imbalance import balance_training_data
 from tinyvision.training.losses import build_loss, build_loss_weights
 from tinyvision.training.optimizers import build_optimizer, stage_schedule
-from tinyvision.training.recipes import FEW_STEPS, training_warnings
+from tinyvision.training.recipes import (FEW_STEPS, switched_settings, training_warnings,
+                                        with_settings)
 from tinyvision.training.schedules import resize_schedule, schedule_callbacks
 
 
@@ -56,6 +58,7 @@ class TrainingFiles(Protocol):
     checkpoints: Path  # resume state and the best checkpoint
     best_weights: Path
     log: Path  # log.csv
+    config: Path  # config.yaml: rewritten when a failed start check switches the fine-tuning
 
 
 @dataclass
@@ -83,12 +86,23 @@ class TrainResult:
     stages: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     warnings: list[dict] = field(default_factory=list)  # {"code", "message"}, also logged
+    config: RunConfig | None = None  # the config training ended with (a start check may switch)
+    start: dict | None = None  # the start check's verdict, when it ran
+
+
+StartJudge = Callable[[keras.Model, "TrainData"], dict]
 
 
 def train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console=None,
-                resume: bool = False, callbacks: Sequence = ()) -> TrainResult:
+                resume: bool = False, callbacks: Sequence = (),
+                judge_start: StartJudge | None = None) -> TrainResult:
     """Build the model from `cfg.model` and train it stage by stage; returns the best model.
     `callbacks`: more Keras callbacks for every stage (the search's pruning).
+
+    `judge_start(model, data)` (`train.start_check`, pretrained weights): after the head stage,
+    says whether the head on the frozen features is useful ({"useful", "message", ...}); when it
+    is not, `switch` retrains the fine-tuning stage as the scratch recipe would (and rewrites
+    the run's config.yaml), `warn` warns.
 
     Model, optimizer and training run inside the `train.strategy` tf.distribute scope. With
     `resume`, training continues from the run's last saved epoch (checkpoints/state.json) and ends
@@ -97,13 +111,14 @@ def train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console=Non
     start = time.perf_counter()
     with make_strategy(cfg.train.strategy).scope():
         result = _train_model(cfg, data, run, console, load_resume_state(run.checkpoints) if resume
-                              else None, start, callbacks)
+                              else None, start, callbacks, judge_start)
     result.seconds = round(time.perf_counter() - start, 1)
     return result
 
 
 def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, state: dict | None,
-                 start: float, extra: Sequence = ()) -> TrainResult:
+                 start: float, extra: Sequence = (),
+                 judge_start: StartJudge | None = None) -> TrainResult:
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.task)
     use_fused_batchnorm(model)
@@ -123,8 +138,9 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, s
         log.info("training %s", plan.describe())
     for warning in found:
         log.warning(warning["message"])
-    done_epochs, stages = 0, []
-    for plan in plans:
+    done_epochs, stages, verdict = 0, [], None
+    while plans:
+        plan = plans.pop(0)
         stage = plan.stage
         first, fitted = 0, []
         if state is not None:
@@ -157,12 +173,53 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, s
                        **({"on_time": not clock.late} if clock is not None else {})})
         found += _budget_warnings(plan, clock)
         done_epochs += stage_epochs
+        if stage == "head" and plans and judge_start is not None \
+                and cfg.train.start_check in ("switch", "warn"):
+            cfg, plans, verdict = _check_start(cfg, data, model, run, judge_start, plans)
+            found += verdict.get("warnings", [])
         state = None
     kept_epoch = (checkpoint.best_epoch if cfg.train.keep == "best"
                   else (epoch_log.rows[-1]["epoch"] if epoch_log.rows else None))
     return TrainResult(model, kept_epoch,
                        None if checkpoint.best_epoch is None else checkpoint.best,
-                       monitor, epoch_log.rows, stages, warnings=found)
+                       monitor, epoch_log.rows, stages, warnings=found, config=cfg,
+                       start=verdict)
+
+
+def _check_start(cfg: RunConfig, data: TrainData, model: keras.Model, run: TrainingFiles,
+                 judge: StartJudge, plans: list[StagePlan]
+                 ) -> tuple[RunConfig, list[StagePlan], dict]:
+    """After the head stage: is the head on the given weights' features useful? If not, switch
+    the fine-tuning to the scratch recipe's whole-network training (config.yaml rewritten, so a
+    resumed run goes on with it) or warn, as `train.start_check` says."""
+    verdict = dict(judge(model, data))
+    if verdict["useful"]:
+        log.info("start check: %s; fine-tuning as planned", verdict["message"])
+        return cfg, plans, {**verdict, "decision": "kept"}
+    if cfg.train.start_check == "warn":
+        message = (f"The given weights' features do not suit this task: {verdict['message']}. "
+                   "train.recipe: pretrained keeps its settings; set train.recipe: auto to let "
+                   "the run switch to whole-network training, or model.weights: none.")
+        log.warning(message)
+        return cfg, plans, {**verdict, "decision": "warned",
+                            "warnings": [{"code": "start_unhelpful", "message": message}]}
+    settings = switched_settings(cfg, len(data.train), data.task)
+    cfg = with_settings(cfg, settings)
+    atomic_write_text(run.config, cfg.to_yaml())
+    for layer in model.layers:  # statistics of a new domain move fast (as from scratch)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = cfg.model.batchnorm_momentum or layer.momentum
+    plans = [p for p in plan_stages(cfg, len(data.train)) if p.stage != "head"]
+    shown = ", ".join(f"{k.removeprefix('train.').removeprefix('fine_tune.')}={v}"
+                      for k, v in settings.items() if k != "train.augment")
+    message = (f"start check: {verdict['message']}: the features do not suit this task, so the "
+               f"whole network trains from them as from scratch ({shown}; augment "
+               f"{'+'.join(op['op'] for op in settings.get('train.augment', [])) or 'none'})")
+    log.warning(message)
+    for plan in plans:
+        log.info("training %s", plan.describe())
+    return cfg, plans, {**verdict, "decision": "switched", "settings": settings,
+                        "warnings": [{"code": "start_switched", "message": message}]}
 
 
 def _budget_warnings(plan: StagePlan, clock: BudgetClock | None) -> list[dict]:
