@@ -258,7 +258,7 @@ def test_a_box_trained_on_shuffled_boxes_is_flagged_everywhere(tmp_path, shuffle
            "model": {"backbone": "plain_cnn", "plain_cnn": {"filters": [16, 32, 32]},
                      "input_size": 48, "weights": "none"},
            "train": {"budget": "400 steps"},
-           "export": {"representative_samples": 16}, "verify": {"tflm_samples": 3}}
+           "export": {"representative_samples": 32}, "verify": {"tflm_samples": 3}}
     run, summary = full_run(validate_config(raw), progress=False)
     codes = [w["code"] for w in summary["warnings"]]
     row = Registry(tmp_path / "runs").get(run.name)

@@ -54,3 +54,24 @@ def test_detection_model_splits_where_the_head_begins():
     split = head(extractor(images, training=False), training=False)
     for a, b in zip(keras.tree.flatten(direct), keras.tree.flatten(split)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_a_detection_training_model_splits_with_its_cells_reachable_from_the_features():
+    """The head stage on cached features fits the training model's head: its extra cells output
+    must come from the features (a head split from the deployed model first cannot give it)."""
+    import keras
+
+    from tinyvision.config import ModelConfig
+    from tinyvision.models.build import build_model
+    from tinyvision.models.heads import training_model
+    from tinyvision.training.features import split_at_features
+
+    fitted, grid = training_model(build_model(ModelConfig(weights="none", input_size=32), 2,
+                                              "detection"))
+    extractor, head = split_at_features(fitted)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    direct = fitted(images, training=False)
+    split = head(extractor(images, training=False), training=False)
+    assert len(split) == 3 and tuple(split[2].shape) == (2, grid[0] * grid[1], 5)
+    for a, b in zip(keras.tree.flatten(direct), keras.tree.flatten(split)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

@@ -310,6 +310,15 @@ def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping, plan: S
             "schedule": schedule.state() if hasattr(schedule, "state") else None}
 
 
+def _first_outputs(outputs, n: int, grid):
+    """The outputs of the deployed model among a training model's (which adds the cells' output
+    last when `grid` is set), in the deployed model's form: one array when it has one output."""
+    if grid is None:
+        return outputs
+    outputs = list(outputs)[:n]
+    return outputs[0] if n == 1 else outputs
+
+
 def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: str,
                   first_epoch: int, steps: int):
     """(model to fit, train dataset, val dataset, a function giving `model`'s outputs on the val
@@ -324,8 +333,11 @@ def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: st
     stream = {"shuffle": True, "repeat": True, "seed": seed, "steps_per_epoch": steps,
               "first_epoch": first_epoch}
     if stage == "head" and cfg.train.head.cache_features and not cfg.train.augment:
-        extractor, head = split_at_features(model)
-        fit_model, grid = training_model(head)
+        # split the training model (not `model`): its extra cell output must be reachable from
+        # the head's own inputs
+        fit_full, grid = training_model(model)
+        extractor, fit_model = split_at_features(fit_full)
+        n_outputs = len(model.outputs)
         # one call for both splits (the extractor is traced once), each image once (oversampling
         # repeats train images)
         unique, where = np.unique(np.concatenate([data.train, data.val]), return_inverse=True)
@@ -337,7 +349,8 @@ def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: st
         val_ds = (feature_dataset(val_features, fit_targets(data, data.val, grid), batch)
                   if len(data.val) else None)
         return (fit_model, train_ds, val_ds,
-                lambda: head.predict(val_features, batch, verbose=0), grid)
+                lambda: _first_outputs(fit_model.predict(val_features, batch, verbose=0),
+                                       n_outputs, grid), grid)
     fit_model, grid = training_model(model)
     boxes = (lambda idx: None) if data.boxes is None else (lambda idx: data.boxes[idx])
     train_ds = cache_dataset(data.images, data.train, _class_targets(data, data.train), batch,
