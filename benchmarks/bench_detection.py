@@ -9,7 +9,7 @@ for always answering the mean training box and the whole image, and the wall tim
 the machine has two cores.
 
     python benchmarks/bench_detection.py ../shared/data/raccoon-voc [--seeds 0 1 2]
-        [--variant NAME:key=value;key=value ...] [--runs-dir DIR]
+        [--variant NAME:key=value;key=value ...] [--skip-default] [--runs-dir DIR]
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME:key=value;key=value (default: the recipe alone)")
+    parser.add_argument("--skip-default", action="store_true",
+                        help="run only the variants, not the recipe alone")
     parser.add_argument("--runs-dir", type=Path, default=None)
     args = parser.parse_args()
-    variants = [("default", [])] + [(v.split(":", 1)[0], v.split(":", 1)[1].split(";"))
+    variants = [("default", [])] * (not args.skip_default) + [(v.split(":", 1)[0], v.split(":", 1)[1].split(";"))
                                     for v in args.variant]
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="bench-detection-"))
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,15 @@ def run_one(folder: Path, runs: Path, name: str, overrides: list[str], seed: int
     _, summary = full_run(cfg, console=None, progress=False)
     return {"float": summary["float"]["accuracy"], "int8": summary["int8"]["accuracy"],
             "bytes": summary["int8_bytes"], "minutes": (time.perf_counter() - start) / 60,
-            "warnings": ",".join(w["code"] for w in summary.get("warnings", []))}
+            "warnings": ",".join(w["code"] for w in summary.get("warnings", [])),
+            "start": _start(summary.get("start"))}
+
+
+def _start(start: dict | None) -> str:
+    """The start check's decision and what it measured, or '' (no pretrained start)."""
+    if not start:
+        return ""
+    return f"start {start['decision']} (val informedness {start.get('informedness', '-')})"
 
 
 def main() -> None:
@@ -120,7 +128,7 @@ def main() -> None:
                 rows.append((set_name, variant, seed, result))
                 print(f"{set_name:12s} {variant:12s} seed {seed}  float {result['float']:.4f}  "
                       f"int8 {result['int8']:.4f}  {result['bytes']:,} B  "
-                      f"{result['minutes']:.1f} min  {result['warnings']}", flush=True)
+                      f"{result['minutes']:.1f} min  {result['warnings']}  {result['start']}", flush=True)
     print("\n| data | recipe | seed | float acc | int8 acc (TFLM) | model bytes | minutes |")
     print("|---|---|---|---|---|---|---|")
     for set_name, variant, seed, r in rows:

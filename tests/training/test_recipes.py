@@ -330,3 +330,44 @@ def test_the_start_check_switches_away_from_useless_features(tmp_path, features,
         assert "start_unhelpful" in codes and saved["train"]["fine_tune"]["unfreeze_from"] != 0
     else:
         assert start["informedness"] > 0.5 and not {"start_switched", "start_unhelpful"} & set(codes)
+
+
+@pytest.mark.parametrize("informedness, start_check, decision, code", [
+    (0.95, "switch", "kept", None), (0.75, "switch", "switched", "start_switched"),
+    (0.10, "switch", "switched", "start_switched"), (0.75, "warn", "warned", "start_partial"),
+    (0.10, "warn", "warned", "start_unhelpful")])
+def test_a_start_that_only_partly_suits_the_task_fine_tunes_the_whole_network(
+        tmp_path, informedness, start_check, decision, code):
+    """A head on the given features that tells the classes apart, but not well (useful < 0.9),
+    kept the short fine-tuning of the top in measurement and ended under the scratch recipe; auto
+    fine-tunes the whole network instead, an explicit pretrained recipe warns."""
+    from types import SimpleNamespace
+
+    import keras
+
+    from tinyvision.evaluate.health import GOOD_START_INFORMEDNESS
+    from tinyvision.training.recipes import apply_recipe
+    from tinyvision.training.trainer import _check_start
+
+    raw = tiny_config(tmp_path, tmp_path / "runs", model={"weights": str(tmp_path / "w.h5")},
+                      train={"start_check": start_check})
+    raw["train"].pop("head", None), raw["train"].pop("fine_tune", None)
+    cfg, _ = apply_recipe(validate_config(raw), 200, "multiclass")
+    judged = {"useful": informedness >= 0.3, "good": informedness >= GOOD_START_INFORMEDNESS,
+              "good_bar": GOOD_START_INFORMEDNESS, "informedness": informedness,
+              "message": f"val informedness {informedness}"}
+    data = SimpleNamespace(train=np.arange(200), task="multiclass")
+    files = SimpleNamespace(config=tmp_path / "config.yaml")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+    new_cfg, plans, start = _check_start(cfg, data, model, files, lambda m, d: judged,
+                                         plan_stages(cfg, 200))
+    assert start["decision"] == decision
+    assert [w["code"] for w in start.get("warnings", [])] == ([code] if code else [])
+    if decision == "switched":
+        assert new_cfg.train.fine_tune.unfreeze_from == 0
+        assert new_cfg.train.fine_tune.batchnorm == "train"
+        assert [p.stage for p in plans] == ["fine_tune"]
+        assert ("partly suit" in start["warnings"][0]["message"]) == (informedness > 0.3)
+        assert yaml.safe_load(files.config.read_text())["train"]["fine_tune"]["unfreeze_from"] == 0
+    else:
+        assert new_cfg == cfg and not files.config.exists()

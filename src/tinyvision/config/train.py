@@ -257,11 +257,12 @@ class TrainConfig(Section):
                     "IoU on the val split, an image of the wrong class counting 0); val_loss.")
     start_check: StartCheck | None = Field(
         None,
-        description="Pretrained weights: after the head stage, check that a head on the frozen "
-                    "features tells the classes apart (or finds the box) clearly. When it does "
-                    "not, switch: fine-tune the whole network as the scratch recipe trains, from "
-                    "the given weights; warn: keep the settings and warn; off: no check. None: "
-                    "the recipe's (switch for train.recipe auto, warn for an explicit "
+        description="Pretrained weights: after the head stage, check how well a head on the "
+                    "frozen features tells the classes apart (val informedness; a box must beat "
+                    "the constant box). Below 0.9 (features that do not suit the task, or only "
+                    "partly), switch: fine-tune the whole network as the scratch recipe trains, "
+                    "from the given weights; warn: keep the settings and warn; off: no check. "
+                    "None: the recipe's (switch for train.recipe auto, warn for an explicit "
                     "pretrained).")
     keep: Keep = Field(
         "best",

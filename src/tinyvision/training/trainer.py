@@ -193,16 +193,23 @@ def _check_start(cfg: RunConfig, data: TrainData, model: keras.Model, run: Train
     the fine-tuning to the scratch recipe's whole-network training (config.yaml rewritten, so a
     resumed run goes on with it) or warn, as `train.start_check` says."""
     verdict = dict(judge(model, data))
-    if verdict["useful"]:
+    verdict.setdefault("good", verdict["useful"])
+    if verdict["good"]:
         log.info("start check: %s; fine-tuning as planned", verdict["message"])
         return cfg, plans, {**verdict, "decision": "kept"}
+    partly = verdict["useful"]
+    fit = (f"the features only partly suit this task (a start kept as it is needs val "
+           f"informedness {verdict.get('good_bar', 0.9):.2f})" if partly
+           else "the features do not suit this task")
     if cfg.train.start_check == "warn":
-        message = (f"The given weights' features do not suit this task: {verdict['message']}. "
-                   "train.recipe: pretrained keeps its settings; set train.recipe: auto to let "
-                   "the run switch to whole-network training, or model.weights: none.")
+        code = "start_partial" if partly else "start_unhelpful"
+        message = (f"The given weights' start: {verdict['message']}; {fit}. train.recipe: "
+                   "pretrained keeps its settings; set train.recipe: auto to let the run fine-tune "
+                   "the whole network instead" + (", or model.weights: none." if not partly
+                                                  else "."))
         log.warning(message)
         return cfg, plans, {**verdict, "decision": "warned",
-                            "warnings": [{"code": "start_unhelpful", "message": message}]}
+                            "warnings": [{"code": code, "message": message}]}
     settings = switched_settings(cfg, len(data.train), data.task)
     cfg = with_settings(cfg, settings)
     atomic_write_text(run.config, cfg.to_yaml())
@@ -212,8 +219,8 @@ def _check_start(cfg: RunConfig, data: TrainData, model: keras.Model, run: Train
     plans = [p for p in plan_stages(cfg, len(data.train)) if p.stage != "head"]
     shown = ", ".join(f"{k.removeprefix('train.').removeprefix('fine_tune.')}={v}"
                       for k, v in settings.items() if k != "train.augment")
-    message = (f"start check: {verdict['message']}: the features do not suit this task, so the "
-               f"whole network trains from them as from scratch ({shown}; augment "
+    message = (f"start check: {verdict['message']}: {fit}, so the whole network trains from "
+               f"them with the scratch recipe's settings ({shown}; augment "
                f"{'+'.join(op['op'] for op in settings.get('train.augment', [])) or 'none'})")
     log.warning(message)
     for plan in plans:
