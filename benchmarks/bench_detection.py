@@ -49,8 +49,8 @@ def main() -> None:
                         help="run only the variants, not the recipe alone")
     parser.add_argument("--runs-dir", type=Path, default=None)
     args = parser.parse_args()
-    variants = [("default", [])] * (not args.skip_default) + [(v.split(":", 1)[0], v.split(":", 1)[1].split(";"))
-                                    for v in args.variant]
+    variants = [("default", [])] * (not args.skip_default)
+    variants += [(v.split(":", 1)[0], v.split(":", 1)[1].split(";")) for v in args.variant]
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="bench-detection-"))
     runs_dir.mkdir(parents=True, exist_ok=True)
     print(f"runs in {runs_dir}")
