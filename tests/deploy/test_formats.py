@@ -158,3 +158,31 @@ def tinyvision_runs(runs_dir):
     from tinyvision.run.run import runs
 
     return runs(runs_dir)
+
+
+@pytest.mark.slow
+def test_a_finished_run_exports_another_format_without_training_or_editing_its_config(tmp_path):
+    """`tinyvision export RUN --format onnx` on a run made with int8 only: the ONNX file is
+    written and checked against Keras on its runtime, the run's config lists it, and a later
+    verify checks it again; the int8 model is untouched. An unknown name is one line."""
+    from typer.testing import CliRunner
+
+    from tinyvision.cli import app
+    from tinyvision.config import load_config
+
+    cfg, run, data, model = handbuilt_run(tmp_path)
+    assert cfg.export.formats == ["int8"]
+    int8_before = run.int8_model.read_bytes()
+    result = CliRunner().invoke(app, ["export", str(run.root), "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    assert "onnx:" in result.output and "checked on its runtime" in result.output
+    assert (run.export_dir / "model.onnx").stat().st_size > 0
+    assert load_config(run.config).export.formats == ["int8", "onnx"]
+    assert run.int8_model.read_bytes() == int8_before
+    result = CliRunner().invoke(app, ["verify", str(run.root)])
+    assert result.exit_code == 0, result.output
+    onnx = json.loads(run.verify.read_text())["formats"]["onnx"]
+    assert onnx["verified"] and onnx["max_abs_diff"] <= 1e-4
+    bad = CliRunner().invoke(app, ["export", str(run.root), "--format", "tflite"])
+    assert bad.exit_code != 0 and "unknown; choose from int8, float16, onnx" in bad.output
+    assert "Traceback" not in bad.output

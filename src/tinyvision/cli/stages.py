@@ -16,13 +16,30 @@ from tinyvision.run.run import Run
 
 
 @user_errors
-def export_command(run_dir: Path = RUN_ARG, trust_model_code: bool = TRUST_OPTION) -> None:
-    """Export a run's float model to int8 LiteRT and C source.
+def export_command(
+    run_dir: Path = RUN_ARG,
+    formats: Optional[list[str]] = typer.Option(
+        None, "--format", "-f", help="Add this format to the finished run instead (float16, onnx, "
+        "onnx_int8, coreml; repeat for several): written into export/, checked on its runtime "
+        "against the Keras model, and listed in the run's export.formats. No training again."),
+    trust_model_code: bool = TRUST_OPTION,
+) -> None:
+    """Export a run's float model to int8 LiteRT and C source, or to other formats.
 
     Full-integer quantisation (int8 input and output) calibrated on training images; writes
-    export/model_int8.tflite and export/model_int8.h/.cc.
+    export/model_int8.tflite and export/model_int8.h/.cc. With --format, only the formats named.
     """
     run = Run.open(run_dir, trust_model_code)
+    if formats:
+        checked = run.export(formats=formats)
+        for name, entry in checked["formats"].items():
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in (entry.get("metrics") or {}).items())
+            state = (f"checked on its runtime ({shown} on the {checked['split']} split; outputs "
+                     f"within {entry.get('max_abs_diff', 0):.2g} of Keras)" if entry["verified"]
+                     else escape(entry.get("note", "not run here")))
+            console.print(f"{name}: {run.folder.export_dir / entry['file']} "
+                          f"({entry['bytes']:,} bytes), {state}")
+        return
     result = run.export()
     folder = run.folder
     console.print(f"int8 model: {folder.int8_model} ({result['int8_bytes']:,} bytes); "

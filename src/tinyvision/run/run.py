@@ -25,10 +25,11 @@ from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
 from tinyvision.run.predict import collect_images, load_predictor
 from tinyvision.run.registry import Registry
 from tinyvision.run.device import check_device_settings, run_fit
-from tinyvision.run.stages import (evaluate_stage, export_stage, headline, prepare_data,
+from tinyvision.run.stages import (evaluate_stage, export_formats, export_stage, prepare_data,
                                    prepare_manifest,
-                                   read_json, report_stage, resolve_settings, train_data,
-                                   train_stage, verify_stage)
+                                   report_stage, resolve_settings, train_data, train_stage,
+                                   verify_stage)
+from tinyvision.run.summary import headline, read_json
 from tinyvision.run.tracking import check_tracking, log_run
 
 log = logging.getLogger("tinyvision")
@@ -344,9 +345,20 @@ class Run:
             cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"tta": tta})})
         return evaluate_stage(cfg, self.folder, self._data(), self.model)
 
-    def export(self) -> dict:
-        """int8 LiteRT model and C source in export/; returns sizes and quantisation."""
-        return export_stage(self.config, self.folder, self._data(), self.model)
+    def export(self, formats: list[str] | None = None) -> dict:
+        """int8 LiteRT model and C source in export/; returns sizes and quantisation.
+
+        `formats` (e.g. ["onnx"]): instead, add these formats to a finished run without training
+        again or editing its config: each is written into export/ and checked on its runtime
+        (returned as {"split", "formats": {name: {file, bytes, metrics, max_abs_diff, ...}}}),
+        and the run's config.yaml lists it in export.formats, so `verify` checks it again."""
+        if not formats:
+            return export_stage(self.config, self.folder, self._data(), self.model)
+        self.folder.require(self.folder.int8_model, "tinyvision export")
+        self.config, result = export_formats(self.config, self.folder, self._data(), self.model,
+                                             list(formats))
+        atomic_write_text(self.folder.config, self.config.to_yaml())
+        return result
 
     def verify(self) -> dict:
         """The int8 model on TFLM and LiteRT reference kernels: metrics, arena (verify.json)."""

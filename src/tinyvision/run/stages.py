@@ -35,6 +35,7 @@ from tinyvision.run.device import (camera_boxes, camera_format, camera_inputs, e
 from tinyvision.run.formats import (class_drops, export_format, quantisation_aware, side_by_side,
                                     verify_formats)
 from tinyvision.run.folder import RunDir
+from tinyvision.run.summary import headline, metric_delta, read_json
 from tinyvision.training.recipes import apply_recipe
 
 log = logging.getLogger("tinyvision")
@@ -337,6 +338,41 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+def export_formats(cfg: RunConfig, run: RunDir, data: PreparedData, model,
+                   formats: list[str]) -> tuple[RunConfig, dict]:
+    """More export formats for a finished run, without training again: each written into export/
+    and checked on its runtime (outputs vs the Keras model, metrics on the evaluation split). The
+    returned config lists them in export.formats (the caller saves it, so that `verify` checks
+    them again); the int8 model is left as it is."""
+    from typing import get_args
+
+    from tinyvision.config.run import ExportFormat
+    from tinyvision.errors import ConfigError
+
+    known = get_args(ExportFormat)
+    for name in formats:
+        if name not in known:
+            raise ConfigError(f"export format {name!r} is unknown; choose from "
+                              f"{', '.join(known)}.")
+    wanted = cfg.export.model_copy(update={"formats": ["int8", *dict.fromkeys(
+        f for f in formats if f != "int8")]})
+    chosen = balanced_draw(data.manifest.label_matrix(), data.indices("train"),
+                           cfg.export.representative_samples, cfg.seed)
+    calibration = np.asarray(data.cache.images[chosen])
+    per_channel = cfg.export.weight_quantization == "per_channel"
+    for fmt in wanted.formats[1:]:
+        export_format(fmt, model, run.export_dir, calibration, per_channel)
+    split, indices = _eval_split(data)
+    thresholds = run_thresholds(run, data.manifest)
+    checked = verify_formats(cfg.model_copy(update={"export": wanted}), run,
+                             np.asarray(data.cache.images[indices]), model,
+                             lambda outs: headline(_output_metrics(cfg, data, indices, outs,
+                                                                   thresholds)))
+    listed = [*cfg.export.formats, *(f for f in wanted.formats if f not in cfg.export.formats)]
+    new_cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"formats": listed})})
+    return new_cfg, {"split": split, "formats": checked}
+
+
 def _export_thresholds(run: RunDir, manifest: Manifest) -> list[float] | None:
     """Multi-label: the run's thresholds, copied to export/thresholds.json; None for multi-class."""
     from tinyvision.evaluate.thresholds import THRESHOLDS_FILE
@@ -425,12 +461,6 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     return report
 
 
-def metric_delta(before: dict, after: dict) -> dict:
-    """after - before for each headline metric both have (int8 - float, camera - training)."""
-    a, b = headline(before), headline(after)
-    return {key: b[key] - a[key] for key in a if key in b}
-
-
 def _camera_skew(cfg: RunConfig, data: PreparedData, indices: np.ndarray, samples: list,
                  model_path: Path, thresholds, training_path: dict) -> dict:
     """Train/serve skew: the int8 model on the test images seen through deploy.camera (rendered
@@ -451,19 +481,6 @@ def _camera_skew(cfg: RunConfig, data: PreparedData, indices: np.ndarray, sample
     return skew
 
 
-HEADLINE_KEYS = ("accuracy", "macro_f1")
-HEADLINE_BOX_KEYS = ("mean_iou", "accuracy_iou50", "iou_score")
-
-
-def headline(metrics: dict) -> dict:
-    """accuracy and macro F1 of a class output, mean IoU, accuracy at IoU >= 0.5 and the IoU
-    score of a box; a headline dict is returned as it is."""
-    out = {key: metrics[key] for key in HEADLINE_KEYS + HEADLINE_BOX_KEYS if key in metrics}
-    boxes = metrics.get("boxes") or {}
-    out.update({key: boxes[key] for key in HEADLINE_BOX_KEYS if key in boxes})
-    return out
-
-
 def _read_float_metrics(run: RunDir) -> dict | None:
     return (read_json(run.metrics) or {}).get("float")
 
@@ -473,10 +490,3 @@ def report_stage(cfg: RunConfig, run: RunDir, data: PreparedData) -> Path:
     """report.html: a self-contained page on the run (after evaluate; export, verify and
     summary.json add their sections when present). Returns its path."""
     return write_report(cfg, run, data.manifest, data.cache)
-
-
-def read_json(path: Path) -> dict | None:
-    """A run's JSON file (metrics.json, summary.json, ...), or None when it is not there."""
-    import json
-
-    return json.loads(path.read_text()) if path.exists() else None
