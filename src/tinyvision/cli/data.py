@@ -21,6 +21,7 @@ from tinyvision.data.download import FetchResult, Reporter, download_coco
 from tinyvision.data.inspect import inspect_manifest
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources import build_manifest
+from tinyvision.layout import MANIFEST_FILE
 
 data_app = typer.Typer(help="Build, inspect and download datasets.", no_args_is_help=True,
                        add_completion=False, pretty_exceptions_enable=False)
@@ -39,7 +40,7 @@ def build(config: Path = typer.Argument(..., help="Run config (YAML) with a data
     """Build the manifest a config describes and print its images per class and split."""
     cfg = load_config(config, overrides or [])
     manifest = build_manifest(cfg.data, cfg.seed, cfg.model.task)
-    out = out or config.parent / "manifest.jsonl"
+    out = out or config.parent / MANIFEST_FILE
     manifest.save(out)
     console.print(counts_table(manifest.classes, manifest.counts(),
                                f"{manifest.task}, {len(manifest)} images"))

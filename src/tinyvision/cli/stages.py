@@ -44,7 +44,7 @@ def export_command(
     folder = run.folder
     console.print(f"int8 model: {folder.int8_model} ({result['int8_bytes']:,} bytes); "
                   f"C source: {folder.c_source}, {folder.c_header}; TFLM application: "
-                  f"{folder.export_dir / 'app'} (ops {', '.join(result['ops'])})")
+                  f"{folder.app_dir} (ops {', '.join(result['ops'])})")
     print_device(result)
 
 

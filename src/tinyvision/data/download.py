@@ -35,6 +35,7 @@ from tinyvision.data.sources import finish_manifest
 from tinyvision.data.sources.coco import build_coco
 from tinyvision.errors import DataError
 from tinyvision.files import atomic_write_text
+from tinyvision.layout import MANIFEST_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -457,6 +458,6 @@ def _write_outputs(out_dir: Path, year: str, data: dict, seed: int, manifest,
     atomic_write_text(config, "# Written by `tinyvision data download coco`; paths are relative "
                       "to this file.\n" + yaml.safe_dump({"seed": seed, "data": {"source": relative}},
                                                          sort_keys=False))
-    path = out_dir / "manifest.jsonl"
+    path = out_dir / MANIFEST_FILE
     manifest.save(path)
     return CocoDownload(config, path, results)

@@ -22,6 +22,7 @@ from tinyvision.data.sources.boxes import BOX_OK, BOX_STATUS_TEXT, check_boxes
 from tinyvision.data.sources.objects import existing_files
 from tinyvision.errors import DataError
 from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.layout import SUMMARY_FILE
 
 # Box side (square root of its area) in pixels; COCO calls < 32 small and > 96 large.
 SIDE_BINS = (0, 8, 16, 32, 64, 96, 128, 256, 512, float("inf"))
@@ -77,7 +78,7 @@ def inspect_manifest(manifest: Manifest, out_dir: str | Path | None = None, samp
         unreadable = draw_grid(manifest, out_dir / "grid.png", samples, seed)
         report.problems += [f"{path}: cannot be decoded ({why})" for path, why in unreadable]
         report.grid = str(out_dir / "grid.png")
-        atomic_write_text(out_dir / "summary.json", json.dumps(report.to_json(), indent=2) + "\n")
+        atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(report.to_json(), indent=2) + "\n")
     return report
 
 

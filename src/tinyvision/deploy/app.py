@@ -23,7 +23,6 @@ from tinyvision.deploy.outputs import output_kinds_of
 from tinyvision.deploy.tflm_ops import TFLM_OPS
 from tinyvision.files import atomic_write_text
 
-APP_DIR = "app"
 ARENA_MARGIN_BYTES = 1024  # on top of the arena verify found: TFLM's own alignment and headroom
 
 

@@ -27,8 +27,6 @@ from tinyvision.deploy.litert import quiet_converter
 from tinyvision.errors import ExportError
 from tinyvision.files import atomic_path
 
-FORMAT_FILES = {"int8": "model_int8.tflite", "float16": "model_float16.tflite",
-                "onnx": "model.onnx", "onnx_int8": "model_int8.onnx", "coreml": "model.mlpackage"}
 # what a float export may differ from Keras by, in output units (probabilities or box fractions):
 # float16 weights move a partly trained net's probabilities by up to ~0.013 (0.0013 for the demo
 # model); a broken conversion moves them by tenths

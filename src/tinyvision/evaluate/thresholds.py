@@ -17,9 +17,9 @@ import numpy as np
 from tinyvision.errors import DataError, RunError
 from tinyvision.evaluate.metrics import check_beta, check_classes, check_scores, check_targets
 from tinyvision.files import atomic_write_json
+from tinyvision.layout import THRESHOLDS_FILE
 
 DEFAULT_THRESHOLD = 0.5
-THRESHOLDS_FILE = "thresholds.json"
 _TIE_TOLERANCE = 1e-12
 
 

@@ -19,6 +19,7 @@ import keras
 
 from tinyvision.config import MODEL_FILE_SUFFIXES
 from tinyvision.errors import ModelError, did_you_mean
+from tinyvision.layout import FLOAT_MODEL_FILE
 from tinyvision.models.backbones import like_input, rebuild_on
 
 UNSAFE_FLAG = "model.allow_unsafe_model_code: true"
@@ -149,7 +150,7 @@ def load_trained_model(path: str | Path, trust_model_code: bool = False) -> kera
 def _load_error(path: Path, exc: Exception) -> str:
     text = str(exc)
     if "safe_mode" in text or "unsafe" in text:
-        hint = (f"pass {TRUST_FLAG}" if path.name == "model_float.keras" else f"set {UNSAFE_FLAG}")
+        hint = (f"pass {TRUST_FLAG}" if path.name == FLOAT_MODEL_FILE else f"set {UNSAFE_FLAG}")
         return (f"{path} stores Python code (a lambda or custom function), which tinyvision does "
                 f"not run by default. If you trust the file, {hint}. ({text[:300]})")
     if "Could not locate" in text or "Unknown layer" in text:

@@ -26,6 +26,8 @@ from tinyvision.data.manifest import SPLITS, Manifest
 from tinyvision.deploy.fit import fit_rows
 from tinyvision.report import plots
 from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.layout import (EVAL_SCORES_FILE, FIT_FILE, INT8_SCORES_FILE, LR_FIND_PLOT,
+                               REPORT_FILE)
 
 class RunFolder(Protocol):
     """The files of a run the report reads (run/folder.py's RunDir has them)."""
@@ -42,11 +44,7 @@ class RunFolder(Protocol):
     export_dir: Path
 
 
-REPORT_FILE = "report.html"
-EVAL_SCORES_FILE = "eval_scores.npz"  # the float model's outputs (evaluate)
-INT8_SCORES_FILE = "int8_scores.npz"  # the int8 model's on the reference kernels (verify)
 _SCORES_FILES = {"float": EVAL_SCORES_FILE, "int8": INT8_SCORES_FILE}
-LR_FIND_FILE = "lr_find.png"
 SAMPLES_PER_CLASS = 6
 MAX_GRID_CLASSES = 30
 
@@ -287,7 +285,7 @@ def _training_section(run: RunFolder) -> str:
     chart = plots.training_curves(rows) if rows else None
     body += _img(chart, "training curves") if chart else _note("No log.csv: the model was not "
                                                               "trained in this run directory.")
-    lr_find = run.root / LR_FIND_FILE
+    lr_find = run.root / LR_FIND_PLOT
     if lr_find.exists():
         body += "<h3>Learning-rate finder</h3>" + _img(lr_find.read_bytes(), "learning-rate finder")
     return _section("Training", body)
@@ -485,7 +483,7 @@ def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
 def _device_section(run: RunFolder, files: _RunFiles) -> str:
     """The compiled application's check, the camera path, and the fit on export.board."""
     verify = files.verify or {}
-    fit = verify.get("fit") or _json(run.export_dir / "fit.json")
+    fit = verify.get("fit") or _json(run.export_dir / FIT_FILE)
     app, camera = verify.get("app"), verify.get("camera")
     if not (fit or app or camera):
         return ""

@@ -22,7 +22,7 @@ from tinyvision.config import RunConfig
 from tinyvision.data.cache import BadImage, DecodeSpec, map_box, source_region
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources.boxes import image_size
-from tinyvision.deploy.app import APP_DIR, write_app
+from tinyvision.deploy.app import write_app
 from tinyvision.deploy.boards import Board, load_board
 from tinyvision.deploy.c_source import write_c_source
 from tinyvision.deploy.camera import (CameraFormat, CameraPlan, frame_from_file,
@@ -36,12 +36,12 @@ from tinyvision.deploy.tflm_build import SOURCE_ENV, find_tflm_source
 from tinyvision.deploy.verify import verify_app, verify_firmware
 from tinyvision.errors import ExportError, RunError
 from tinyvision.files import atomic_write_json
+from tinyvision.layout import APP_DIR, FIT_FILE
 from tinyvision.models.outputs import output_kinds
 from tinyvision.run.folder import RunDir
 
 log = logging.getLogger("tinyvision")
 
-FIT_FILE = "fit.json"
 PYTHON_ARENA = "Python TFLM interpreter"
 APP_ARENA = "compiled application"
 

@@ -1,7 +1,6 @@
 """Run folders: `runs/<name>/` holds everything one run produced.
 
-Layout (DESIGN.md): config.yaml, manifest.jsonl, bad_images.txt, checkpoints/, log.csv,
-metrics.json, report.html, export/, verify.json, summary.json.
+The file names and the layout are tinyvision/layout.py's; RunDir makes them paths.
 """
 
 from __future__ import annotations
@@ -12,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyvision.errors import RunError
-from tinyvision.training import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, LOG_FILE
+from tinyvision.layout import (APP_DIR, BAD_IMAGES_FILE, BEST_WEIGHTS_FILE, C_HEADER_FILE,
+                               C_SOURCE_FILE, CHECKPOINTS_DIR, CONFIG_FILE, EVAL_SCORES_FILE,
+                               EXPORT_DIR, FIT_FILE, FLOAT_MODEL_FILE, FORMAT_FILES,
+                               INT8_SCORES_FILE, LEGACY_RUN_FILES, LOG_FILE, LR_FIND_PLOT,
+                               MANIFEST_FILE, METRICS_FILE, REPORT_FILE, RUN_MARKER,
+                               SUMMARY_FILE, THRESHOLDS_FILE, VERIFY_FILE)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# written into every run folder when it is made: `overwrite: true` replaces only such a folder
-RUN_MARKER = ".tinyvision-run"
-LEGACY_RUN_FILES = ("config.yaml", "manifest.jsonl")  # what a run made before the marker holds
 
 
 @dataclass(frozen=True)
@@ -30,20 +31,27 @@ class RunDir:
     def name(self) -> str:
         return self.root.name
 
-    config = property(lambda self: self.root / "config.yaml")
-    manifest = property(lambda self: self.root / "manifest.jsonl")
-    bad_images = property(lambda self: self.root / "bad_images.txt")
+    config = property(lambda self: self.root / CONFIG_FILE)
+    manifest = property(lambda self: self.root / MANIFEST_FILE)
+    bad_images = property(lambda self: self.root / BAD_IMAGES_FILE)
     checkpoints = property(lambda self: self.root / CHECKPOINTS_DIR)
     best_weights = property(lambda self: self.root / CHECKPOINTS_DIR / BEST_WEIGHTS_FILE)
     log = property(lambda self: self.root / LOG_FILE)
-    metrics = property(lambda self: self.root / "metrics.json")
-    export_dir = property(lambda self: self.root / "export")
-    float_model = property(lambda self: self.root / "export" / "model_float.keras")
-    int8_model = property(lambda self: self.root / "export" / "model_int8.tflite")
-    c_header = property(lambda self: self.root / "export" / "model_int8.h")
-    c_source = property(lambda self: self.root / "export" / "model_int8.cc")
-    verify = property(lambda self: self.root / "verify.json")
-    summary = property(lambda self: self.root / "summary.json")
+    lr_find_plot = property(lambda self: self.root / LR_FIND_PLOT)
+    metrics = property(lambda self: self.root / METRICS_FILE)
+    eval_scores = property(lambda self: self.root / EVAL_SCORES_FILE)
+    int8_scores = property(lambda self: self.root / INT8_SCORES_FILE)
+    thresholds = property(lambda self: self.root / THRESHOLDS_FILE)
+    export_dir = property(lambda self: self.root / EXPORT_DIR)
+    float_model = property(lambda self: self.root / EXPORT_DIR / FLOAT_MODEL_FILE)
+    int8_model = property(lambda self: self.root / EXPORT_DIR / FORMAT_FILES["int8"])
+    c_header = property(lambda self: self.root / EXPORT_DIR / C_HEADER_FILE)
+    c_source = property(lambda self: self.root / EXPORT_DIR / C_SOURCE_FILE)
+    app_dir = property(lambda self: self.root / EXPORT_DIR / APP_DIR)
+    fit = property(lambda self: self.root / EXPORT_DIR / FIT_FILE)
+    verify = property(lambda self: self.root / VERIFY_FILE)
+    report = property(lambda self: self.root / REPORT_FILE)
+    summary = property(lambda self: self.root / SUMMARY_FILE)
 
     def require(self, path: Path, produced_by: str) -> Path:
         """Return `path`, or raise a RunError saying which step produces it."""
@@ -109,7 +117,7 @@ def _marked(root: Path) -> RunDir:
 def open_run_dir(path: str | Path) -> RunDir:
     """An existing run directory (must hold config.yaml)."""
     root = Path(path)
-    if not (root / "config.yaml").is_file():
+    if not (root / CONFIG_FILE).is_file():
         raise RunError(f"{root} is not a run directory (no config.yaml); pass a folder under runs/ "
                        "made by `tinyvision train`.")
     return RunDir(root)

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.config import RunConfig
-from tinyvision.deploy.formats import (FORMAT_FILES, TOLERANCE, export_coreml, export_float16,
+from tinyvision.deploy.formats import (TOLERANCE, export_coreml, export_float16,
                                        export_onnx, export_onnx_int8, format_runner)
 from tinyvision.deploy.litert import export_int8
 from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.errors import VerifyError
+from tinyvision.layout import FORMAT_FILES, PTQ_FILE, QAT_FILE
 from tinyvision.evaluate.metrics import task_score
 from tinyvision.models.outputs import split_outputs
 from tinyvision.run.folder import RunDir
@@ -102,8 +103,6 @@ def class_drops(float_metrics: dict | None, int8_metrics: dict, threshold: float
 
 
 # ---- quantisation-aware fine-tuning ----------------------------------------------------------
-PTQ_FILE = "model_int8_ptq.tflite"
-QAT_FILE = "model_int8_qat.tflite"
 
 
 def quantisation_aware(cfg: RunConfig, run: RunDir, data, model, calibration: np.ndarray,

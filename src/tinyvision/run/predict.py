@@ -28,6 +28,7 @@ from tinyvision.data.sources.boxes import image_size
 from tinyvision.deploy.camera import RAW_FRAME_SUFFIXES
 from tinyvision.deploy.outputs import snap_thresholds
 from tinyvision.deploy.runners import ReferenceRunner
+from tinyvision.layout import CONFIG_FILE
 from tinyvision.errors import ConfigError, DataError, ExportError, ModelError, RunError, check_choice
 from tinyvision.evaluate.tta import int8_scorer, keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_text
@@ -190,7 +191,7 @@ def resolve_model(target: Path, kind: str = "auto") -> tuple[Path, RunDir]:
 
 def _run_of(model_path: Path) -> RunDir:
     for folder in (model_path.parent, model_path.parent.parent):
-        if (folder / "config.yaml").is_file():
+        if (folder / CONFIG_FILE).is_file():
             return RunDir(folder)
     raise RunError(f"{model_path} is not inside a run directory: predict reads the run's "
                    "config.yaml (input size, colour mode, resize) and manifest.jsonl (class names) "
@@ -236,7 +237,8 @@ def _check_shapes(model_path: Path, input_shape: tuple, output_shapes: list[tupl
 
 
 def _thresholds(model_path: Path, run: RunDir, manifest: Manifest) -> np.ndarray:
-    from tinyvision.evaluate.thresholds import DEFAULT_THRESHOLD, THRESHOLDS_FILE, load_thresholds
+    from tinyvision.evaluate.thresholds import DEFAULT_THRESHOLD, load_thresholds
+    from tinyvision.layout import THRESHOLDS_FILE
 
     for path in (model_path.parent / THRESHOLDS_FILE, run.root / THRESHOLDS_FILE):
         if path.exists():

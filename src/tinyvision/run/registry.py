@@ -29,8 +29,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from tinyvision.errors import RegistryError, did_you_mean
 from tinyvision.files import process_alive, atomic_write_text
+from tinyvision.layout import REGISTRY_FILE
 
-REGISTRY_FILE = "registry.sqlite"
 SCHEMA_VERSION = 5
 # export_failed: trained and evaluated, but the int8 export or its verification refused the model
 STATUSES = frozenset({"running", "finished", "failed", "export_failed", "interrupted", "pruned"})

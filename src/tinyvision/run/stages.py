@@ -19,7 +19,6 @@ from tinyvision.data.color import resolve_color_mode
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources import build_manifest
 from tinyvision.deploy.c_source import write_c_source
-from tinyvision.deploy.formats import FORMAT_FILES
 from tinyvision.deploy.litert import balanced_draw, export_int8
 from tinyvision.deploy.outputs import dequantize, snap_thresholds, tensor_quantization
 from tinyvision.deploy.runners import ReferenceRunner
@@ -28,6 +27,7 @@ from tinyvision.errors import DataError
 from tinyvision.evaluate.health import BOX_WARNING, box_baselines, box_warning, collapse_warning
 from tinyvision.evaluate.tta import keras_scorer, tta_outputs
 from tinyvision.files import atomic_path, atomic_write_json, atomic_write_text
+from tinyvision.layout import FORMAT_FILES, THRESHOLDS_FILE
 from tinyvision.models.outputs import ModelOutputs, class_task, output_kinds, split_outputs
 from tinyvision.report.html import save_eval_scores, write_report
 from tinyvision.run.device import (camera_boxes, camera_format, camera_inputs, export_device,
@@ -255,8 +255,8 @@ def _float_outputs(model, data: PreparedData, indices: np.ndarray, tta: bool) ->
 
 def _tune_thresholds(cfg: RunConfig, run: RunDir, data: PreparedData, model) -> np.ndarray:
     """Multi-label thresholds tuned on the val split, saved in the run and export/ folders."""
-    from tinyvision.evaluate.thresholds import (DEFAULT_THRESHOLD, THRESHOLDS_FILE,
-                                                save_thresholds, tune_thresholds)
+    from tinyvision.evaluate.thresholds import (DEFAULT_THRESHOLD, save_thresholds,
+                                                tune_thresholds)
 
     val, classes = data.indices("val"), data.manifest.classes
     if len(val):
@@ -274,7 +274,7 @@ def _tune_thresholds(cfg: RunConfig, run: RunDir, data: PreparedData, model) -> 
 def run_thresholds(run: RunDir, manifest: Manifest) -> np.ndarray | None:
     """The run's tuned multi-label thresholds (None for multi-class); 0.5 with a warning when
     the run has no thresholds.json yet."""
-    from tinyvision.evaluate.thresholds import DEFAULT_THRESHOLD, THRESHOLDS_FILE, load_thresholds
+    from tinyvision.evaluate.thresholds import DEFAULT_THRESHOLD, load_thresholds
 
     if manifest.task != "multilabel":
         return None
@@ -375,8 +375,6 @@ def export_formats(cfg: RunConfig, run: RunDir, data: PreparedData, model,
 
 def _export_thresholds(run: RunDir, manifest: Manifest) -> list[float] | None:
     """Multi-label: the run's thresholds, copied to export/thresholds.json; None for multi-class."""
-    from tinyvision.evaluate.thresholds import THRESHOLDS_FILE
-
     thresholds = run_thresholds(run, manifest)
     if thresholds is None:
         return None

@@ -15,6 +15,7 @@ import numpy as np
 from tinyvision.data.sources.boxes import box_iou
 from tinyvision.errors import RunError
 from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.layout import RESUME_STATE_FILE
 
 
 def monitor_mode(monitor: str) -> str:
@@ -249,14 +250,14 @@ def save_resume_state(folder: Path, target: keras.Model, optimizer, stage: str, 
     state = {"version": 1, "stage": stage, "stage_epochs": stage_epochs,
              "epoch_offset": epoch_offset, "finished": finished, "weights": weights.name,
              "optimizer": opt.name if optimizer is not None else None, **counters}
-    atomic_write_text(folder / "state.json", json.dumps(state, indent=1))
+    atomic_write_text(folder / RESUME_STATE_FILE, json.dumps(state, indent=1))
     for old in folder.glob("last-*"):  # only the files state.json names are kept
         if old.name not in (weights.name, opt.name):
             old.unlink(missing_ok=True)
 
 
 def load_resume_state(folder: Path) -> dict | None:
-    path = Path(folder) / "state.json"
+    path = Path(folder) / RESUME_STATE_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
 

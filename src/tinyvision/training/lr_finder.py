@@ -26,7 +26,7 @@ from tinyvision.errors import ConfigError, RunError
 from tinyvision.files import atomic_path, atomic_write_text
 from tinyvision.models.build import build_model
 from tinyvision.models.outputs import has_class_output
-from tinyvision.training import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR
+from tinyvision.layout import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, LR_FIND_PLOT, LR_FIND_TABLE
 from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 from tinyvision.training.imbalance import balance_training_data
 from tinyvision.training.losses import build_loss, build_loss_weights
@@ -171,7 +171,7 @@ def save_lr_find(result: LrFindResult, folder: Path) -> tuple:
     writer.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
     for step, row in enumerate(zip(result.learning_rates, result.losses, result.smoothed)):
         writer.writerow([step, *(f"{v:.6g}" for v in row)])
-    csv_path, png_path = Path(folder) / "lr_find.csv", Path(folder) / "lr_find.png"
+    csv_path, png_path = Path(folder) / LR_FIND_TABLE, Path(folder) / LR_FIND_PLOT
     atomic_write_text(csv_path, out.getvalue())
     _plot(result, png_path)
     return csv_path, png_path

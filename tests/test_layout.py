@@ -1,0 +1,49 @@
+"""The run folder's file names are spelled in one module (tinyvision/layout.py): a rename is one
+line, and a reader finds the whole layout there."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import tinyvision
+from tinyvision import layout
+from tinyvision.run.folder import RunDir
+
+SRC = Path(tinyvision.__file__).parent
+
+
+def _names() -> set[str]:
+    """Every file name layout.py declares that is specific enough to search for (it has a dot,
+    or is the checkpoints folder); 'app' and 'export' are ordinary words in the code."""
+    values = set()
+    for key, value in vars(layout).items():
+        if not key.isupper():
+            continue
+        for item in (value.values() if isinstance(value, dict) else
+                     value if isinstance(value, tuple) else [value]):
+            if "." in item or item == layout.CHECKPOINTS_DIR:
+                values.add(item)
+    return values
+
+
+def test_no_module_but_layout_spells_a_run_file_name():
+    names, found = _names(), []
+    assert {"config.yaml", "summary.json", "state.json", "model_int8.tflite"} <= names
+    for path in SRC.rglob("*.py"):
+        if path.name == "layout.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and node.value in names:
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}")
+    assert not found, "run file names spelled outside tinyvision/layout.py:\n" + "\n".join(found)
+
+
+def test_run_dir_paths_are_the_layout_names(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.config == tmp_path / layout.CONFIG_FILE
+    assert run.int8_model == tmp_path / layout.EXPORT_DIR / layout.FORMAT_FILES["int8"]
+    assert run.app_dir == tmp_path / layout.EXPORT_DIR / layout.APP_DIR
+    assert run.best_weights == tmp_path / layout.CHECKPOINTS_DIR / layout.BEST_WEIGHTS_FILE
+    assert run.report == tmp_path / layout.REPORT_FILE
