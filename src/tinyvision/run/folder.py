@@ -53,6 +53,15 @@ class RunDir:
     report = property(lambda self: self.root / REPORT_FILE)
     summary = property(lambda self: self.root / SUMMARY_FILE)
 
+    def load_float_model(self, trust_model_code: bool = False):
+        """The trained float Keras model (export/model_float.keras); the one place a run's model
+        is loaded. `trust_model_code`: the caller's consent to load a model storing Python code
+        (never the run folder's own config)."""
+        from tinyvision.models.user_models import load_trained_model
+
+        return load_trained_model(self.require(self.float_model, "tinyvision train"),
+                                  trust_model_code)
+
     def require(self, path: Path, produced_by: str) -> Path:
         """Return `path`, or raise a RunError saying which step produces it."""
         if not path.exists():

@@ -327,11 +327,7 @@ class Run:
     def model(self):
         """The trained float Keras model (export/model_float.keras), loaded once."""
         if self._model is None:
-            from tinyvision.models.user_models import load_trained_model
-
-            self._model = load_trained_model(
-                self.folder.require(self.folder.float_model, "tinyvision train"),
-                self.trust_model_code)
+            self._model = self.folder.load_float_model(self.trust_model_code)
         return self._model
 
     def _data(self, progress: bool = False):

@@ -144,11 +144,8 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     the constant answers the box must beat. metrics.json also lists the worst predictions (and
     the worst boxes); eval_scores.npz keeps the outputs for the report.
     """
-    from tinyvision.models.user_models import load_trained_model
-
     if model is None:
-        model = load_trained_model(run.require(run.float_model, "tinyvision train"),
-                                   trust_model_code)
+        model = run.load_float_model(trust_model_code)
     manifest, tta = data.manifest, cfg.evaluate.tta
     thresholds = _tune_thresholds(cfg, run, data, model) if manifest.task == "multilabel" else None
     split, indices = _eval_split(data)
@@ -299,11 +296,8 @@ def _eval_split(data: PreparedData) -> tuple[str, np.ndarray]:
 def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
                  trust_model_code: bool = False) -> dict:
     """int8 LiteRT model calibrated on training images, plus its C source/header pair."""
-    from tinyvision.models.user_models import load_trained_model
-
     if model is None:
-        model = load_trained_model(run.require(run.float_model, "tinyvision train"),
-                                   trust_model_code)
+        model = run.load_float_model(trust_model_code)
     train = data.indices("train")
     chosen = balanced_draw(data.manifest.label_matrix(), train,
                            cfg.export.representative_samples, cfg.seed)
@@ -437,10 +431,7 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
         log.warning("%s", warning["message"])
     if len(cfg.export.formats) > 1:
         if model is None:
-            from tinyvision.models.user_models import load_trained_model
-
-            model = load_trained_model(run.require(run.float_model, "tinyvision train"),
-                                       trust_model_code)
+            model = run.load_float_model(trust_model_code)
         report["formats"] = verify_formats(
             cfg, run, images, model,
             lambda outs: headline(_output_metrics(cfg, data, indices, outs, thresholds)))
