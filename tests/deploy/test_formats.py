@@ -186,3 +186,38 @@ def test_a_finished_run_exports_another_format_without_training_or_editing_its_c
     bad = CliRunner().invoke(app, ["export", str(run.root), "--format", "tflite"])
     assert bad.exit_code != 0 and "unknown; choose from int8, float16, onnx" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_one_format_table_drives_the_config_the_export_and_the_check():
+    """The config's names are the table's (int8 apart), each with its file, writer, runtime
+    check and the extra that installs it."""
+    from typing import get_args
+
+    from tinyvision.config.run import ExportFormat
+    from tinyvision.layout import FORMAT_FILES
+
+    assert set(get_args(ExportFormat)) == {"int8", *formats_module.FORMATS}
+    assert set(FORMAT_FILES) == {"int8", *formats_module.FORMATS}
+    assert formats_module.FORMATS["onnx"].tolerance == 1e-4
+    assert formats_module.FORMATS["onnx_int8"].tolerance is None  # judged by its metrics
+    assert {spec.extra for spec in formats_module.FORMATS.values()} == {None, "onnx", "coreml"}
+
+
+def test_a_missing_converter_is_named_before_any_work(tmp_path, monkeypatch):
+    """export.formats with a converter that is not installed fails before training, naming the
+    pip command, not after the training as an export failure."""
+    from helpers import make_class_folders, tiny_config
+
+    from tinyvision.config import validate_config
+    from tinyvision.run.run import full_run
+
+    monkeypatch.setattr(formats_module, "missing_modules",
+                        lambda extra: ["coremltools"] if extra == "coreml" else [])
+    raw = tiny_config(make_class_folders(tmp_path / "images", per_class=4), tmp_path / "runs",
+                      export={"formats": ["int8", "coreml"]})
+    with pytest.raises(ExportError, match=r"pip install 'tinyvision\[coreml\]'"):
+        full_run(validate_config(raw), progress=False)
+    assert not list((tmp_path / "runs").glob("*/checkpoints/*"))  # nothing trained
+    formats_module.check_formats(["int8", "onnx"])  # installed: no error
+    with pytest.raises(ExportError, match="unknown; choose from int8, float16"):
+        formats_module.check_formats(["tflite"])

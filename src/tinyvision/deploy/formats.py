@@ -19,26 +19,31 @@ import io
 import logging
 import platform
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tinyvision.deploy.litert import quiet_converter
 from tinyvision.errors import ExportError
 from tinyvision.files import atomic_path
+from tinyvision.layout import FORMAT_FILES
 
-# what a float export may differ from Keras by, in output units (probabilities or box fractions):
-# float16 weights move a partly trained net's probabilities by up to ~0.013 (0.0013 for the demo
-# model); a broken conversion moves them by tenths
-TOLERANCE = {"float16": 0.05, "onnx": 1e-4, "coreml": 0.05}
 _EXTRAS = {"onnx": ("tf2onnx", "onnxruntime", "onnx"), "coreml": ("coremltools",)}
+
+
+def missing_modules(extra: str | None) -> list[str]:
+    """The modules of a pip extra that are not installed here."""
+    import importlib.util
+
+    return [name for name in _EXTRAS.get(extra or "", ()) if importlib.util.find_spec(name) is None]
 
 
 def require(extra: str, what: str) -> None:
     """Raise an ExportError naming the pip command when an optional converter is missing."""
-    import importlib.util
-
-    missing = [name for name in _EXTRAS[extra] if importlib.util.find_spec(name) is None]
+    missing = missing_modules(extra)
     if missing:
         raise ExportError(f"{what} needs {', '.join(missing)}: pip install 'tinyvision[{extra}]'")
 
@@ -123,18 +128,70 @@ def export_coreml(model, path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+# ---- the table -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportFormatSpec:
+    """One export format beyond the int8 LiteRT model (the module docstring's table)."""
+
+    name: str
+    # (Keras model, export folder, calibration images, per-channel weights) -> bytes written
+    write: Callable[[Any, Path, np.ndarray, bool], int]
+    # file -> images (uint8 N,H,W,C) -> float outputs in the Keras order; None where the runtime
+    # is not available here (Core ML off macOS)
+    runner: Callable[[Path], Callable[[np.ndarray], list[np.ndarray]] | None]
+    # what the outputs may differ from Keras's by, in output units (probabilities or box
+    # fractions); None: judged by its metrics only (an int8 model)
+    tolerance: float | None
+    extra: str | None  # the pip extra holding its converter and runtime
+
+
+def _write_onnx_int8(model, export_dir: Path, calibration: np.ndarray, per_channel: bool) -> int:
+    float_onnx = export_dir / FORMAT_FILES["onnx"]
+    if not float_onnx.exists():
+        export_onnx(model, float_onnx)
+    return export_onnx_int8(float_onnx, calibration, export_dir / FORMAT_FILES["onnx_int8"],
+                            per_channel)
+
+
+def _onnx_run(path: Path):
+    require("onnx", "ONNX verification")
+    return _onnx_runner(path)
+
+
+# float16 weights move a partly trained net's probabilities by up to ~0.013 (0.0013 for the demo
+# model); a broken conversion moves them by tenths
+FORMATS: dict[str, ExportFormatSpec] = {
+    "float16": ExportFormatSpec(
+        "float16", lambda m, d, c, p: export_float16(m, d / FORMAT_FILES["float16"]),
+        lambda path: _litert_runner(path), 0.05, None),
+    "onnx": ExportFormatSpec(
+        "onnx", lambda m, d, c, p: export_onnx(m, d / FORMAT_FILES["onnx"]), _onnx_run, 1e-4,
+        "onnx"),
+    "onnx_int8": ExportFormatSpec("onnx_int8", _write_onnx_int8, _onnx_run, None, "onnx"),
+    "coreml": ExportFormatSpec(
+        "coreml", lambda m, d, c, p: export_coreml(m, d / FORMAT_FILES["coreml"]),
+        lambda path: _coreml_runner(path) if platform.system() == "Darwin" else None, 0.05,
+        "coreml"),
+}
+
+
+def check_formats(formats: list[str]) -> None:
+    """Before any work: every format is known and its converter installed, else an ExportError
+    naming the pip command (not after the training)."""
+    for name in formats:
+        if name == "int8":
+            continue
+        if name not in FORMATS:
+            raise ExportError(f"export format {name!r} is unknown; choose from int8, "
+                              f"{', '.join(FORMATS)}.")
+        missing = missing_modules(FORMATS[name].extra)
+        if missing:
+            raise ExportError(f"export.formats has {name}, which needs {', '.join(missing)}: pip "
+                              f"install 'tinyvision[{FORMATS[name].extra}]', or remove {name} "
+                              "from export.formats.")
+
+
 # ---- run -------------------------------------------------------------------------------------
-def format_runner(fmt: str, path: Path):
-    """images (uint8 N,H,W,C) -> list of float outputs in the Keras order; None where the
-    runtime is not available here (Core ML off macOS)."""
-    if fmt == "float16":
-        return _litert_runner(path)
-    if fmt in ("onnx", "onnx_int8"):
-        require("onnx", "ONNX verification")
-        return _onnx_runner(path)
-    if fmt == "coreml":
-        return _coreml_runner(path) if platform.system() == "Darwin" else None
-    raise ExportError(f"unknown export format {fmt!r}")
 
 
 def _litert_runner(path: Path):

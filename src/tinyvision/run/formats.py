@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.config import RunConfig
-from tinyvision.deploy.formats import (TOLERANCE, export_coreml, export_float16,
-                                       export_onnx, export_onnx_int8, format_runner)
+from tinyvision.deploy.formats import FORMATS
 from tinyvision.deploy.litert import export_int8
 from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.errors import VerifyError
@@ -32,17 +31,7 @@ KERAS_SAMPLE = 32  # images on which each format's outputs are compared with the
 def export_format(fmt: str, model, export_dir: Path, calibration: np.ndarray,
                   per_channel: bool) -> int:
     """Write one extra format into export/; returns its bytes."""
-    path = export_dir / FORMAT_FILES[fmt]
-    if fmt == "float16":
-        return export_float16(model, path)
-    if fmt == "onnx":
-        return export_onnx(model, path)
-    if fmt == "onnx_int8":
-        float_onnx = export_dir / FORMAT_FILES["onnx"]
-        if not float_onnx.exists():
-            export_onnx(model, float_onnx)
-        return export_onnx_int8(float_onnx, calibration, path, per_channel)
-    return export_coreml(model, path)
+    return FORMATS[fmt].write(model, export_dir, calibration, per_channel)
 
 
 def verify_formats(cfg: RunConfig, run: RunDir, images: np.ndarray, keras_model, score) -> dict:
@@ -60,7 +49,7 @@ def verify_formats(cfg: RunConfig, run: RunDir, images: np.ndarray, keras_model,
         if not path.exists():
             raise VerifyError(f"{path} is missing: run `tinyvision export {run.root}` first.")
         entry: dict = {"file": FORMAT_FILES[fmt], "bytes": _size(path)}
-        runner = format_runner(fmt, path)
+        runner = FORMATS[fmt].runner(path)
         if runner is None:
             entry.update(verified=False, note="Core ML models run only on macOS; the .mlpackage "
                                               "was exported and not run here.")
@@ -71,7 +60,7 @@ def verify_formats(cfg: RunConfig, run: RunDir, images: np.ndarray, keras_model,
             diff = max(float(np.max(np.abs(o[:len(sample)] - k))) for o, k in
                        zip(outputs, keras_out))
             entry["max_abs_diff"] = diff
-            tolerance = TOLERANCE.get(fmt)
+            tolerance = FORMATS[fmt].tolerance
             if tolerance is not None:
                 entry["tolerance"] = tolerance
                 if diff > tolerance:

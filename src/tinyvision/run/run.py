@@ -18,6 +18,7 @@ from typing import Any
 
 from tinyvision.config import RunConfig, load_config
 from tinyvision.data.manifest import Manifest
+from tinyvision.deploy.formats import check_formats
 from tinyvision.deploy.tflm_build import SOURCE_ENV
 from tinyvision.errors import ExportError, RunError, VerifyError
 from tinyvision.files import atomic_write_json, atomic_write_text
@@ -67,6 +68,7 @@ def check_before_work(cfg: RunConfig) -> None:
     if cfg.train.augment:  # e.g. hue on grayscale input
         Augmenter(cfg.train.augment, (*cfg.model.input_size, cfg.model.channels))
     check_device_settings(cfg)  # an unknown board or a wrong TFLM tree, not after training
+    check_formats(cfg.export.formats)  # a converter that is not installed, not after training
 
 
 def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[RunDir, dict]:

@@ -19,6 +19,7 @@ from tinyvision.data.color import resolve_color_mode
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources import build_manifest
 from tinyvision.deploy.c_source import write_c_source
+from tinyvision.deploy.formats import check_formats
 from tinyvision.deploy.litert import balanced_draw, export_int8
 from tinyvision.deploy.outputs import dequantize, snap_thresholds, tensor_quantization
 from tinyvision.deploy.runners import ReferenceRunner
@@ -338,16 +339,7 @@ def export_formats(cfg: RunConfig, run: RunDir, data: PreparedData, model,
     and checked on its runtime (outputs vs the Keras model, metrics on the evaluation split). The
     returned config lists them in export.formats (the caller saves it, so that `verify` checks
     them again); the int8 model is left as it is."""
-    from typing import get_args
-
-    from tinyvision.config.run import ExportFormat
-    from tinyvision.errors import ConfigError
-
-    known = get_args(ExportFormat)
-    for name in formats:
-        if name not in known:
-            raise ConfigError(f"export format {name!r} is unknown; choose from "
-                              f"{', '.join(known)}.")
+    check_formats(formats)
     wanted = cfg.export.model_copy(update={"formats": ["int8", *dict.fromkeys(
         f for f in formats if f != "int8")]})
     chosen = balanced_draw(data.manifest.label_matrix(), data.indices("train"),
