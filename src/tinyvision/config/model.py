@@ -17,8 +17,8 @@ class BackboneDefaults(NamedTuple):
     imagenet: bool  # keras.applications has ImageNet weights: the default of `model.weights`
 
 
-# The backbones of the model registry (tinyvision.models.backbones.BACKBONES; a test keeps the two
-# in step), described in docs/models.md.
+# The backbones and their defaults, declared once: models.backbones.BACKBONES adds how to build each
+# (a test keeps the names in step) and reads its width from here; described in docs/models.md.
 BACKBONE_DEFAULTS: dict[str, BackboneDefaults] = {
     "mobilenet_v1": BackboneDefaults(0.25, True, True),
     "mobilenet_v2": BackboneDefaults(0.35, True, True),

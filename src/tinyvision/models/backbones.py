@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 import keras
 
-from tinyvision.config import PLAIN_CNN_POOLS
+from tinyvision.config import BACKBONE_DEFAULTS, PLAIN_CNN_POOLS
 from tinyvision.errors import ModelError, did_you_mean
 from tinyvision.models.cost import ModelCost, model_cost
 
@@ -44,13 +44,22 @@ class BackboneSpec:
     # Regex of a block's first layer: {n} is the block number (1-based), {name} its native name.
     block_pattern: str
     block_names: tuple[str, ...] = ()  # native block names, block_1 first (ResNet: conv2_block1)
-    width_multiplier: bool = True  # False: a fixed width, alpha must be 1.0
     imagenet: tuple[tuple[float, int], ...] = ()  # (alpha, size) pairs keras.applications has
     reference: Reference | None = None  # keras.applications model, to copy weights from
     weights_url: Callable[[float, int], str] | None = None  # where keras downloads them from
     first_conv: str = ""  # layer whose kernel sees the image
     channel_order: str = "rgb"  # of first_conv's pretrained kernel ("bgr": flipped on loading)
     description: str = ""
+
+    @property
+    def width_multiplier(self) -> bool:
+        """False: a fixed width, alpha must be 1.0 (config.BACKBONE_DEFAULTS, declared once)."""
+        return BACKBONE_DEFAULTS[self.name].width_multiplier
+
+    @property
+    def default_alpha(self) -> float:
+        """The width when `model.alpha` is not given (config.BACKBONE_DEFAULTS)."""
+        return BACKBONE_DEFAULTS[self.name].alpha
 
     @property
     def imagenet_alphas(self) -> tuple[float, ...]:
@@ -92,19 +101,19 @@ def _count_blocks(pattern: str, layer_names: list[str]) -> int:
 
 
 # ---- builders: one per model, keras.applications style -------------------------------------
-def mobilenet_v1(x: keras.KerasTensor, alpha: float = 0.25) -> keras.KerasTensor:
+def mobilenet_v1(x: keras.KerasTensor, alpha: float) -> keras.KerasTensor:
     """MobileNet V1 (conv1, conv_dw_N / conv_pw_N for blocks 1..13), keras.applications' graph."""
     return keras.applications.MobileNet(input_tensor=x, include_top=False, weights=None,
                                         alpha=alpha).output
 
 
-def mobilenet_v2(x: keras.KerasTensor, alpha: float = 0.35) -> keras.KerasTensor:
+def mobilenet_v2(x: keras.KerasTensor, alpha: float) -> keras.KerasTensor:
     """MobileNet V2 (Conv1, expanded_conv, block_N_* for blocks 1..16, Conv_1)."""
     return keras.applications.MobileNetV2(input_tensor=x, include_top=False, weights=None,
                                           alpha=alpha).output
 
 
-def mobilenet_v3(x: keras.KerasTensor, alpha: float = 1.0, size: str = "small",
+def mobilenet_v3(x: keras.KerasTensor, alpha: float, size: str = "small",
                  minimalistic: bool = False) -> keras.KerasTensor:
     """MobileNet V3 Small/Large (conv, expanded_conv_N_*, conv_1) without keras' own Rescaling."""
     builder = (keras.applications.MobileNetV3Small if size == "small"
@@ -319,7 +328,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         block_names=tuple(f"conv{stage}_block{b}" for stage, blocks in ((2, 3), (3, 4), (4, 6),
                                                                           (5, 3))
                           for b in range(1, blocks + 1)),
-        width_multiplier=False, imagenet=((1.0, 224),), reference=_resnet50_reference,
+        imagenet=((1.0, 224),), reference=_resnet50_reference,
         weights_url=lambda alpha, size: (f"{KERAS_WEIGHTS_URL}resnet/resnet50_weights_tf_dim_"
                                          "ordering_tf_kernels_notop.h5"),
         first_conv="conv1_conv", channel_order="bgr",
@@ -332,18 +341,18 @@ BACKBONES: dict[str, BackboneSpec] = {
         block_names=tuple(f"block{stage}{chr(97 + b)}" for stage, blocks in
                           ((1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 1))
                           for b in range(blocks)),
-        width_multiplier=False, imagenet=((1.0, 224),), reference=_efficientnet_b0_reference,
+        imagenet=((1.0, 224),), reference=_efficientnet_b0_reference,
         weights_url=lambda alpha, size: f"{EFFICIENTNET_WEIGHTS_URL}efficientnetb0_notop.h5",
         first_conv="stem_conv", description="EfficientNet-B0 (MBConv, swish, SE)"),
     "squeezenet_1_1": BackboneSpec(
         name="squeezenet_1_1", build=_fixed_width(squeezenet_1_1), input_scale=1 / 127.5,
         input_offset=-1.0, num_blocks=8, block_pattern=r"{name}_",
-        block_names=tuple(f"fire{n}" for n in range(2, 10)), width_multiplier=False,
+        block_names=tuple(f"fire{n}" for n in range(2, 10)),
         first_conv="conv1", description="SqueezeNet 1.1 (fire modules; no Keras weights)"),
     "plain_cnn": BackboneSpec(
         name="plain_cnn", build=lambda x, alpha, **options: plain_cnn(x, **options),
         input_scale=1 / 127.5, input_offset=-1.0, num_blocks=0, block_pattern=r"block_{n}_",
-        width_multiplier=False, first_conv="block_1_conv",
+        first_conv="block_1_conv",
         description="plain CNN from model.plain_cnn (conv, BatchNorm, ReLU, pooling blocks)"),
 }
 
