@@ -152,3 +152,27 @@ def test_killed_after_early_stopping_resumes_from_the_best_weights(tmp_path):
         np.testing.assert_array_equal(got, expected)
     closed = json.loads((run.checkpoints / "state.json").read_text())
     assert closed["finished"] and closed["stage_epochs"] == 3
+
+
+@pytest.mark.parametrize("content", ['{"version": 2, "stage": "head"}', "[1, 2]", "not json"])
+def test_a_resume_state_of_another_version_is_refused_not_half_read(tmp_path, content):
+    from tinyvision.errors import RunError
+    from tinyvision.training.callbacks import RESUME_STATE_VERSION, load_resume_state
+
+    assert load_resume_state(tmp_path) is None  # nothing saved: a fresh start
+    (tmp_path / "state.json").write_text(content)
+    with pytest.raises(RunError, match="(?i)start a new run"):
+        load_resume_state(tmp_path)
+    (tmp_path / "state.json").write_text(f'{{"version": {RESUME_STATE_VERSION}, "stage": "head"}}')
+    assert load_resume_state(tmp_path)["stage"] == "head"
+
+
+def test_a_manifest_of_another_version_is_refused(tmp_path):
+    from tinyvision.data.manifest import Manifest
+    from tinyvision.errors import DataError
+
+    path = tmp_path / "manifest.jsonl"
+    path.write_text('{"format": "tinyvision-manifest", "version": 2, "task": "multiclass", '
+                    '"classes": ["a"]}\n{"path": "a.png", "labels": ["a"], "split": "train"}\n')
+    with pytest.raises(DataError, match="is version 2; this tinyvision reads version 1"):
+        Manifest.load(path)

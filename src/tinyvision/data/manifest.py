@@ -172,6 +172,10 @@ class Manifest:
             header = json.loads(lines[0])
             if header.get("format") != MANIFEST_FORMAT:
                 raise ValueError("missing header")
+            if header.get("version", MANIFEST_VERSION) != MANIFEST_VERSION:
+                raise DataError(f"Manifest {path} is version {header.get('version')!r}; this "
+                                f"tinyvision reads version {MANIFEST_VERSION}. Rebuild it with "
+                                "`tinyvision data build` (or a tinyvision of its version).")
             samples = []
             for number, line in enumerate(lines[1:], start=2):  # noqa: B007 (read in `except`)
                 if not line.strip():

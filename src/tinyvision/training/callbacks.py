@@ -17,6 +17,8 @@ from tinyvision.errors import RunError
 from tinyvision.files import atomic_path, atomic_write_text
 from tinyvision.layout import RESUME_STATE_FILE
 
+RESUME_STATE_VERSION = 1  # checkpoints/state.json; readers refuse any other
+
 
 def monitor_mode(monitor: str) -> str:
     """"min" for a loss, "max" for a metric such as accuracy: how `monitor` improves."""
@@ -247,7 +249,7 @@ def save_resume_state(folder: Path, target: keras.Model, optimizer, stage: str, 
         with atomic_path(opt, suffix=".npz") as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, *[np.asarray(v.numpy()) for v in optimizer.variables])
-    state = {"version": 1, "stage": stage, "stage_epochs": stage_epochs,
+    state = {"version": RESUME_STATE_VERSION, "stage": stage, "stage_epochs": stage_epochs,
              "epoch_offset": epoch_offset, "finished": finished, "weights": weights.name,
              "optimizer": opt.name if optimizer is not None else None, **counters}
     atomic_write_text(folder / RESUME_STATE_FILE, json.dumps(state, indent=1))
@@ -257,8 +259,22 @@ def save_resume_state(folder: Path, target: keras.Model, optimizer, stage: str, 
 
 
 def load_resume_state(folder: Path) -> dict | None:
+    """The saved state of a killed run, or None; a state of another version (or unreadable) is
+    refused with what to do, not half-read."""
     path = Path(folder) / RESUME_STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} cannot be read ({exc}); the run cannot resume. Start a new run "
+                       "instead.") from None
+    if not isinstance(state, dict) or state.get("version") != RESUME_STATE_VERSION:
+        found = state.get("version") if isinstance(state, dict) else None
+        raise RunError(f"{path} is a resume state of version {found!r}; this tinyvision resumes "
+                       f"version {RESUME_STATE_VERSION}. Resume it with the tinyvision that "
+                       "started it, or start a new run.")
+    return state
 
 
 def restore_optimizer(optimizer, variables_file: Path, trainable_variables) -> None:
