@@ -1,5 +1,5 @@
 """The architecture is enforced: import-linter's contract (pyproject.toml) keeps the layers of
-DESIGN.md and forbids cycles, and it fails on a deliberately upward import."""
+docs/architecture.md and forbids cycles, and it fails on a deliberately upward import."""
 
 from __future__ import annotations
 

@@ -117,10 +117,3 @@ def check_tflm_ops(uses: list[OpUse], model_name: str = "the model") -> None:
             "Replace those layers with ones TFLM has (e.g. relu/relu6/hard_swish instead of "
             "gelu/swish, GlobalAveragePooling2D, Conv2D, DepthwiseConv2D, Dense), or cut a user "
             "backbone before them (model.cut_at).")
-
-
-def op_counts(uses: list[OpUse]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for use in uses:
-        counts[use.op] = counts.get(use.op, 0) + 1
-    return counts
