@@ -129,15 +129,26 @@ def decode_sample(path: str | Path, spec: DecodeSpec,
         raise BadImage(f"cannot decode: {reason}") from exc
 
 
+def letterbox_placement(region: tuple[float, float, float, float], size: tuple[int, int]
+                        ) -> tuple[int, int, int, int]:
+    """Where a letterboxed source region lands in an output of `size` (height, width): (left,
+    top, width, height) in output pixels, the region scaled to fit and centred. The one
+    letterbox geometry: the cache, the box mappings, predict and the camera tables (and so the
+    generated C) all place the image by it."""
+    x1, y1, x2, y2 = region
+    target_h, target_w = size
+    scale = min(target_w / (x2 - x1), target_h / (y2 - y1))
+    width, height = max(1, round((x2 - x1) * scale)), max(1, round((y2 - y1) * scale))
+    return (target_w - width) // 2, (target_h - height) // 2, width, height
+
+
 def map_box(box: tuple[float, float, float, float], region: tuple[float, float, float, float],
             spec: DecodeSpec) -> np.ndarray:
     """A pixel xyxy box of the oriented image -> normalised xyxy in the resized output image."""
     rx1, ry1, rx2, ry2 = region
     target_h, target_w = spec.size
     if spec.resize == "letterbox":
-        scale = min(target_w / (rx2 - rx1), target_h / (ry2 - ry1))
-        new_w, new_h = max(1, round((rx2 - rx1) * scale)), max(1, round((ry2 - ry1) * scale))
-        off_x, off_y = (target_w - new_w) // 2, (target_h - new_h) // 2
+        off_x, off_y, new_w, new_h = letterbox_placement(region, spec.size)
         xs = [(off_x + (v - rx1) * new_w / (rx2 - rx1)) / target_w for v in (box[0], box[2])]
         ys = [(off_y + (v - ry1) * new_h / (ry2 - ry1)) / target_h for v in (box[1], box[3])]
     else:
@@ -219,14 +230,11 @@ def _to_8bit(im: Image.Image, color_mode: str) -> Image.Image:
 def _resize(im: Image.Image, spec: DecodeSpec, region: tuple) -> np.ndarray:
     target_h, target_w = spec.size
     if spec.resize == "letterbox":
-        x1, y1, x2, y2 = region
-        w, h = x2 - x1, y2 - y1
-        scale = min(target_w / w, target_h / h)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        left, top, new_w, new_h = letterbox_placement(region, spec.size)
         resized = im.resize((new_w, new_h), Image.Resampling.BILINEAR, box=region, reducing_gap=None)
         canvas = Image.new(im.mode, (target_w, target_h), LETTERBOX_FILL if im.mode == "L"
                            else (LETTERBOX_FILL,) * 3)
-        canvas.paste(resized, ((target_w - new_w) // 2, (target_h - new_h) // 2))
+        canvas.paste(resized, (left, top))
         im = canvas
     else:
         im = im.resize((target_w, target_h), Image.Resampling.BILINEAR, box=region)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.config.run import CAMERA_BYTE_ORDERS as BYTE_ORDERS
-from tinyvision.data.cache import LETTERBOX_FILL, DecodeSpec, decode_image, source_region
+from tinyvision.data.cache import (LETTERBOX_FILL, DecodeSpec, decode_image, letterbox_placement,
+                                   source_region)
 from tinyvision.errors import ExportError
 
 BYTES_PER_PIXEL = {"rgb565": 2, "rgb888": 3, "grayscale": 1, "yuv422": 2}
@@ -85,9 +86,7 @@ def make_plan(camera: CameraFormat, input_shape: tuple[int, int, int], resize: s
     x1f, y1f, x2f, y2f = source_region((camera.width, camera.height), spec, None)
     top, left, rows, cols = 0, 0, height, width
     if resize == "letterbox":
-        scale = min(width / (x2f - x1f), height / (y2f - y1f))
-        cols, rows = max(1, round((x2f - x1f) * scale)), max(1, round((y2f - y1f) * scale))
-        left, top = (width - cols) // 2, (height - rows) // 2
+        left, top, cols, rows = letterbox_placement((x1f, y1f, x2f, y2f), (height, width))
     x0, x1, wx = _axis_table(x1f, x2f, cols, camera.width, interpolation)
     y0, y1, wy = _axis_table(y1f, y2f, rows, camera.height, interpolation)
     return CameraPlan(camera, height, width, channels, interpolation, top, left, rows, cols,

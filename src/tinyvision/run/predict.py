@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyvision.config import RunConfig, load_config
-from tinyvision.data.cache import image_extensions, BadImage, DecodeSpec, decode_image, source_region
+from tinyvision.data.cache import (image_extensions, BadImage, DecodeSpec, decode_image,
+                                   letterbox_placement, source_region)
 from tinyvision.data.manifest import Manifest
 from tinyvision.data.sources.boxes import image_size
 from tinyvision.deploy.camera import RAW_FRAME_SUFFIXES
@@ -289,9 +290,7 @@ def box_to_pixels(box: Sequence[float], size: tuple[int, int], spec: DecodeSpec)
     target_h, target_w = spec.size
     u = np.clip(np.asarray(box, np.float64), 0.0, 1.0)
     if spec.resize == "letterbox":
-        scale = min(target_w / (rx2 - rx1), target_h / (ry2 - ry1))
-        new_w, new_h = max(1, round((rx2 - rx1) * scale)), max(1, round((ry2 - ry1) * scale))
-        off_x, off_y = (target_w - new_w) // 2, (target_h - new_h) // 2
+        off_x, off_y, new_w, new_h = letterbox_placement((rx1, ry1, rx2, ry2), spec.size)
         xs = rx1 + (u[[0, 2]] * target_w - off_x) * (rx2 - rx1) / new_w
         ys = ry1 + (u[[1, 3]] * target_h - off_y) * (ry2 - ry1) / new_h
     else:
