@@ -47,3 +47,19 @@ def test_run_dir_paths_are_the_layout_names(tmp_path):
     assert run.app_dir == tmp_path / layout.EXPORT_DIR / layout.APP_DIR
     assert run.best_weights == tmp_path / layout.CHECKPOINTS_DIR / layout.BEST_WEIGHTS_FILE
     assert run.report == tmp_path / layout.REPORT_FILE
+
+
+def test_the_stages_are_declared_in_order_with_what_they_read_and_write():
+    """Each stage reads only what the config or an earlier stage wrote, names RunDir paths, and
+    is a function of run/stages.py (a finished run is held to the writes in test_end_to_end)."""
+    from tinyvision.run import stages
+
+    written = {"config"}  # make_run_folder writes the config before any stage
+    for stage in stages.STAGES:
+        assert callable(getattr(stages, stage.function)), stage.name
+        for name in stage.reads + stage.writes:
+            assert isinstance(getattr(RunDir, name), property), (stage.name, name)
+        assert set(stage.reads) <= written, (stage.name, set(stage.reads) - written)
+        written |= set(stage.writes)
+    assert [s.name for s in stages.STAGES] == ["data", "train", "evaluate", "export", "verify",
+                                               "report"]

@@ -33,6 +33,11 @@ def test_run_directory_holds_every_artifact(tiny_run):
                  run.summary):
         assert path.is_file(), path
     assert not list(run.root.rglob("*.tmp*")), "a temporary file was left behind"
+    from tinyvision.run.stages import STAGES
+
+    for stage in STAGES:  # each stage wrote what it declares
+        for name in stage.writes:
+            assert getattr(run, name).exists(), (stage.name, name)
     assert "broken.jpg" in run.bad_images.read_text()
     assert summary["bad_images"] == 1
     log_rows = run.log.read_text().splitlines()

@@ -1,7 +1,9 @@
-"""The stages of a run, end to end: data -> train -> evaluate -> export -> verify.
+"""The stages of a run, end to end: data -> train -> evaluate -> export -> verify -> report.
 
 Each stage is a function over a run directory, so `tinyvision train` runs them all and
 `tinyvision eval|export|verify RUN` reruns one on an earlier run. The CLI only parses and calls.
+`STAGES` declares, in order, what each reads from and writes into the run folder (RunDir
+properties); a test holds a finished run to it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,30 @@ from tinyvision.run.summary import headline, metric_delta, read_json
 from tinyvision.training.recipes import apply_recipe
 
 log = logging.getLogger("tinyvision")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its function here, the RunDir paths it reads and those it writes (always; a
+    stage may write more, e.g. export/ formats or thresholds, as the config asks)."""
+
+    name: str
+    function: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+
+
+STAGES = (
+    Stage("data", "prepare_data", ("config",), ("manifest", "bad_images", "config")),
+    Stage("train", "train_stage", ("config", "manifest"),
+          ("checkpoints", "best_weights", "log", "float_model")),
+    Stage("evaluate", "evaluate_stage", ("float_model", "manifest"), ("metrics", "eval_scores")),
+    Stage("export", "export_stage", ("float_model", "manifest"),
+          ("int8_model", "c_header", "c_source", "app_dir")),
+    Stage("verify", "verify_stage", ("int8_model", "metrics", "manifest"),
+          ("verify", "int8_scores")),
+    Stage("report", "report_stage", ("metrics", "verify", "log"), ("report",)),
+)
 
 
 @dataclass
