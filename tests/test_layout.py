@@ -14,15 +14,16 @@ SRC = Path(tinyvision.__file__).parent
 
 
 def _names() -> set[str]:
-    """Every file name layout.py declares that is specific enough to search for (it has a dot,
-    or is the checkpoints folder); 'app' and 'export' are ordinary words in the code."""
+    """Every file name layout.py declares that is specific enough to search for (it has a dot);
+    the folders 'app', 'export' and 'checkpoints' are also ordinary words in the code (RunDir's
+    property names, result keys)."""
     values = set()
     for key, value in vars(layout).items():
         if not key.isupper():
             continue
         for item in (value.values() if isinstance(value, dict) else
                      value if isinstance(value, tuple) else [value]):
-            if "." in item or item == layout.CHECKPOINTS_DIR:
+            if "." in item:
                 values.add(item)
     return values
 
