@@ -128,69 +128,6 @@ def export_coreml(model, path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-# ---- the table -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ExportFormatSpec:
-    """One export format beyond the int8 LiteRT model (the module docstring's table)."""
-
-    name: str
-    # (Keras model, export folder, calibration images, per-channel weights) -> bytes written
-    write: Callable[[Any, Path, np.ndarray, bool], int]
-    # file -> images (uint8 N,H,W,C) -> float outputs in the Keras order; None where the runtime
-    # is not available here (Core ML off macOS)
-    runner: Callable[[Path], Callable[[np.ndarray], list[np.ndarray]] | None]
-    # what the outputs may differ from Keras's by, in output units (probabilities or box
-    # fractions); None: judged by its metrics only (an int8 model)
-    tolerance: float | None
-    extra: str | None  # the pip extra holding its converter and runtime
-
-
-def _write_onnx_int8(model, export_dir: Path, calibration: np.ndarray, per_channel: bool) -> int:
-    float_onnx = export_dir / FORMAT_FILES["onnx"]
-    if not float_onnx.exists():
-        export_onnx(model, float_onnx)
-    return export_onnx_int8(float_onnx, calibration, export_dir / FORMAT_FILES["onnx_int8"],
-                            per_channel)
-
-
-def _onnx_run(path: Path):
-    require("onnx", "ONNX verification")
-    return _onnx_runner(path)
-
-
-# float16 weights move a partly trained net's probabilities by up to ~0.013 (0.0013 for the demo
-# model); a broken conversion moves them by tenths
-FORMATS: dict[str, ExportFormatSpec] = {
-    "float16": ExportFormatSpec(
-        "float16", lambda m, d, c, p: export_float16(m, d / FORMAT_FILES["float16"]),
-        lambda path: _litert_runner(path), 0.05, None),
-    "onnx": ExportFormatSpec(
-        "onnx", lambda m, d, c, p: export_onnx(m, d / FORMAT_FILES["onnx"]), _onnx_run, 1e-4,
-        "onnx"),
-    "onnx_int8": ExportFormatSpec("onnx_int8", _write_onnx_int8, _onnx_run, None, "onnx"),
-    "coreml": ExportFormatSpec(
-        "coreml", lambda m, d, c, p: export_coreml(m, d / FORMAT_FILES["coreml"]),
-        lambda path: _coreml_runner(path) if platform.system() == "Darwin" else None, 0.05,
-        "coreml"),
-}
-
-
-def check_formats(formats: list[str]) -> None:
-    """Before any work: every format is known and its converter installed, else an ExportError
-    naming the pip command (not after the training)."""
-    for name in formats:
-        if name == "int8":
-            continue
-        if name not in FORMATS:
-            raise ExportError(f"export format {name!r} is unknown; choose from int8, "
-                              f"{', '.join(FORMATS)}.")
-        missing = missing_modules(FORMATS[name].extra)
-        if missing:
-            raise ExportError(f"export.formats has {name}, which needs {', '.join(missing)}: pip "
-                              f"install 'tinyvision[{FORMATS[name].extra}]', or remove {name} "
-                              "from export.formats.")
-
-
 # ---- run -------------------------------------------------------------------------------------
 
 
@@ -244,6 +181,69 @@ def _coreml_runner(path: Path):  # pragma: no cover - macOS only
         return [np.concatenate([np.asarray(r[o]) for r in rows]) for o in outputs]
 
     return run
+
+
+# ---- the table -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportFormatSpec:
+    """One export format beyond the int8 LiteRT model (the module docstring's table)."""
+
+    name: str
+    # (Keras model, export folder, calibration images, per-channel weights) -> bytes written
+    write: Callable[[Any, Path, np.ndarray, bool], int]
+    # file -> images (uint8 N,H,W,C) -> float outputs in the Keras order; None where the runtime
+    # is not available here (Core ML off macOS)
+    runner: Callable[[Path], Callable[[np.ndarray], list[np.ndarray]] | None]
+    # what the outputs may differ from Keras's by, in output units (probabilities or box
+    # fractions); None: judged by its metrics only (an int8 model)
+    tolerance: float | None
+    extra: str | None  # the pip extra holding its converter and runtime
+
+
+def _write_onnx_int8(model, export_dir: Path, calibration: np.ndarray, per_channel: bool) -> int:
+    float_onnx = export_dir / FORMAT_FILES["onnx"]
+    if not float_onnx.exists():
+        export_onnx(model, float_onnx)
+    return export_onnx_int8(float_onnx, calibration, export_dir / FORMAT_FILES["onnx_int8"],
+                            per_channel)
+
+
+def _onnx_run(path: Path):
+    require("onnx", "ONNX verification")
+    return _onnx_runner(path)
+
+
+# float16 weights move a partly trained net's probabilities by up to ~0.013 (0.0013 for the demo
+# model); a broken conversion moves them by tenths
+FORMATS: dict[str, ExportFormatSpec] = {
+    "float16": ExportFormatSpec(
+        "float16", lambda m, d, c, p: export_float16(m, d / FORMAT_FILES["float16"]),
+        _litert_runner, 0.05, None),
+    "onnx": ExportFormatSpec(
+        "onnx", lambda m, d, c, p: export_onnx(m, d / FORMAT_FILES["onnx"]), _onnx_run, 1e-4,
+        "onnx"),
+    "onnx_int8": ExportFormatSpec("onnx_int8", _write_onnx_int8, _onnx_run, None, "onnx"),
+    "coreml": ExportFormatSpec(
+        "coreml", lambda m, d, c, p: export_coreml(m, d / FORMAT_FILES["coreml"]),
+        lambda path: _coreml_runner(path) if platform.system() == "Darwin" else None, 0.05,
+        "coreml"),
+}
+
+
+def check_formats(formats: list[str]) -> None:
+    """Before any work: every format is known and its converter installed, else an ExportError
+    naming the pip command (not after the training)."""
+    for name in formats:
+        if name == "int8":
+            continue
+        if name not in FORMATS:
+            raise ExportError(f"export format {name!r} is unknown; choose from int8, "
+                              f"{', '.join(FORMATS)}.")
+        missing = missing_modules(FORMATS[name].extra)
+        if missing:
+            raise ExportError(f"export.formats has {name}, which needs {', '.join(missing)}: pip "
+                              f"install 'tinyvision[{FORMATS[name].extra}]', or remove {name} "
+                              "from export.formats.")
 
 
 def _onnx_input_name(path: Path) -> str:

@@ -153,7 +153,7 @@ def _judge_start(data: PreparedData, model) -> dict:
 
     val = data.indices("val")
     if not len(val):
-        return {"useful": True, "message": "no val split to judge the start on"}
+        return {"useful": True, "good": True, "message": "no val split to judge the start on"}
     outputs = _split(data, predict_scores(model, data.cache.images, val))
     boxes = data.cache.boxes
     return start_verdict(data.manifest.label_matrix()[val], outputs, data.manifest.task,
@@ -326,13 +326,8 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     if model is None:
         model = run.load_float_model(trust_model_code)
     train = data.indices("train")
-    chosen = balanced_draw(data.manifest.label_matrix(), train,
-                           cfg.export.representative_samples, cfg.seed)
-    if len(chosen) < cfg.export.representative_samples:
-        log.warning("export.representative_samples=%d but the training split has %d images; "
-                    "calibrating on all of them", cfg.export.representative_samples, len(chosen))
+    chosen, calibration = _calibration_images(cfg, data)
     start = time.perf_counter()
-    calibration = np.asarray(data.cache.images[chosen])
     per_channel = cfg.export.weight_quantization == "per_channel"
     min_images = min(cfg.train.batch_size, len(train))
     model_bytes = export_int8(model, calibration, run.int8_model, per_channel, min_images)
@@ -366,11 +361,11 @@ def export_formats(cfg: RunConfig, run: RunDir, data: PreparedData, model,
     returned config lists them in export.formats (the caller saves it, so that `verify` checks
     them again); the int8 model is left as it is."""
     check_formats(formats)
-    wanted = cfg.export.model_copy(update={"formats": ["int8", *dict.fromkeys(
-        f for f in formats if f != "int8")]})
-    chosen = balanced_draw(data.manifest.label_matrix(), data.indices("train"),
-                           cfg.export.representative_samples, cfg.seed)
-    calibration = np.asarray(data.cache.images[chosen])
+    # the config's own validator: int8 first, each format once
+    wanted = type(cfg.export).model_validate({**cfg.export.model_dump(), "formats": formats})
+    listed = type(cfg.export).model_validate({**cfg.export.model_dump(),
+                                              "formats": [*cfg.export.formats, *formats]})
+    _, calibration = _calibration_images(cfg, data)
     per_channel = cfg.export.weight_quantization == "per_channel"
     for fmt in wanted.formats[1:]:
         export_format(fmt, model, run.export_dir, calibration, per_channel)
@@ -378,11 +373,23 @@ def export_formats(cfg: RunConfig, run: RunDir, data: PreparedData, model,
     thresholds = run_thresholds(run, data.manifest)
     checked = verify_formats(cfg.model_copy(update={"export": wanted}), run,
                              np.asarray(data.cache.images[indices]), model,
-                             lambda outs: headline(_output_metrics(cfg, data, indices, outs,
-                                                                   thresholds)))
-    listed = [*cfg.export.formats, *(f for f in wanted.formats if f not in cfg.export.formats)]
-    new_cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"formats": listed})})
-    return new_cfg, {"split": split, "formats": checked}
+                             _headline_scorer(cfg, data, indices, thresholds))
+    return cfg.model_copy(update={"export": listed}), {"split": split, "formats": checked}
+
+
+def _calibration_images(cfg: RunConfig, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, uint8 images) of the int8 calibration draw: class-balanced from train."""
+    chosen = balanced_draw(data.manifest.label_matrix(), data.indices("train"),
+                           cfg.export.representative_samples, cfg.seed)
+    if len(chosen) < cfg.export.representative_samples:
+        log.warning("export.representative_samples=%d but the training split has %d images; "
+                    "calibrating on all of them", cfg.export.representative_samples, len(chosen))
+    return chosen, np.asarray(data.cache.images[chosen])
+
+
+def _headline_scorer(cfg: RunConfig, data: PreparedData, indices: np.ndarray, thresholds):
+    """outputs of a model on `indices` -> their headline metrics (other formats, QAT)."""
+    return lambda outputs: headline(_output_metrics(cfg, data, indices, outputs, thresholds))
 
 
 def _export_thresholds(run: RunDir, manifest: Manifest) -> list[float] | None:
@@ -452,10 +459,8 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
             model = run.load_float_model(trust_model_code)
         report["formats"] = verify_formats(
             cfg, run, images, model,
-            lambda outs: headline(_output_metrics(cfg, data, indices, outs, thresholds)))
-    both = side_by_side(run, images, n_classes,
-                        lambda outs: headline(_output_metrics(cfg, data, indices, outs,
-                                                              thresholds)))
+            _headline_scorer(cfg, data, indices, thresholds))
+    both = side_by_side(run, images, n_classes, _headline_scorer(cfg, data, indices, thresholds))
     if both is not None:
         report["qat"] = {"float": headline(float_metrics or {}), **both}
     samples = [data.manifest.samples[i] for i in indices]

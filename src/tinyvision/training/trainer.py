@@ -100,9 +100,9 @@ def train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console=Non
     `callbacks`: more Keras callbacks for every stage (the search's pruning).
 
     `judge_start(model, data)` (`train.start_check`, pretrained weights): after the head stage,
-    says whether the head on the frozen features is useful ({"useful", "message", ...}); when it
-    is not, `switch` retrains the fine-tuning stage as the scratch recipe would (and rewrites
-    the run's config.yaml), `warn` warns.
+    says how well the head on the frozen features does ({"useful", "good", "good_bar",
+    "message", ...}); when it is not good, `switch` retrains the fine-tuning stage as the scratch
+    recipe would (and rewrites the run's config.yaml), `warn` warns.
 
     Model, optimizer and training run inside the `train.strategy` tf.distribute scope. With
     `resume`, training continues from the run's last saved epoch (checkpoints/state.json) and ends
@@ -193,13 +193,12 @@ def _check_start(cfg: RunConfig, data: TrainData, model: keras.Model, run: Train
     the fine-tuning to the scratch recipe's whole-network training (config.yaml rewritten, so a
     resumed run goes on with it) or warn, as `train.start_check` says."""
     verdict = dict(judge(model, data))
-    verdict.setdefault("good", verdict["useful"])
     if verdict["good"]:
         log.info("start check: %s; fine-tuning as planned", verdict["message"])
         return cfg, plans, {**verdict, "decision": "kept"}
     partly = verdict["useful"]
     fit = (f"the features only partly suit this task (a start kept as it is needs val "
-           f"informedness {verdict.get('good_bar', 0.9):.2f})" if partly
+           f"informedness {verdict['good_bar']:.2f})" if partly
            else "the features do not suit this task")
     if cfg.train.start_check == "warn":
         code = "start_partial" if partly else "start_unhelpful"
