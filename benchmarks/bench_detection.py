@@ -62,11 +62,11 @@ def main() -> None:
         for seed in args.seeds:
             result = run_once(args.voc, runs_dir, seed, name, overrides)
             summary = result["summary"]
-            base = summary["box_baselines"]
-            int8 = summary["int8"]
+            base = summary.box_baselines
+            int8 = summary.int8
             gain = int8["mean_iou"] - base["mean_box"]["mean_iou"]
             gains.append(gain)
-            codes = ",".join(w["code"] for w in summary["warnings"]) or "-"
+            codes = ",".join(w["code"] for w in summary.warnings) or "-"
             print(f"{name} | {seed} | {int8['mean_iou']:.4f} | {int8['accuracy_iou50']:.4f} | "
                   f"{base['mean_box']['mean_iou']:.4f} | {base['mean_box']['accuracy_iou50']:.4f} | "
                   f"{base['whole_image']['mean_iou']:.4f} | {gain:+.4f} | {codes} | "

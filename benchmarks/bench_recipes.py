@@ -89,8 +89,8 @@ def run_one(folder: Path, runs: Path, name: str, overrides: list[str], seed: int
     cfg = load_config(config, overrides)
     start = time.perf_counter()
     _, summary = full_run(cfg, console=None, progress=False)
-    return {"float": summary["float"]["accuracy"], "int8": summary["int8"]["accuracy"],
-            "bytes": summary["int8_bytes"], "minutes": (time.perf_counter() - start) / 60,
+    return {"float": summary.float_metrics["accuracy"], "int8": summary.int8["accuracy"],
+            "bytes": summary.int8_bytes, "minutes": (time.perf_counter() - start) / 60,
             "warnings": ",".join(w["code"] for w in summary.get("warnings", [])),
             "start": _start(summary.get("start"))}
 

@@ -4,7 +4,7 @@ The Python API (docs/api.md), what `tinyvision train` and the other commands cal
 
     import tinyvision
     run = tinyvision.train("snacks.yaml", model={"alpha": 0.5})   # -> tinyvision.Run
-    run.summary["int8"]["accuracy"], run.model, run.predict(["photo.jpg"])
+    run.summary.int8["accuracy"], run.model, run.predict(["photo.jpg"])
     tinyvision.lr_find("snacks.yaml").suggestion
     tinyvision.runs()                                              # the registry, as records
 

@@ -27,6 +27,7 @@ from tinyvision.deploy.litert import export_int8
 from tinyvision.deploy.ops import check_tflm_ops, model_macs, model_ops
 from tinyvision.deploy.tflm_ops import TFLM_OPS
 from tinyvision.errors import ExportError, VerifyError
+from tinyvision.records import BoardFit
 from tinyvision.models.cost import count_macs
 
 SHIPPED = ["esp32s3", "nicla_vision", "nrf52840", "rp2040", "stm32h743", "stm32h747", "stm32l4r5"]
@@ -79,24 +80,24 @@ def test_fit_adds_up_and_fails_where_it_should():
     ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "MEAN", "RESHAPE", "SOFTMAX"]
     fit = fit_check(_board(), 300_000, ops, 90_000, "compiled application", 7_489_664, camera)
     runtime = TFLM_CORE_FLASH_BYTES + 10 * 1024 + 10 * 1024 + 4 * 1024 + 1024 + 4 * 1024
-    assert fit["flash"]["runtime"] == runtime
-    assert fit["flash"]["total"] == 300_000 + runtime + APPLICATION_FLASH_BYTES
-    assert fit["ram"]["frame_buffer"] == 320 * 240 * 2
-    assert fit["ram"]["total"] == 90_000 + 153_600 + STACK_HEAP_BYTES
-    assert fit["latency_ms"] == pytest.approx(7_489_664 * 2.0 / 480e3, rel=1e-3)  # 31.2 ms
-    assert fit["fits"] and "fits" == fit_table(fit).splitlines()[-1]
+    assert fit.flash["runtime"] == runtime
+    assert fit.flash["total"] == 300_000 + runtime + APPLICATION_FLASH_BYTES
+    assert fit.ram["frame_buffer"] == 320 * 240 * 2
+    assert fit.ram["total"] == 90_000 + 153_600 + STACK_HEAP_BYTES
+    assert fit.latency_ms == pytest.approx(7_489_664 * 2.0 / 480e3, rel=1e-3)  # 31.2 ms
+    assert fit.fits and "fits" == fit_table(fit).splitlines()[-1]
     # flash: a 2.1 MB model; RAM: a 300 KB-block board; each fails alone, with the table
     too_big = fit_check(_board(), 2_100_000, ops, 90_000, "x", 1, camera)
-    assert not too_big["fits"] and not too_big["flash"]["fits"] and too_big["ram"]["fits"]
+    assert not too_big.fits and not too_big.flash["fits"] and too_big.ram["fits"]
     table = fit_table(too_big)
     assert "OVER" in table and "does NOT fit: flash is" in table and "model.alpha" in table
     small_block = fit_check(_board(largest_ram_block_bytes=128 * 1024), 300_000, ops, 140_000,
                             "x", 1, camera)
-    assert not small_block["fits"] and "largest RAM block holds 131,072 bytes" in \
+    assert not small_block.fits and "largest RAM block holds 131,072 bytes" in \
         fit_table(small_block)
     no_ram = fit_check(_board(ram_bytes=200_000, largest_ram_block_bytes=None), 300_000, ops,
                        90_000, "x", 1, camera)
-    assert not no_ram["ram"]["fits"] and "input_size" in fit_table(no_ram)
+    assert not no_ram.ram["fits"] and "input_size" in fit_table(no_ram)
 
 
 # ---- ops and MACs ----------------------------------------------------------------------------
@@ -209,13 +210,13 @@ def test_the_compiled_application_equals_the_python_path(device_run):
     assert app_check["frames"] == 5
     # the compiled interpreter needs a little less than the Python one (its bookkeeping)
     assert 0 < verified["arena_bytes"] - app_check["arena_used_bytes"] <= 512
-    fit = verified["fit"]
+    fit = BoardFit.from_json(verified["fit"])
     if not verified["firmware"]["checked"]:  # no Arm toolchain here: estimates, and why
-        assert fit["basis"] == "estimate" and verified["firmware"]["reason"]
-        assert fit["ram"]["arena"] == app_check["arena_used_bytes"]
-        assert fit["ram"]["arena_source"] == "compiled application"
-    assert fit["ram"]["frame_buffer"] == 64 * 48 * 2 and fit["fits"]
-    assert json.loads((run.export_dir / "fit.json").read_text()) == fit
+        assert fit.basis == "estimate" and verified["firmware"]["reason"]
+        assert fit.ram["arena"] == app_check["arena_used_bytes"]
+        assert fit.ram["arena_source"] == "compiled application"
+    assert fit.ram["frame_buffer"] == 64 * 48 * 2 and fit.fits
+    assert json.loads((run.export_dir / "fit.json").read_text()) == fit.to_json()
     camera = verified["camera"]
     assert camera["camera"] == "64x48 yuv422 yuyv" and camera["images"] == len(
         data.indices("test"))
@@ -235,7 +236,7 @@ def test_the_firmware_runs_on_the_emulated_cortex_m7_and_its_figures_replace_est
     RAM from the linked firmware, split by component; instructions counted per op."""
     cfg, run, data, model = device_run
     verified = json.loads(run.verify.read_text())
-    firmware, fit = verified["firmware"], verified["fit"]
+    firmware, fit = verified["firmware"], BoardFit.from_json(verified["fit"])
     assert firmware["checked"] and firmware["core"] == "cortex-m7" and firmware["frames"] == 5
     assert firmware["inputs_equal"] and firmware["outputs_equal"]
     assert firmware["emulated"] == "QEMU mps2-an500"
@@ -245,14 +246,14 @@ def test_the_firmware_runs_on_the_emulated_cortex_m7_and_its_figures_replace_est
     assert sum(v for k, v in size["flash"].items() if k != "total") == size["flash"]["total"]
     assert size["frame_buffer"] == 64 * 48 * 2 and size["arena"] >= firmware["arena_used_bytes"]
     counts = firmware["instructions"]
-    assert counts["per_inference"] > fit["macs"] and counts["preprocess"] > 0
+    assert counts["per_inference"] > fit.macs and counts["preprocess"] > 0
     assert abs(sum(o["instructions"] for o in counts["ops"]) - counts["per_inference"]) \
         < 0.01 * counts["per_inference"]  # the ops are (almost) all of Invoke()
     assert counts["by_op"]["CONV_2D"]["kernel"] == "cmsis-nn"
-    assert fit["basis"] == "measured" and fit["flash"]["measured"] and fit["ram"]["measured"]
-    assert fit["ram"]["arena"] == firmware["arena_used_bytes"]
-    assert fit["firmware"]["instructions"] == counts["per_inference"]
-    assert fit["latency_basis"] == "instructions" and "estimate" in fit
+    assert fit.basis == "measured" and fit.flash["measured"] and fit.ram["measured"]
+    assert fit.ram["arena"] == firmware["arena_used_bytes"]
+    assert fit.firmware["instructions"] == counts["per_inference"]
+    assert fit.latency_basis == "instructions" and fit.estimate is not None
     assert "byte-identical on the emulated Cortex-M7 (5 frames)" in fit_table(fit)
 
 

@@ -5,6 +5,8 @@ built and run on an emulated Cortex-M7 is in test_device.py, on the cached libra
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -162,15 +164,15 @@ def test_a_fit_from_the_firmware_says_what_is_measured_and_keeps_the_estimate():
     estimate = fit_check(board, 300_000, ops, 96_000, "compiled application", 7_489_664, camera)
     fit = fit_check(board, 300_000, ops, 96_000, "compiled application", 7_489_664, camera,
                     firmware=_firmware())
-    assert estimate["basis"] == "estimate" and fit["basis"] == "measured"
-    assert fit["flash"]["total"] == 445_100 + BOARD_SUPPORT_FLASH_BYTES
-    assert fit["ram"]["total"] == 260_000 + 1_300 + 6_000 + fit["ram"]["board_support"]
-    assert fit["estimate"] == {"flash": estimate["flash"]["total"],
-                               "ram": estimate["ram"]["total"],
-                               "latency_ms": estimate["latency_ms"], "cycles_per_mac": 2.0}
+    assert estimate.basis == "estimate" and fit.basis == "measured"
+    assert fit.flash["total"] == 445_100 + BOARD_SUPPORT_FLASH_BYTES
+    assert fit.ram["total"] == 260_000 + 1_300 + 6_000 + fit.ram["board_support"]
+    assert (fit.estimate.flash, fit.estimate.ram, fit.estimate.latency_ms,
+            fit.estimate.cycles_per_mac) == (estimate.flash["total"], estimate.ram["total"],
+                                             estimate.latency_ms, 2.0)
     cpi = board.cycles_per_instruction
-    assert fit["latency_basis"] == "instructions"
-    assert fit["latency_ms"] == float(f"{29_000_000 * cpi / 480e3:.3g}")
+    assert fit.latency_basis == "instructions"
+    assert fit.latency_ms == float(f"{29_000_000 * cpi / 480e3:.3g}")
     table = fit_table(fit)
     assert "flash (measured, linked Cortex-M7 firmware)" in table
     assert "HAL, camera driver (estimate)" in table and "RAM (measured on the emulated" in table
@@ -183,7 +185,7 @@ def test_a_fit_from_the_firmware_says_what_is_measured_and_keeps_the_estimate():
     # a board file without a calibrated cycles/instruction keeps the MAC estimate, labelled
     plain = board.model_copy(update={"cycles_per_instruction": None})
     fit = fit_check(plain, 300_000, ops, 96_000, "x", 7_489_664, camera, firmware=_firmware())
-    assert fit["latency_basis"] == "macs" and "latency (estimate):" in fit_table(fit)
+    assert fit.latency_basis == "macs" and "latency (estimate):" in fit_table(fit)
 
 
 def test_calibrated_boards_name_the_published_figure():
@@ -214,8 +216,10 @@ def test_fit_with_damaged_firmware_figures_in_verify_json_is_one_line(tmp_path, 
 
     run = type("R", (), {"verify": tmp_path / "verify.json", "root": tmp_path})()
     damaged = {"checked": True, "core": "cortex-m7", "size": {"flash": "<b>"}}
-    monkeypatch.setattr(device, "_read_verify", lambda r: {"arena_bytes": 1000,
-                                                           "firmware": damaged})
+    (tmp_path / "verify.json").write_text(json.dumps(
+        {"tflm_images": 1, "reference_images": 1, "tflm_equals_reference": True,
+         "arena_bytes": 1000, "int8_bytes": 10, "ops": {}, "input_quantization": {},
+         "firmware": damaged}))
     monkeypatch.setattr(run.__class__, "int8_model", tmp_path / "m.tflite", raising=False)
     monkeypatch.setattr(run.__class__, "require", lambda self, path, by: path, raising=False)
     (tmp_path / "m.tflite").write_bytes(b"x" * 10)

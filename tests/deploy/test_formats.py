@@ -143,12 +143,12 @@ def test_the_demo_model_exports_every_format_each_verified(tmp_path):
                                                               "coreml"]}
     raw.pop("deploy")
     run = train(raw)
-    formats = run.summary["formats"]
+    formats = run.summary.formats
     assert list(formats) == ["int8", "onnx", "float16", "onnx_int8", "coreml"]
     assert all(formats[f]["verified"] for f in ("int8", "onnx", "float16", "onnx_int8"))
     assert formats["onnx"]["max_abs_diff"] <= 1e-4 and formats["float16"]["max_abs_diff"] <= 0.05
-    assert formats["onnx"]["metrics"]["accuracy"] == pytest.approx(run.summary["float"]["accuracy"])
-    assert formats["float16"]["bytes"] < 0.6 * run.summary["float_bytes"]
+    assert formats["onnx"]["metrics"]["accuracy"] == pytest.approx(run.summary.float_metrics["accuracy"])
+    assert formats["float16"]["bytes"] < 0.6 * run.summary.float_bytes
     assert formats["coreml"]["verified"] is (platform.system() == "Darwin")
     row = tinyvision_runs(tmp_path / "runs")[0]
     assert set(json.loads(row["formats"])) == set(formats)

@@ -147,6 +147,7 @@ def test_a_one_class_model_is_flagged_everywhere(three_class_config, monkeypatch
     monkeypatch.setattr("tinyvision.run.run.train_stage", _fake_training(0.01, [8.0, 0.0, 0.0]))
     with caplog.at_level(logging.WARNING, logger="tinyvision"):
         run, summary = full_run(three_class_config, progress=False)
+    summary = summary.to_json()  # as summary.json keeps it
     assert [w["code"] for w in summary["warnings"]] == ["collapse"]
     assert "answers 'blue' for 100%" in summary["warnings"][0]["message"]
     assert any("learnt nothing useful" in r.getMessage() for r in caplog.records)
@@ -260,6 +261,7 @@ def test_a_box_trained_on_shuffled_boxes_is_flagged_everywhere(tmp_path, shuffle
            "train": {"budget": "400 steps"},
            "export": {"representative_samples": 32}, "verify": {"tflm_samples": 3}}
     run, summary = full_run(validate_config(raw), progress=False)
+    summary = summary.to_json()
     codes = [w["code"] for w in summary["warnings"]]
     row = Registry(tmp_path / "runs").get(run.name)
     report = (run.root / "report.html").read_text()

@@ -104,7 +104,7 @@ def test_report_has_every_section(tiny_run):
                     "Float vs int8 on TensorFlow Lite Micro"):
         assert f">{heading}" in page, heading
     verify = json.loads(run.verify.read_text())
-    for label, value in (("int8 model bytes", verify["model_bytes"]),
+    for label, value in (("int8 model bytes", verify["int8_bytes"]),
                          ("tensor arena bytes", verify["arena_bytes"]), ("MACs per image", MACS)):
         assert re.search(rf"<td>{label}</td><td class=\"n\">{value:,}</td>", page), label
     counts = data.manifest.counts()

@@ -23,6 +23,7 @@ def tiny_run(tmp_path_factory):
     (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     cfg = validate_config(tiny_config(root, tmp / "runs"))
     run, summary = full_run(cfg, console=None, progress=False)
+    summary = summary.to_json()
     return run, summary
 
 
@@ -149,6 +150,7 @@ def test_detection_demo_variant_runs_end_to_end(tmp_path):
     raw["export"]["representative_samples"] = 16
     raw["verify"]["tflm_samples"] = 4
     run, summary = full_run(validate_config(raw), console=None, progress=False)
+    summary = summary.to_json()
     assert summary["task"] == "detection"
     for side in ("float", "int8"):
         assert 0.0 <= summary[side]["mean_iou"] <= 1.0 and "accuracy_iou50" in summary[side]

@@ -29,7 +29,7 @@ def _metrics(accuracy: float, macro_f1: float) -> dict:
     return {"float": {"accuracy": accuracy, "macro_f1": macro_f1,
                       "per_class": {"cat": {"f1": macro_f1}}},
             "int8": {"accuracy": accuracy - 0.01, "macro_f1": macro_f1 - 0.02},
-            "model_bytes": 120_000, "arena_bytes": np.int64(64_000), "macs": 7_500_000}
+            "int8_bytes": 120_000, "arena_bytes": np.int64(64_000), "macs": 7_500_000}
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_two_runs_and_a_failed_run(registry, tmp_path):
         ("imagenet", 64, 10, 1e-4)
     assert (base["float_accuracy"], base["float_macro_f1"]) == (0.90, 0.88)
     assert (base["int8_accuracy"], base["int8_macro_f1"]) == pytest.approx((0.89, 0.86))
-    assert (base["model_bytes"], base["arena_bytes"], base["macs"]) == (120_000, 64_000, 7_500_000)
+    assert (base["int8_bytes"], base["arena_bytes"], base["macs"]) == (120_000, 64_000, 7_500_000)
     assert base["started"] <= base["finished"] and base["duration_s"] >= 0
     broken = rows["broken"]
     assert broken["status"] == "failed" and broken["error"] == "DataError: no images in images/"
@@ -94,7 +94,7 @@ def test_compare(registry):
     assert deltas[0].key == "float.accuracy"  # the registry's own metrics first
     assert by_key["float.accuracy"].delta == pytest.approx(0.05)
     assert by_key["float.per_class.cat.f1"].delta == pytest.approx(0.05)
-    assert by_key["model_bytes"].delta == 0
+    assert by_key["int8_bytes"].delta == 0
     _, no_metrics = registry.compare("base", "broken")
     assert no_metrics == []
     with pytest.raises(RegistryError, match="No run named 'wid'.*Did you mean 'wide'"):
@@ -115,7 +115,7 @@ def test_finish_with_workflow_summary(tmp_path):
                "macro_f1": 0.79}, "int8_bytes": 50_000, "float_bytes": 200_000, "arena_bytes": 9}
     reg.finish_run("r", summary)
     row = reg.rows()[0]
-    assert (row["int8_accuracy"], row["int8_macro_f1"], row["model_bytes"]) == (0.88, 0.79, 50_000)
+    assert (row["int8_accuracy"], row["int8_macro_f1"], row["int8_bytes"]) == (0.88, 0.79, 50_000)
 
 
 def test_restart_replaces_row_and_unknown_run(registry, tmp_path):
@@ -295,7 +295,7 @@ def test_a_version_1_registry_is_migrated_with_its_rows(tmp_path):
     assert (new["status"], new["float_accuracy"], new["warnings"]) == \
         ("export_failed", 0.5, "collapse")
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     with pytest.raises(RegistryError, match="failed status"):
         registry.fail_run("new", "x", status="finished")
 
@@ -373,3 +373,25 @@ def test_a_version_4_registry_gains_the_fit_basis_and_instructions(tmp_path):
         ("measured", 29_290_400)
     assert (registry.get("estimated")["fit_basis"], registry.get("estimated")["instructions"]) \
         == ("estimate", None)
+
+
+def test_a_version_5_registry_calls_the_model_size_int8_bytes(tmp_path):
+    """One name per quantity: version 5's model_bytes column becomes int8_bytes (summary.json's
+    name), keeping its values, and new runs fill it from summary.json."""
+    from tinyvision.run.registry import _MIGRATIONS
+
+    path = tmp_path / "old" / "registry.sqlite"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        for version in range(1, 6):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("INSERT INTO runs (name, run_dir, status, started, config_hash, model_bytes, "
+                     "config_json) VALUES ('old', 'runs/old', 'finished', '2026-01-01T00:00:00', "
+                     "'abc', 301000, '{}')")
+        conn.execute("PRAGMA user_version = 5")
+    registry = Registry(tmp_path / "old")
+    assert registry.get("old")["int8_bytes"] == 301000 and "model_bytes" not in registry.get("old")
+    registry.start_run("new", tmp_path / "old" / "new", _config(tmp_path, "new"))
+    registry.finish_run("new", {"int8_bytes": 52_000})
+    assert [r["int8_bytes"] for r in registry.rows(filters=["int8_bytes<100000"])] == [52_000]

@@ -9,6 +9,7 @@ import pytest
 from tinyvision.config import validate_config
 from tinyvision.errors import ConfigError
 from tinyvision.run.folder import new_run_dir
+from tinyvision.records import Summary
 from tinyvision.run.tracking import check_tracking, log_run
 
 
@@ -40,8 +41,10 @@ def test_finished_run_is_logged(tmp_path, fake_mlflow):
     check_tracking(cfg)
     run = new_run_dir(tmp_path / "runs", "exp")
     run.config.write_text("x: 1\n")
-    log_run(cfg, run, {"float": {"accuracy": 0.9}, "int8": {"accuracy": 0.89},
-                       "arena_bytes": 1000, "macs": 5})
+    log_run(cfg, run, Summary(run=str(run.root), status="finished", task="multiclass",
+                              classes=["a", "b"], images={"train": 4},
+                              float_metrics={"accuracy": 0.9}, int8={"accuracy": 0.89},
+                              arena_bytes=1000, macs=5))
     names = [c[0] for c in fake_mlflow]
     assert names[:3] == ["set_tracking_uri", "set_experiment", "start_run"]
     assert ("set_tracking_uri", ("file:./mlruns",), {}) in fake_mlflow
@@ -54,7 +57,8 @@ def test_finished_run_is_logged(tmp_path, fake_mlflow):
 
 
 def test_no_tracking_logs_nothing(tmp_path, fake_mlflow):
-    log_run(config(tmp_path), new_run_dir(tmp_path / "runs", "exp"), {})
+    log_run(config(tmp_path), new_run_dir(tmp_path / "runs", "exp"),
+            Summary(run="exp", status="finished", task="multiclass", classes=[], images={}))
     assert fake_mlflow == []
 
 

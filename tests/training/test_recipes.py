@@ -180,6 +180,7 @@ def test_min_steps_on_a_tiny_set_through_training(tmp_path):
         "min_steps": 12, "head": {"epochs": 0},
         "fine_tune": {"epochs": 1, "learning_rate": 0.01, "unfreeze_from": 0}})
     run, summary = full_run(validate_config(raw), progress=False)
+    summary = summary.to_json()
     (stage,) = summary["training"]["stages"]
     assert (stage["stage"], stage["steps"]) == ("fine_tune", 12)
     rows = run.log.read_text().splitlines()[1:]
@@ -316,6 +317,7 @@ def test_the_start_check_switches_away_from_useless_features(tmp_path, features,
                       train={"recipe": recipe, "head": {"epochs": 5, "learning_rate": 0.05},
                              "fine_tune": {"epochs": 1}, "min_steps": 20})
     run, summary = full_run(validate_config(raw), progress=False)
+    summary = summary.to_json()
     start = summary["start"]
     assert start["decision"] == decision, start
     codes = [w["code"] for w in summary["warnings"]]

@@ -157,14 +157,17 @@ def test_killed_after_early_stopping_resumes_from_the_best_weights(tmp_path):
 @pytest.mark.parametrize("content", ['{"version": 2, "stage": "head"}', "[1, 2]", "not json"])
 def test_a_resume_state_of_another_version_is_refused_not_half_read(tmp_path, content):
     from tinyvision.errors import RunError
-    from tinyvision.training.callbacks import RESUME_STATE_VERSION, load_resume_state
+    from tinyvision.records import ResumeState
+    from tinyvision.training.callbacks import load_resume_state
 
     assert load_resume_state(tmp_path) is None  # nothing saved: a fresh start
     (tmp_path / "state.json").write_text(content)
     with pytest.raises(RunError, match="(?i)start a new run"):
         load_resume_state(tmp_path)
-    (tmp_path / "state.json").write_text(f'{{"version": {RESUME_STATE_VERSION}, "stage": "head"}}')
-    assert load_resume_state(tmp_path)["stage"] == "head"
+    (tmp_path / "state.json").write_text(
+        f'{{"version": {ResumeState.VERSION}, "stage": "head", "stage_epochs": 2, '
+        '"epoch_offset": 0, "finished": false, "weights": "last-head-2.weights.h5"}')
+    assert load_resume_state(tmp_path).stage == "head"
 
 
 def test_a_manifest_of_another_version_is_refused(tmp_path):

@@ -46,7 +46,7 @@ _TABLE: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("float IoU", lambda r: _num(r["float_mean_iou"], "{:.4f}")),
     ("int8 IoU", lambda r: _num(r["int8_mean_iou"], "{:.4f}")),
     ("int8 IoU>=.5", lambda r: _num(r["int8_iou50"], "{:.4f}")),
-    ("model KiB", lambda r: _num(r["model_bytes"] and r["model_bytes"] / 1024, "{:.1f}")),
+    ("int8 KiB", lambda r: _num(r["int8_bytes"] and r["int8_bytes"] / 1024, "{:.1f}")),
     ("arena KiB", lambda r: _num(r["arena_bytes"] and r["arena_bytes"] / 1024, "{:.1f}")),
     ("MMACs", lambda r: _num(r["macs"] and r["macs"] / 1e6, "{:.2f}")),
     ("board", lambda r: _join(" ", r["board"], None if r["fits"] is None else

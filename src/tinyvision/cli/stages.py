@@ -13,6 +13,7 @@ from tinyvision.cli.common import RUN_ARG, TRUST_OPTION, console, user_errors
 from tinyvision.cli.train import print_device
 from tinyvision.deploy.fit import PUBLIC_REFERENCES, fit_table
 from tinyvision.run.run import Run
+from tinyvision.run.summary import headline as summary_headline
 
 
 @user_errors
@@ -42,10 +43,10 @@ def export_command(
         return
     result = run.export()
     folder = run.folder
-    console.print(f"int8 model: {folder.int8_model} ({result['int8_bytes']:,} bytes); "
+    console.print(f"int8 model: {folder.int8_model} ({result.int8_bytes:,} bytes); "
                   f"C source: {folder.c_source}, {folder.c_header}; TFLM application: "
-                  f"{folder.app_dir} (ops {', '.join(result['ops'])})")
-    print_device(result)
+                  f"{folder.app_dir} (ops {', '.join(result.ops)})")
+    print_device(None, None, None, result.fit)
 
 
 @user_errors
@@ -68,10 +69,12 @@ def verify_command(
     in the run folder are never run.
     """
     report = Run.open(run_dir, trust_run, tflm_source).verify()
-    console.print(f"TFLM ran {report['tflm_images']} images identically to the LiteRT reference "
-                  f"kernels ({report['reference_images']} scored); arena {report['arena_bytes']:,} "
-                  f"bytes; int8 accuracy {report['metrics']['accuracy']:.4f}")
-    print_device(report)
+    headline = ", ".join(f"{key} {value:.4f}" for key, value in summary_headline(report.metrics)
+                         .items())
+    console.print(f"TFLM ran {report.tflm_images} images identically to the LiteRT reference "
+                  f"kernels ({report.reference_images} scored); arena {report.arena_bytes:,} "
+                  f"bytes; int8 {headline}")
+    print_device(report.app, report.firmware, report.camera, report.fit)
 
 
 @user_errors
@@ -99,7 +102,7 @@ def fit_command(
     fit = Run.open(run_dir, tflm_source=tflm_source).fit(board, firmware=firmware)
     console.print(escape(fit_table(fit)), highlight=False)
     console.print(f"for comparison: {PUBLIC_REFERENCES}", highlight=False)
-    if not fit["fits"]:
+    if not fit.fits:
         raise typer.Exit(1)
 
 

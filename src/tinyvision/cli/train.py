@@ -14,6 +14,7 @@ from tinyvision.cli.common import console, user_errors
 from tinyvision.config import load_config
 from tinyvision.data.demo import DEMO_TASKS, demo_config, make_shapes_dataset
 from tinyvision.deploy.fit import PUBLIC_REFERENCES, fit_table
+from tinyvision.records import BoardFit, Summary
 from tinyvision.errors import ConfigError, check_choice
 from tinyvision.run.run import lr_find, resume as resume_run, train
 
@@ -79,18 +80,18 @@ def demo_command(
 
 
 # ---- output ----------------------------------------------------------------------------------
-def print_device(result: dict) -> None:
-    """The compiled-application check, the camera path and the board fit of a summary or a
-    verify.json, where present."""
-    app = result.get("app") or {}
+def print_device(app: dict | None, firmware: dict | None, camera: dict | None,
+                 fit: BoardFit | None) -> None:
+    """The compiled-application check, the firmware, the camera path and the board fit of a
+    summary or a verify report, where present."""
+    app = app or {}
     if app.get("checked"):
         console.print(f"compiled TFLM application: input tensors and output bytes equal the Python "
                       f"path's on {app['frames']} frames; arena used "
                       f"{app['arena_used_bytes']:,} bytes")
     elif app:
         console.print(f"compiled TFLM application not checked: {escape(app['reason'])}")
-    print_firmware(result.get("firmware") or {})
-    camera = result.get("camera")
+    print_firmware(firmware or {})
     if camera:
         key = "accuracy" if "accuracy" in camera["metrics"] else "mean_iou"
         label = "accuracy" if key == "accuracy" else "box mean IoU"
@@ -99,8 +100,8 @@ def print_device(result: dict) -> None:
                       f"{camera['metrics'].get(key, float('nan')):.4f} vs "
                       f"{camera['training_path'].get(key, float('nan')):.4f} on the "
                       f"training path ({delta:+.4f})")
-    if result.get("fit"):
-        console.print(escape(fit_table(result["fit"])), highlight=False)
+    if fit is not None:
+        console.print(escape(fit_table(fit)), highlight=False)
         console.print(f"for comparison: {PUBLIC_REFERENCES}", highlight=False)
 
 
@@ -123,30 +124,33 @@ def print_firmware(firmware: dict) -> None:
                       f"{escape(firmware['reason'])}", highlight=False)
 
 
-def print_summary(summary: dict) -> None:
-    table = Table(title=f"run {summary['run']}")
+def print_summary(summary: Summary) -> None:
+    """The float and int8 figures side by side, the baselines of a box, sizes, the device side
+    and the warnings, at the end of a run."""
+    table = Table(title=f"run {summary.run}")
     table.add_column("")
     table.add_column("float (Keras)", justify="right")
     table.add_column("int8 on TFLM", justify="right")
     table.add_column("delta", justify="right")
     for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro_f1"),
                        ("mean_iou", "box mean_iou"), ("accuracy_iou50", "box accuracy_iou50")):
-        if key in summary["float"]:
-            table.add_row(label, f"{summary['float'][key]:.4f}", f"{summary['int8'][key]:.4f}",
-                          f"{summary['int8'][key] - summary['float'][key]:+.4f}")
-    baselines = summary.get("box_baselines") or {}
+        float_value, int8_value = summary.float_metrics.get(key), summary.int8.get(key)
+        if float_value is not None and int8_value is not None:
+            table.add_row(label, f"{float_value:.4f}", f"{int8_value:.4f}",
+                          f"{int8_value - float_value:+.4f}")
+    baselines = summary.box_baselines or {}
     for name, base in baselines.items():
         table.add_row(f"always the {name.replace('_', ' ')}",
                       f"IoU {base['mean_iou']:.4f}", f"{base['accuracy_iou50']:.0%} >= 0.5", "")
-    table.add_row("model bytes", f"{summary['float_bytes']:,}", f"{summary['int8_bytes']:,}", "")
-    table.add_row("tensor arena bytes", "", f"{summary['arena_bytes']:,}", "")
+    table.add_row("model bytes", f"{summary.float_bytes:,}", f"{summary.int8_bytes:,}", "")
+    table.add_row("tensor arena bytes", "", f"{summary.arena_bytes:,}", "")
     console.print(table)
-    images = ", ".join(f"{k} {v}" for k, v in summary["images"].items())
-    console.print(f"images: {images}; bad images skipped: {summary['bad_images']}; "
-                  f"recipe {summary.get('recipe', '-')}; best epoch {summary['best_epoch']}; "
-                  f"{summary['seconds']} s")
-    print_device(summary)
-    for warning in summary.get("warnings", []):  # said when found; repeated where it is seen
+    images = ", ".join(f"{k} {v}" for k, v in summary.images.items())
+    console.print(f"images: {images}; bad images skipped: {summary.bad_images}; "
+                  f"recipe {summary.recipe or '-'}; best epoch {summary.best_epoch}; "
+                  f"{summary.seconds} s")
+    print_device(summary.app, summary.firmware, summary.camera, summary.fit)
+    for warning in summary.warnings:  # said when found; repeated where it is seen
         console.print(f"[bold yellow]warning:[/] {escape(warning['message'])}", highlight=False)
 
 

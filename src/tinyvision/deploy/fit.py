@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from tinyvision.deploy.boards import Board
 from tinyvision.deploy.camera import CameraFormat
+from tinyvision.records import BoardFit, FitEstimate
 
 # TFLM's interpreter, allocator, flatbuffer reader and error reporting
 TFLM_CORE_FLASH_BYTES = 40 * 1024
@@ -45,22 +46,22 @@ PUBLIC_REFERENCES = ("TFLM person_detect.tflite (MobileNet V1 0.25, 96x96x1): 30
 
 def fit_check(board: Board, model_bytes: int, ops: list[str], arena_bytes: int,
               arena_source: str, macs: int, camera: CameraFormat | None,
-              firmware: dict | None = None) -> dict:
-    """The fit of one model on one board, as the dict `summary.json` and the report keep: from
+              firmware: dict | None = None) -> BoardFit:
+    """The fit of one model on one board, as `summary.json` and the report keep it: from
     `firmware` (verify's measured figures of the firmware built for the board's core) where
     given, else estimated. A measured fit keeps the estimate beside it (`estimate`)."""
     fit = _estimated_fit(board, model_bytes, ops, arena_bytes, arena_source, macs, camera)
     if firmware and firmware.get("checked"):
-        estimate = {"flash": fit["flash"]["total"], "ram": fit["ram"]["total"],
-                    "latency_ms": fit["latency_ms"], "cycles_per_mac": fit["cycles_per_mac"]}
+        estimate = FitEstimate(flash=fit.flash["total"], ram=fit.ram["total"],
+                               latency_ms=fit.latency_ms, cycles_per_mac=fit.cycles_per_mac)
         fit = _measured_fit(fit, board, firmware)
-        fit["estimate"] = estimate
-    fit["advice"] = _advice(fit)
+        fit.estimate = estimate
+    fit.advice = _advice(fit)
     return fit
 
 
 def _estimated_fit(board: Board, model_bytes: int, ops: list[str], arena_bytes: int,
-                   arena_source: str, macs: int, camera: CameraFormat | None) -> dict:
+                   arena_source: str, macs: int, camera: CameraFormat | None) -> BoardFit:
     unique = sorted(set(ops))
     runtime = TFLM_CORE_FLASH_BYTES + sum(OP_FLASH_BYTES.get(op, DEFAULT_OP_FLASH_BYTES)
                                           for op in unique)
@@ -71,41 +72,41 @@ def _estimated_fit(board: Board, model_bytes: int, ops: list[str], arena_bytes: 
     flash_fits = flash_total <= board.flash_bytes
     ram_fits = ram_total <= board.ram_bytes and (block is None or max(arena_bytes, frame) <= block)
     latency_ms = macs * board.cycles_per_mac / (board.clock_mhz * 1e3)
-    return {
-        "board": board.name, "title": board.title, "core": board.core,
-        "clock_mhz": board.clock_mhz, "basis": ESTIMATE,
-        "flash": {"model": model_bytes, "runtime": runtime, "runtime_ops": unique,
-                  "application": APPLICATION_FLASH_BYTES, "total": flash_total,
-                  "available": board.flash_bytes, "fits": flash_fits, "measured": False},
-        "ram": {"arena": arena_bytes, "arena_source": arena_source, "frame_buffer": frame,
-                "camera": camera.describe() if camera is not None else None,
-                "stack_heap": STACK_HEAP_BYTES, "total": ram_total, "available": board.ram_bytes,
-                "largest_block": block, "fits": ram_fits, "measured": False},
-        "macs": macs, "cycles_per_mac": board.cycles_per_mac,
-        "latency_ms": float(f"{latency_ms:.3g}"), "latency_basis": "macs",
-        "latency_note": f"{ESTIMATE}: MACs x cycles/MAC / clock "
-                        f"({board.sources.get('cycles_per_mac', 'board profile')})",
-        "fits": flash_fits and ram_fits,
-    }
+    return BoardFit(
+        board=board.name, title=board.title, core=board.core,
+        clock_mhz=board.clock_mhz, basis=ESTIMATE,
+        flash={"model": model_bytes, "runtime": runtime, "runtime_ops": unique,
+               "application": APPLICATION_FLASH_BYTES, "total": flash_total,
+               "available": board.flash_bytes, "fits": flash_fits, "measured": False},
+        ram={"arena": arena_bytes, "arena_source": arena_source, "frame_buffer": frame,
+             "camera": camera.describe() if camera is not None else None,
+             "stack_heap": STACK_HEAP_BYTES, "total": ram_total, "available": board.ram_bytes,
+             "largest_block": block, "fits": ram_fits, "measured": False},
+        macs=macs, cycles_per_mac=board.cycles_per_mac,
+        latency_ms=float(f"{latency_ms:.3g}"), latency_basis="macs",
+        latency_note=f"{ESTIMATE}: MACs x cycles/MAC / clock "
+                     f"({board.sources.get('cycles_per_mac', 'board profile')})",
+        fits=flash_fits and ram_fits,
+    )
 
 
-def _measured_fit(fit: dict, board: Board, firmware: dict) -> dict:
+def _measured_fit(fit: BoardFit, board: Board, firmware: dict) -> BoardFit:
     """`fit` with the firmware's measured flash, RAM and instructions in place of estimates."""
     size, counts = firmware["size"], firmware["instructions"]
     parts = {k: size["flash"][k] for k in ("model", "tflm", "cmsis_nn", "application",
                                            "c_library", "other")}
     flash_total = size["flash"]["total"] + BOARD_SUPPORT_FLASH_BYTES
-    fit["flash"] = {**parts, "firmware": size["flash"]["total"],
+    fit.flash = {**parts, "firmware": size["flash"]["total"],
                     "board_support": BOARD_SUPPORT_FLASH_BYTES, "total": flash_total,
                     "runtime": parts["tflm"] + parts["cmsis_nn"],
-                    "runtime_ops": fit["flash"]["runtime_ops"], "available": board.flash_bytes,
+                    "runtime_ops": fit.flash["runtime_ops"], "available": board.flash_bytes,
                     "fits": flash_total <= board.flash_bytes, "measured": True}
     stack, heap = firmware["stack_bytes"], firmware["heap_bytes"]
     ram_total = size["ram"]["total"] + stack + heap + BOARD_SUPPORT_RAM_BYTES
     block = board.largest_ram_block_bytes
-    fit["ram"] = {"static": size["ram"]["total"], "arena": firmware["arena_used_bytes"],
+    fit.ram = {"static": size["ram"]["total"], "arena": firmware["arena_used_bytes"],
                   "arena_source": f"{firmware['title']} firmware", "arena_reserved": size["arena"],
-                  "frame_buffer": size["frame_buffer"], "camera": fit["ram"]["camera"],
+                  "frame_buffer": size["frame_buffer"], "camera": fit.ram["camera"],
                   "stack": stack, "heap": heap, "stack_heap": stack + heap,
                   "board_support": BOARD_SUPPORT_RAM_BYTES, "total": ram_total,
                   "available": board.ram_bytes, "largest_block": block,
@@ -113,27 +114,27 @@ def _measured_fit(fit: dict, board: Board, firmware: dict) -> dict:
                       block is None or max(size["arena"], size["frame_buffer"]) <= block),
                   "measured": True}
     instructions = counts["per_inference"]
-    fit["basis"] = MEASURED
-    fit["firmware"] = {"core": firmware["core"], "title": firmware["title"],
+    fit.basis = MEASURED
+    fit.firmware = {"core": firmware["core"], "title": firmware["title"],
                        "emulated": firmware["emulated"], "frames": firmware["frames"],
                        "byte_identical": bool(firmware.get("outputs_equal")),
                        "instructions": instructions, "preprocess": counts["preprocess"],
-                       "per_mac": round(instructions / fit["macs"], 2) if fit["macs"] else None}
+                       "per_mac": round(instructions / fit.macs, 2) if fit.macs else None}
     cpi = board.cycles_per_instruction
     if cpi is not None:
-        fit["cycles_per_instruction"] = cpi
-        fit["latency_ms"] = float(f"{instructions * cpi / (board.clock_mhz * 1e3):.3g}")
-        fit["latency_basis"] = "instructions"
-        fit["latency_note"] = (f"instructions ({MEASURED} on the emulated {firmware['title']}) x "
+        fit.cycles_per_instruction = cpi
+        fit.latency_ms = float(f"{instructions * cpi / (board.clock_mhz * 1e3):.3g}")
+        fit.latency_basis = "instructions"
+        fit.latency_note = (f"instructions ({MEASURED} on the emulated {firmware['title']}) x "
                                f"cycles/instruction / clock (cycles/instruction: "
                                f"{board.sources.get('cycles_per_instruction', 'board profile')})")
-    fit["fits"] = fit["flash"]["fits"] and fit["ram"]["fits"]
+    fit.fits = fit.flash["fits"] and fit.ram["fits"]
     return fit
 
 
-def _advice(fit: dict) -> list[str]:
+def _advice(fit: BoardFit) -> list[str]:
     advice = []
-    flash, ram = fit["flash"], fit["ram"]
+    flash, ram = fit.flash, fit.ram
     if not flash["fits"]:
         over = flash["total"] - flash["available"]
         advice.append(f"flash is {over:,} bytes over: a smaller model.alpha (weights grow with "
@@ -155,10 +156,10 @@ def _advice(fit: dict) -> list[str]:
     return advice
 
 
-def fit_rows(fit: dict) -> list[tuple[str, int | str, int | str, str]]:
+def fit_rows(fit: BoardFit) -> list[tuple[str, int | str, int | str, str]]:
     """The fit's rows (label, bytes, board's bytes, verdict), each labelled measured or estimate:
     the plain-text table's and the report's."""
-    flash, ram = fit["flash"], fit["ram"]
+    flash, ram = fit.flash, fit.ram
     if not flash.get("measured"):
         return [("flash", "", "", ""),
                 ("  model (C array)", flash["model"], "", ""),
@@ -172,7 +173,7 @@ def fit_rows(fit: dict) -> list[tuple[str, int | str, int | str, str]]:
                  "", ""),
                 (f"  stack, heap, globals ({ESTIMATE})", ram["stack_heap"], "", ""),
                 ("  total", ram["total"], ram["available"], _verdict(ram))]
-    title = fit["firmware"]["title"]
+    title = fit.firmware["title"]
     rows = [(f"flash ({MEASURED}, linked {title} firmware)", "", "", "")]
     rows += [(f"  {FLASH_TITLES[key]}", flash[key], "", "") for key in FLASH_TITLES
              if flash.get(key) or key != "other"]
@@ -195,28 +196,28 @@ FLASH_TITLES = {"model": "model (C array)", "tflm": "TFLM runtime, reference ker
                 "other": "alignment, linker padding"}
 
 
-def fit_notes(fit: dict) -> list[str]:
+def fit_notes(fit: BoardFit) -> list[str]:
     """The lines under the table: instructions and latency, each labelled, and for a measured
     fit the previous estimates beside it."""
-    firmware = fit.get("firmware")
+    firmware = fit.firmware
     lines = []
     if firmware:
         per_mac = f" ({firmware['per_mac']:g}/MAC)" if firmware.get("per_mac") else ""
         lines.append(f"instructions/inference ({MEASURED}, emulated {firmware['title']}): "
                      f"{firmware['instructions']:,}{per_mac}")
         lines.append(f"  camera preprocessing: {firmware['preprocess']:,} instructions; tensor "
-                     f"arena used: {fit['ram']['arena']:,} bytes")
-    if fit.get("latency_basis") == "instructions":
-        lines.append(f"latency: {fit['latency_ms']:g} ms = instructions x "
-                     f"{fit['cycles_per_instruction']:g} cycles/instr. (calibrated) / "
-                     f"{fit['clock_mhz']:g} MHz")
+                     f"arena used: {fit.ram['arena']:,} bytes")
+    if fit.latency_basis == "instructions":
+        lines.append(f"latency: {fit.latency_ms:g} ms = instructions x "
+                     f"{fit.cycles_per_instruction:g} cycles/instr. (calibrated) / "
+                     f"{fit.clock_mhz:g} MHz")
     else:
-        lines.append(f"latency ({ESTIMATE}): {fit['latency_ms']:g} ms = {fit['macs']:,} MACs x "
-                     f"{fit['cycles_per_mac']:g} cycles/MAC / {fit['clock_mhz']:g} MHz")
-    estimate = fit.get("estimate")
+        lines.append(f"latency ({ESTIMATE}): {fit.latency_ms:g} ms = {fit.macs:,} MACs x "
+                     f"{fit.cycles_per_mac:g} cycles/MAC / {fit.clock_mhz:g} MHz")
+    estimate = fit.estimate
     if estimate:
-        lines.append(f"previous estimates: flash {estimate['flash']:,}, RAM {estimate['ram']:,}, "
-                     f"latency {estimate['latency_ms']:g} ms ({estimate['cycles_per_mac']:g} "
+        lines.append(f"previous estimates: flash {estimate.flash:,}, RAM {estimate.ram:,}, "
+                     f"latency {estimate.latency_ms:g} ms ({estimate.cycles_per_mac:g} "
                      "cycles/MAC)")
     if firmware:
         same = "byte-identical" if firmware["byte_identical"] else "NOT byte-identical"
@@ -224,18 +225,18 @@ def fit_notes(fit: dict) -> list[str]:
     return lines
 
 
-def fit_table(fit: dict) -> str:
+def fit_table(fit: BoardFit) -> str:
     """The fit as a plain-text table (console, CLI, export errors)."""
     rows = fit_rows(fit)
     width = max(len(r[0]) for r in rows)
-    lines = [f"{fit['board']} ({fit['core']}, {fit['clock_mhz']:g} MHz)",
+    lines = [f"{fit.board} ({fit.core}, {fit.clock_mhz:g} MHz)",
              f"{'':<{width}}  {'bytes':>11}  {'board':>11}"]
     for label, used, available, verdict in rows:
         used_text = f"{used:,}" if used != "" else ""
         available_text = f"{available:,}" if available != "" else ""
         lines.append(f"{label:<{width}}  {used_text:>11}  {available_text:>11}  {verdict}".rstrip())
     lines.extend(fit_notes(fit))
-    lines.append("fits" if fit["fits"] else "does NOT fit: " + "; ".join(fit["advice"]))
+    lines.append("fits" if fit.fits else "does NOT fit: " + "; ".join(fit.advice))
     return "\n".join(lines)
 
 

@@ -21,13 +21,15 @@ from tinyvision.deploy.firmware import (CMSIS_NN, Core, build_firmware, firmware
                                        reference_kernel_ops, run_firmware, temporary_build_dir)
 from tinyvision.deploy.tflm_build import build_app, build_library, run_app
 from tinyvision.errors import VerifyError
+from tinyvision.records import VerifyReport
 
 
 def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
-                max_arena_bytes: int, seed: int = 0, n_classes: int | None = None) -> dict:
+                max_arena_bytes: int, seed: int = 0, n_classes: int | None = None
+                ) -> tuple[np.ndarray | tuple[np.ndarray, ...], VerifyReport]:
     """Run `images` (uint8) through the int8 model: all on LiteRT reference kernels, a seeded sample
     also on TFLM, which must give identical int8 values on every output. Returns the dequantised
-    scores (a tuple for a [class, box] model) and the runtime facts."""
+    scores (a tuple for a [class, box] model) and the report of the runtime facts."""
     if len(images) == 0:
         raise VerifyError("No images to verify on; the split is empty.")
     model_path = Path(model_path)
@@ -48,17 +50,12 @@ def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
                               f"TFLM {flat_tflm[mismatched[0]].tolist()} vs reference "
                               f"{flat_ref[mismatched[0]].tolist()}).")
     scores = tuple(dequantize(o, q) for o, q in zip(reference_out, reference.output_qs))
-    return {
-        "scores": scores[0] if len(scores) == 1 else scores,
-        "tflm_images": int(len(sample)),
-        "reference_images": int(len(images)),
-        "tflm_equals_reference": True,
-        "arena_bytes": int(arena),
-        "model_bytes": model_path.stat().st_size,
-        "ops": dict(Counter(op_names(model_path))),
-        "input_quantization": {"scale": reference.input_q.scale,
-                               "zero_point": reference.input_q.zero_point},
-    }
+    return scores[0] if len(scores) == 1 else scores, VerifyReport(
+        tflm_images=int(len(sample)), reference_images=int(len(images)),
+        tflm_equals_reference=True, arena_bytes=int(arena),
+        int8_bytes=model_path.stat().st_size, ops=dict(Counter(op_names(model_path))),
+        input_quantization={"scale": reference.input_q.scale,
+                            "zero_point": reference.input_q.zero_point})
 
 
 def verify_app(app_dir: Path, tflm_root: Path, plan, frames: list[bytes], model_path: Path,

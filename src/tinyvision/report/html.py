@@ -26,8 +26,10 @@ from tinyvision.data.manifest import SPLITS, Manifest
 from tinyvision.deploy.fit import fit_rows
 from tinyvision.report import plots
 from tinyvision.files import atomic_path, atomic_write_text
+from tinyvision.errors import RunError
 from tinyvision.layout import (EVAL_SCORES_FILE, FIT_FILE, INT8_SCORES_FILE, LR_FIND_PLOT,
                                REPORT_FILE)
+from tinyvision.records import BoardFit, Record, Summary, VerifyReport
 
 class RunFolder(Protocol):
     """The files of a run the report reads (run/folder.py's RunDir has them)."""
@@ -111,7 +113,7 @@ def build_report(cfg: RunConfig, run: RunFolder, manifest: Manifest, cache: Imag
     """The report as one HTML string."""
     files = _RunFiles.read(run)
     sections = [
-        _banner(files.summary),
+        _banner(files.summary, files.unreadable),
         _config_section(cfg, run),
         _data_section(manifest, cache, cfg.seed),
         _training_section(run),
@@ -132,16 +134,23 @@ def build_report(cfg: RunConfig, run: RunFolder, manifest: Manifest, cache: Imag
 
 
 class _RunFiles:
-    """The JSON and score files of a run (None where absent)."""
+    """The JSON and score files of a run (None where absent; a damaged record is None too, and
+    why is in `unreadable`, shown in the banner)."""
 
-    def __init__(self, metrics, verify, summary, scores, int8_scores=None) -> None:
+    def __init__(self, metrics, verify: VerifyReport | None, summary: Summary | None, scores,
+                 int8_scores=None, fit: BoardFit | None = None,
+                 unreadable: list[str] | None = None) -> None:
         self.metrics, self.verify, self.summary, self.scores = metrics, verify, summary, scores
-        self.int8_scores = int8_scores
+        self.int8_scores, self.fit, self.unreadable = int8_scores, fit, unreadable or []
 
     @classmethod
     def read(cls, run: RunFolder) -> _RunFiles:
-        return cls(_json(run.metrics), _json(run.verify), _json(run.summary), load_eval_scores(run),
-                   load_eval_scores(run, "int8"))
+        unreadable: list[str] = []
+        verify = _record(VerifyReport, run.verify, unreadable)
+        fit = (verify.fit if verify is not None and verify.fit is not None
+               else _record(BoardFit, run.export_dir / FIT_FILE, unreadable))
+        return cls(_json(run.metrics), verify, _record(Summary, run.summary, unreadable),
+                   load_eval_scores(run), load_eval_scores(run, "int8"), fit, unreadable)
 
     @property
     def float_metrics(self) -> dict | None:
@@ -150,6 +159,15 @@ class _RunFiles:
 
 def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _record(kind: type[Record], path: Path, unreadable: list[str]):
+    """The record in `path` (None when absent); a damaged one is None and its error is kept."""
+    try:
+        return kind.read(path)
+    except RunError as exc:
+        unreadable.append(str(exc))
+        return None
 
 
 # ---- html helpers ----------------------------------------------------------------------------
@@ -220,12 +238,12 @@ def _cell(value) -> str:
 
 
 # ---- sections --------------------------------------------------------------------------------
-def _banner(summary: dict | None) -> str:
-    """What went wrong, at the top: the run's warnings and an export the checks refused."""
-    summary = summary or {}
-    lines = [w["message"] for w in summary.get("warnings", [])]
-    if summary.get("status") == "export_failed":
-        lines.insert(0, f"The int8 export was refused: {summary.get('error', '')}")
+def _banner(summary: Summary | None, unreadable: list[str] = ()) -> str:
+    """What went wrong, at the top: the run's warnings, an export the checks refused, and run
+    files that could not be read."""
+    lines = [*unreadable, *(w["message"] for w in (summary.warnings if summary else []))]
+    if summary is not None and summary.status == "export_failed":
+        lines.insert(0, f"The int8 export was refused: {summary.error or ''}")
     if not lines:
         return ""
     return ("<div class=\"banner\" role=\"alert\">"
@@ -360,7 +378,7 @@ def _box_section(manifest: Manifest, cache: ImageCache, files: _RunFiles) -> str
     float_boxes = (files.float_metrics or {}).get("boxes")
     if float_boxes is None:
         return ""
-    int8_boxes = ((files.verify or {}).get("metrics") or {}).get("boxes")
+    int8_boxes = ((files.verify and files.verify.metrics) or {}).get("boxes")
     rows = [[label, float_boxes.get(key), _get(int8_boxes, key)] for label, key in _BOX_ROWS]
     baselines = float_boxes.get("baselines", {})
     for name, base in baselines.items():
@@ -444,8 +462,8 @@ def _worst_figure(entry: dict, cache: ImageCache, index: int | None, predicted: 
 
 
 def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
-    float_m, verify, summary = files.float_metrics, files.verify, files.summary or {}
-    int8_m = (verify or {}).get("metrics")
+    float_m, verify, summary = files.float_metrics, files.verify, files.summary
+    int8_m = verify.metrics if verify else None
     body = ""
     if float_m or int8_m:
         keys = [("accuracy", "accuracy"), ("macro F1", "macro_f1"),
@@ -457,19 +475,19 @@ def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
                  for label, key in _BOX_ROWS[:3] if _boxes(float_m or int8_m)]
         body += _table(["metric", "float (Keras)", "int8 on TFLM", "delta"], rows)
     if verify:
-        body += (f"<p>TFLM ran {_num(verify['tflm_images'])} images with outputs equal to the "
-                 f"LiteRT reference kernels, which scored all {_num(verify['reference_images'])}."
+        body += (f"<p>TFLM ran {_num(verify.tflm_images)} images with outputs equal to the "
+                 f"LiteRT reference kernels, which scored all {_num(verify.reference_images)}."
                  "</p>")
     else:
         body += _note("No verify.json: run `tinyvision verify RUN` for int8 metrics on TFLM.")
     body += _table(["", "value"], _size_rows(run, verify, summary))
-    qat = (verify or {}).get("qat")
+    qat = verify.qat if verify else None
     if qat:
         body += "<h3>Quantisation-aware fine-tuning</h3>" + _table(
             ["metric", "float", "post-training int8", "QAT int8"],
             [[key, qat["float"].get(key), qat["ptq_int8"].get(key), qat["qat_int8"].get(key)]
              for key in _HEADLINE_KEYS if key in qat["ptq_int8"]])
-    formats = (verify or {}).get("formats")
+    formats = verify.formats if verify else None
     if formats:
         body += "<h3>Other formats</h3>" + _table(
             ["format", "file", "bytes", _task_metric_label(formats), "max |diff| to Keras",
@@ -482,9 +500,8 @@ def _deployment_section(run: RunFolder, files: _RunFiles) -> str:
 
 def _device_section(run: RunFolder, files: _RunFiles) -> str:
     """The compiled application's check, the camera path, and the fit on export.board."""
-    verify = files.verify or {}
-    fit = verify.get("fit") or _json(run.export_dir / FIT_FILE)
-    app, camera = verify.get("app"), verify.get("camera")
+    verify, fit = files.verify, files.fit
+    app, camera = (verify.app, verify.camera) if verify else (None, None)
     if not (fit or app or camera):
         return ""
     body = ""
@@ -501,7 +518,7 @@ def _device_section(run: RunFolder, files: _RunFiles) -> str:
                        [[key, camera["training_path"].get(key), camera["metrics"].get(key),
                          _delta(camera["training_path"], camera["metrics"], key)]
                         for key in _HEADLINE_KEYS if key in camera["metrics"]])
-    firmware = verify.get("firmware")
+    firmware = verify.firmware if verify else None
     if isinstance(firmware, dict) and firmware.get("reason"):
         body += _note(f"The firmware was not built for the board's core, so its flash, RAM and "
                       f"latency are estimates: {firmware['reason']}")
@@ -510,13 +527,13 @@ def _device_section(run: RunFolder, files: _RunFiles) -> str:
     return _section("On the device", body)
 
 
-def _fit_table(fit: dict) -> str:
+def _fit_table(fit: BoardFit) -> str:
     """The fit's table (deploy.fit's rows, each labelled measured or estimate) and the
     instructions, latency and previous estimates under it."""
     rows = [[label.strip(), None if used == "" else used, None if available == "" else available,
              verdict] for label, used, available, verdict in fit_rows(fit)]
-    verdict = "fits" if fit["fits"] else "does NOT fit: " + "; ".join(map(str, fit["advice"]))
-    firmware, estimate = fit.get("firmware"), fit.get("estimate")
+    verdict = "fits" if fit.fits else "does NOT fit: " + "; ".join(map(str, fit.advice))
+    firmware, estimate = fit.firmware, fit.estimate
     notes = ""
     if firmware:
         notes += (f"<p>Instructions per inference (measured on the emulated "
@@ -525,31 +542,32 @@ def _fit_table(fit: dict) -> str:
                   f"MAC); camera preprocessing {_num(firmware['preprocess'], ',')}. Output "
                   f"bytes {'equal' if firmware['byte_identical'] is True else 'NOT equal'} to the "
                   f"Python TFLM interpreter's on {_num(firmware['frames'])} frames.</p>")
-    if fit.get("latency_basis") == "instructions":
-        notes += (f"<p>Latency: {_num(fit['latency_ms'], 'g')} ms = instructions x "
-                  f"{_num(fit['cycles_per_instruction'], 'g')} cycles/instruction (calibrated, "
-                  f"board profile) / {_num(fit['clock_mhz'], 'g')} MHz.</p>")
+    if fit.latency_basis == "instructions":
+        notes += (f"<p>Latency: {_num(fit.latency_ms, 'g')} ms = instructions x "
+                  f"{_num(fit.cycles_per_instruction, 'g')} cycles/instruction (calibrated, "
+                  f"board profile) / {_num(fit.clock_mhz, 'g')} MHz.</p>")
     else:
-        notes += (f"<p>Latency (estimate): {_num(fit['latency_ms'], 'g')} ms = "
-                  f"{_num(fit['macs'], ',')} MACs x {_num(fit['cycles_per_mac'], 'g')} "
-                  f"cycles/MAC / {_num(fit['clock_mhz'], 'g')} MHz.</p>")
+        notes += (f"<p>Latency (estimate): {_num(fit.latency_ms, 'g')} ms = "
+                  f"{_num(fit.macs, ',')} MACs x {_num(fit.cycles_per_mac, 'g')} "
+                  f"cycles/MAC / {_num(fit.clock_mhz, 'g')} MHz.</p>")
     if estimate:
-        notes += (f"<p>Previous estimates: flash {_num(estimate['flash'], ',')}, RAM "
-                  f"{_num(estimate['ram'], ',')} bytes, latency "
-                  f"{_num(estimate['latency_ms'], 'g')} ms.</p>")
-    return (f"<h3>{_text(fit['board'])} ({_text(fit['core'])}, {_num(fit['clock_mhz'], 'g')} "
+        notes += (f"<p>Previous estimates: flash {_num(estimate.flash, ',')}, RAM "
+                  f"{_num(estimate.ram, ',')} bytes, latency "
+                  f"{_num(estimate.latency_ms, 'g')} ms.</p>")
+    return (f"<h3>{_text(fit.board)} ({_text(fit.core)}, {_num(fit.clock_mhz, 'g')} "
             f"MHz): {_text(verdict)}</h3>" + _table(["", "bytes", "board", "use"], rows) + notes)
 
 
-def _size_rows(run: RunFolder, verify: dict | None, summary: dict) -> list[list]:
-    int8_bytes = (verify or {}).get("model_bytes") or summary.get("int8_bytes")
-    if int8_bytes is None and run.int8_model.exists():
+def _size_rows(run: RunFolder, verify: VerifyReport | None, summary: Summary | None
+               ) -> list[list]:
+    int8_bytes = (verify and verify.int8_bytes) or (summary and summary.int8_bytes)
+    if not int8_bytes and run.int8_model.exists():
         int8_bytes = run.int8_model.stat().st_size
     float_bytes = run.float_model.stat().st_size if run.float_model.exists() else \
-        summary.get("float_bytes")
-    arena = (verify or {}).get("arena_bytes") or summary.get("arena_bytes")
-    macs = summary.get("macs")
-    ops = ", ".join(f"{k} x{v}" for k, v in sorted((verify or {}).get("ops", {}).items()))
+        summary and summary.float_bytes
+    arena = (verify and verify.arena_bytes) or (summary and summary.arena_bytes)
+    macs = summary.macs if summary else None
+    ops = ", ".join(f"{k} x{v}" for k, v in sorted(((verify and verify.ops) or {}).items()))
     return [["int8 model bytes", int8_bytes], ["float model bytes", float_bytes],
             ["tensor arena bytes", arena], ["MACs per image", macs], ["int8 ops", ops or None]]
 

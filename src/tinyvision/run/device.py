@@ -11,10 +11,10 @@ host and the test split seen through the camera.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,9 +35,9 @@ from tinyvision.deploy.runners import ReferenceRunner, find_arena_bytes
 from tinyvision.deploy.tflm_build import SOURCE_ENV, find_tflm_source
 from tinyvision.deploy.verify import verify_app, verify_firmware
 from tinyvision.errors import ExportError, RunError
-from tinyvision.files import atomic_write_json
 from tinyvision.layout import APP_DIR, FIT_FILE
 from tinyvision.models.outputs import output_kinds
+from tinyvision.records import BoardFit, VerifyReport
 from tinyvision.run.folder import RunDir
 
 log = logging.getLogger("tinyvision")
@@ -74,8 +74,17 @@ def camera_plan(cfg: RunConfig, quantization: dict) -> CameraPlan:
                      interpolation, inp["scale"], inp["zero_point"])
 
 
+class DeviceExport(NamedTuple):
+    """What export_device found: the ops, MACs and arena of the int8 model, its board fit."""
+
+    ops: list[str]
+    macs: int
+    arena_bytes: int
+    fit: BoardFit | None
+
+
 def export_device(cfg: RunConfig, run: RunDir, model, model_bytes: bytes, quantization: dict,
-                  sample: np.ndarray) -> dict:
+                  sample: np.ndarray) -> DeviceExport:
     """After conversion: refuse ops TFLM lacks, measure the arena, write export/app/, and check
     the fit on export.board (an ExportError with the table when it does not fit)."""
     uses = model_ops(model_bytes, _layer_names(model))
@@ -87,39 +96,37 @@ def export_device(cfg: RunConfig, run: RunDir, model, model_bytes: bytes, quanti
     write_app(run.export_dir / APP_DIR, camera_plan(cfg, quantization), ops, quantization,
               cfg.export.c_array_name, run.c_header.name, run.c_source.name, arena,
               int8_ops(uses))
-    result = {"ops": sorted(set(ops)), "macs": sum(use.macs for use in uses),
-              "arena_bytes": arena}
-    if cfg.export.board:
-        result["fit"] = board_fit(cfg, run, len(model_bytes), ops, arena, PYTHON_ARENA,
-                                  result["macs"])
-    return result
+    macs = sum(use.macs for use in uses)
+    fit = (board_fit(cfg, run, len(model_bytes), ops, arena, PYTHON_ARENA, macs)
+           if cfg.export.board else None)
+    return DeviceExport(sorted(set(ops)), macs, arena, fit)
 
 
 def board_fit(cfg: RunConfig, run: RunDir, model_bytes: int, ops: list[str], arena: int,
               arena_source: str, macs: int, board: str | None = None,
-              firmware: dict | None = None) -> dict:
+              firmware: dict | None = None) -> BoardFit:
     """Fit on the board (with the firmware's measured figures where given), printed, saved as
     export/fit.json; an ExportError when it does not fit."""
     fit = fit_check(load_board(board or cfg.export.board), model_bytes, ops, arena, arena_source,
                     macs, camera_format(cfg) if cfg.deploy.camera is not None else None,
                     firmware=firmware)
-    atomic_write_json(run.export_dir / FIT_FILE, fit)
-    if not fit["fits"]:
-        raise ExportError(f"the int8 model does not fit {fit['board']}:\n{fit_table(fit)}\n")
+    fit.write(run.export_dir / FIT_FILE)
+    if not fit.fits:
+        raise ExportError(f"the int8 model does not fit {fit.board}:\n{fit_table(fit)}\n")
     return fit
 
 
-def run_fit(cfg: RunConfig, run: RunDir, board: str, firmware: bool = True) -> dict:
+def run_fit(cfg: RunConfig, run: RunDir, board: str, firmware: bool = True) -> BoardFit:
     """The fit of an exported run on any board, without writing: the arena of verify.json (the
     compiled application's when it was built), else measured now on the Python interpreter. With
     `firmware`, measured figures of the firmware for the board's core: verify's when it ran the
     same core, else built and run now (one seeded random frame) where the tree and the Arm
     toolchain are there; else estimates."""
     model_path = run.require(run.int8_model, "tinyvision export")
-    verified = _read_verify(run)
-    arena, source = (verified.get("app") or {}).get("arena_used_bytes"), APP_ARENA
+    verified = VerifyReport.read(run.verify)
+    arena, source = ((verified and verified.app) or {}).get("arena_used_bytes"), APP_ARENA
     if not arena:
-        arena, source = verified.get("arena_bytes"), PYTHON_ARENA
+        arena, source = verified and verified.arena_bytes, PYTHON_ARENA
     if not arena:
         q = tensor_quantization(model_path)["input"]
         arena = find_arena_bytes(model_path, np.full(q["shape"][1:], q["zero_point"], np.int8),
@@ -136,13 +143,13 @@ def run_fit(cfg: RunConfig, run: RunDir, board: str, firmware: bool = True) -> d
                        f"verify {run.root}` again to rewrite them.") from None
 
 
-def _fit_firmware(cfg: RunConfig, run: RunDir, board: Board, verified: dict,
+def _fit_firmware(cfg: RunConfig, run: RunDir, board: Board, verified: VerifyReport | None,
                   arena: int) -> dict | None:
     """Measured firmware figures for `board`'s core: verify's, when it ran that core; else the
     firmware built and run now on one seeded random frame; None where that cannot be done
     (the reason is logged)."""
     core = core_of(board.core)
-    earlier = verified.get("firmware") or {}
+    earlier = (verified and verified.firmware) or {}
     if core is not None and earlier.get("checked") and earlier.get("core") == core.target:
         return earlier
     root = find_tflm_source(cfg.verify.tflm_source)
@@ -163,22 +170,6 @@ def _fit_firmware(cfg: RunConfig, run: RunDir, board: Board, verified: dict,
                                arena)
 
 
-def _read_verify(run: RunDir) -> dict:
-    """verify.json ({} before verify ran); a RunError when it is damaged."""
-    if not run.verify.exists():
-        return {}
-    try:
-        verified = json.loads(run.verify.read_text())
-    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        reason = f"{type(exc).__name__}: {exc}"[:200]
-        raise RunError(f"{run.verify} cannot be read ({reason}); run `tinyvision verify "
-                       f"{run.root}` again to rewrite it.") from None
-    if not isinstance(verified, dict):
-        raise RunError(f"{run.verify} holds a {type(verified).__name__}, not verify's results; "
-                       f"run `tinyvision verify {run.root}` again to rewrite it.")
-    return verified
-
-
 def _layer_names(model) -> list[str]:
     names = []
     for layer in getattr(model, "layers", []):
@@ -187,20 +178,19 @@ def _layer_names(model) -> list[str]:
     return names
 
 
-def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], classes: list[str], task: str,
-                  arena: int, thresholds: list[float] | None = None) -> dict:
+def verify_device(cfg: RunConfig, run: RunDir, report: VerifyReport, paths: list[str],
+                  classes: list[str], task: str, thresholds: list[float] | None = None) -> None:
     """The compiled application on seeded frames (when a TFLM tree is configured), the firmware
     for export.board's core on the emulated core (when the Arm toolchain and QEMU are there too),
-    and the board refitted with their figures. Returns verify.json's `app`, `firmware` and `fit`
-    entries.
+    and the board refitted with their figures: `report`'s app, firmware and fit.
 
     What is compiled and run is written afresh from the run's data (`build_files`), never taken
     from the run folder: a Makefile or C file there could hold any command."""
-    out: dict = {}
+    arena = report.arena_bytes
     root = find_tflm_source(cfg.verify.tflm_source)
     board = load_board(cfg.export.board) if cfg.export.board else None
     if root is None:
-        out["app"] = {"checked": False,
+        report.app = {"checked": False,
                       "reason": f"no TFLM source tree: set verify.tflm_source or ${SOURCE_ENV} to "
                                 "build export/app and check it on the host"}
     else:
@@ -210,20 +200,19 @@ def verify_device(cfg: RunConfig, run: RunDir, paths: list[str], classes: list[s
         positions = [o["index"] for o in quantization["outputs"]]
         with tempfile.TemporaryDirectory(prefix="tinyvision-export-") as folder:
             app_dir = build_files(cfg, run, Path(folder), classes, task, arena, thresholds)
-            out["app"] = verify_app(app_dir, root, plan, frames, run.int8_model, positions, arena)
+            report.app = verify_app(app_dir, root, plan, frames, run.int8_model, positions, arena)
             if board is not None:
-                out["firmware"] = firmware_check(cfg, board, root, app_dir, plan, frames,
+                report.firmware = firmware_check(cfg, board, root, app_dir, plan, frames,
                                                  run.int8_model, positions, arena)
     if board is not None:
-        out.setdefault("firmware", {"checked": False,
-                                    "reason": _firmware_reason(cfg, board, root)})
-        arena_used = out["app"].get("arena_used_bytes")
+        if report.firmware is None:
+            report.firmware = {"checked": False, "reason": _firmware_reason(cfg, board, root)}
+        arena_used = report.app.get("arena_used_bytes")
         ops_macs = model_ops(run.int8_model)
-        out["fit"] = board_fit(cfg, run, run.int8_model.stat().st_size,
+        report.fit = board_fit(cfg, run, run.int8_model.stat().st_size,
                                [u.op for u in ops_macs], arena_used or arena,
                                APP_ARENA if arena_used else PYTHON_ARENA,
-                               sum(u.macs for u in ops_macs), firmware=out["firmware"])
-    return out
+                               sum(u.macs for u in ops_macs), firmware=report.firmware)
 
 
 def _firmware_reason(cfg: RunConfig, board: Board, root: Path | None) -> str | None:

@@ -37,7 +37,7 @@ from tinyvision.models.outputs import ModelOutputs, has_class_output, output_kin
 from tinyvision.report.plots import PRED_COLOUR, annotate
 from tinyvision.run.device import CameraScorer
 from tinyvision.run.folder import RunDir, open_run_dir
-from tinyvision.run.stages import decode_spec
+from tinyvision.run.prepared import decode_spec
 
 log = logging.getLogger("tinyvision")
 

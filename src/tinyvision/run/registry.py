@@ -31,7 +31,7 @@ from tinyvision.errors import RegistryError, did_you_mean
 from tinyvision.files import process_alive, atomic_write_text
 from tinyvision.layout import REGISTRY_FILE
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # export_failed: trained and evaluated, but the int8 export or its verification refused the model
 STATUSES = frozenset({"running", "finished", "failed", "export_failed", "interrupted", "pruned"})
 FILTER_OPERATORS = frozenset({"=", "!=", ">=", "<=", ">", "<"})
@@ -69,7 +69,7 @@ METRIC_COLUMNS = (
     ("float_iou50", "REAL", ("float.accuracy_iou50",)),
     ("int8_mean_iou", "REAL", ("int8.mean_iou",)),
     ("int8_iou50", "REAL", ("int8.accuracy_iou50",)),
-    ("model_bytes", "INTEGER", ("model_bytes", "int8_bytes")),
+    ("int8_bytes", "INTEGER", ("int8_bytes",)),
     ("arena_bytes", "INTEGER", ("arena_bytes",)),
     ("macs", "INTEGER", ("macs",)),
     ("warnings", "TEXT", ("warnings",)),  # the codes of summary.json's warnings, e.g. "collapse"
@@ -161,6 +161,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS runs_started ON runs (started)"),
     4: tuple(f"ALTER TABLE runs ADD COLUMN {column} {kind}" for column, kind in _V4_NEW_COLUMNS),
     5: tuple(f"ALTER TABLE runs ADD COLUMN {column} {kind}" for column, kind in _V5_NEW_COLUMNS),
+    # 6: one name per quantity: the int8 model's size is int8_bytes, as in summary.json
+    6: ("ALTER TABLE runs RENAME COLUMN model_bytes TO int8_bytes",),
 }
 _OPERATOR_RE = "|".join(re.escape(o) for o in sorted(FILTER_OPERATORS, key=len, reverse=True))
 _FILTER_RE = re.compile(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*({_OPERATOR_RE})\s*(.*?)\s*$")
@@ -222,9 +224,9 @@ class Registry:
 
         `metrics` is stored whole as JSON; these paths also fill columns: `float.accuracy`,
         `float.macro_f1`, `int8.accuracy`, `int8.macro_f1` (classification_metrics dicts under
-        "float" and "int8"), `model_bytes` (or `int8_bytes`),
-        `arena_bytes`, `macs`. Missing ones stay empty. `config`: the run's config as resolved
-        while it ran (color_mode, recipe), replacing the one given to `start_run`.
+        "float" and "int8"), `int8_bytes`, `arena_bytes`, `macs`. Missing ones stay empty.
+        `config`: the run's config as resolved while it ran (color_mode, recipe), replacing the
+        one given to `start_run`.
         """
         if status not in STATUSES - {"running"}:
             raise RegistryError(f"Expected status one of {sorted(STATUSES - {'running'})}, "

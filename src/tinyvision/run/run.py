@@ -21,15 +21,15 @@ from tinyvision.data.manifest import Manifest
 from tinyvision.deploy.formats import check_formats
 from tinyvision.deploy.tflm_build import SOURCE_ENV
 from tinyvision.errors import ExportError, RunError, VerifyError
-from tinyvision.files import atomic_write_json, atomic_write_text
+from tinyvision.files import atomic_write_text
+from tinyvision.records import BoardFit, ExportResult, Summary, VerifyReport
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
 from tinyvision.run.predict import collect_images, load_predictor
 from tinyvision.run.registry import Registry
 from tinyvision.run.device import check_device_settings, run_fit
-from tinyvision.run.stages import (evaluate_stage, export_formats, export_stage, prepare_data,
-                                   prepare_manifest,
-                                   report_stage, resolve_settings, train_data, train_stage,
-                                   verify_stage)
+from tinyvision.run.deploy_stages import export_formats, export_stage, verify_stage
+from tinyvision.run.prepared import prepare_data, prepare_manifest, resolve_settings, train_data
+from tinyvision.run.stages import evaluate_stage, report_stage, train_stage
 from tinyvision.run.summary import headline, read_json
 from tinyvision.run.tracking import check_tracking, log_run
 
@@ -50,7 +50,7 @@ def make_run_folder(cfg: RunConfig) -> tuple[RunConfig, RunDir]:
     return cfg, run
 
 
-def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDir, dict]:
+def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDir, Summary]:
     """Everything `tinyvision train` does; returns the run directory and its summary.
 
     The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
@@ -71,7 +71,8 @@ def check_before_work(cfg: RunConfig) -> None:
     check_formats(cfg.export.formats)  # a converter that is not installed, not after training
 
 
-def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[RunDir, dict]:
+def resume_run(path: str | Path, console=None, progress: bool = True
+               ) -> tuple[RunDir, Summary]:
     """Continue a killed `tinyvision train` from its last saved epoch, then finish every stage.
 
     The result equals an uninterrupted run with the same seed (within float tolerance)."""
@@ -87,7 +88,7 @@ def resume_run(path: str | Path, console=None, progress: bool = True) -> tuple[R
 
 
 def _run_and_register(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
-                      ) -> tuple[RunDir, dict]:
+                      ) -> tuple[RunDir, Summary]:
     """Every stage, with the run's registry row: running, then finished, export_failed or
     failed (the error re-raised)."""
     registry = Registry(cfg.runs_dir)
@@ -102,16 +103,17 @@ def _run_and_register(cfg: RunConfig, run: RunDir, console, progress: bool, resu
                           status="interrupted", config=_saved_config(run))
         raise
     except (ExportError, VerifyError) as exc:
-        summary = read_json(run.summary)
-        refused = summary is not None and summary.get("status") == "export_failed"
-        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", metrics=summary,
+        summary = Summary.read(run.summary)
+        refused = summary is not None and summary.status == "export_failed"
+        registry.fail_run(run.name, f"{type(exc).__name__}: {exc}",
+                          metrics=summary.to_json() if summary else None,
                           status="export_failed" if refused else "failed",
                           config=_saved_config(run))
         raise
     except BaseException as exc:
         registry.fail_run(run.name, f"{type(exc).__name__}: {exc}", config=_saved_config(run))
         raise
-    registry.finish_run(run.name, summary, config=cfg.model_dump(mode="json"))
+    registry.finish_run(run.name, summary.to_json(), config=cfg.model_dump(mode="json"))
     log_run(cfg, run, summary)
     return run, summary
 
@@ -140,7 +142,7 @@ def _sigterm_interrupts():
 
 
 def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bool
-                ) -> tuple[RunConfig, dict]:
+                ) -> tuple[RunConfig, Summary]:
     """Every stage of a run; returns the resolved config and the summary."""
     from tinyvision.models.cost import model_cost
 
@@ -158,51 +160,55 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
     result = train_stage(cfg, run, data, console, resume=resume)
     cfg = result.config or cfg  # a failed start check may have switched the fine-tuning
     float_metrics = evaluate_stage(cfg, run, data, result.model)
-    summary = {
-        "run": str(run.root), "status": "finished", "recipe": cfg.train.recipe,
-        "classes": data.manifest.classes, "task": data.manifest.task,
-        "images": {split: int(len(data.indices(split))) for split in ("train", "val", "test")},
-        "bad_images": len(data.cache.bad), "best_epoch": result.best_epoch,
-        **({"start": {k: v for k, v in result.start.items() if k != "warnings"}}
-           if result.start else {}),
-        "training": {"seconds": result.seconds, "stages": result.stages},
-        "float": headline(float_metrics),
-        **({"box_baselines": float_metrics["boxes"]["baselines"]} if "boxes" in float_metrics
-           else {}),
-        "warnings": result.warnings + float_metrics["warnings"],
-        **model_cost(result.model).as_dict(),
-    }
+    cost = model_cost(result.model)
+    summary = Summary(
+        run=str(run.root), status="finished", recipe=cfg.train.recipe,
+        classes=data.manifest.classes, task=data.manifest.task,
+        images={split: int(len(data.indices(split))) for split in ("train", "val", "test")},
+        bad_images=len(data.cache.bad), best_epoch=result.best_epoch,
+        start=({k: v for k, v in result.start.items() if k != "warnings"}
+               if result.start else None),
+        training={"seconds": result.seconds, "stages": result.stages},
+        float_metrics=headline(float_metrics),
+        box_baselines=(float_metrics["boxes"]["baselines"] if "boxes" in float_metrics
+                       else None),
+        warnings=result.warnings + float_metrics["warnings"],
+        params=cost.params, macs=cost.macs)
     try:
         exported = export_stage(cfg, run, data, result.model)
         verified = verify_stage(cfg, run, data, result.model)
     except (ExportError, VerifyError) as exc:
-        summary.update(status="export_failed", error=str(exc),
-                       seconds=round(time.perf_counter() - start, 1))
-        atomic_write_json(run.summary, summary)
+        summary.status, summary.error = "export_failed", str(exc)
+        summary.seconds = round(time.perf_counter() - start, 1)
+        summary.write(run.summary)
         report_stage(cfg, run, data)
         raise type(exc)(f"{exc} The float model, its evaluation (metrics.json) and report.html "
                         f"are kept in {run.root}; the registry marks the run export_failed."
                         ) from None
-    summary.update({
-        "int8": headline(verified["metrics"]), "delta": verified.get("delta", {}),
-        "int8_bytes": exported["int8_bytes"], "float_bytes": exported["float_bytes"],
-        "arena_bytes": verified["arena_bytes"], "ops": exported["ops"],
-        **{key: verified[key] for key in ("app", "firmware", "fit", "camera", "qat")
-           if key in verified},
-        "formats": _format_summary(exported, verified),
-        "warnings": summary["warnings"] + verified.get("warnings", []),
-        "seconds": round(time.perf_counter() - start, 1),
-    })
-    atomic_write_json(run.summary, summary)
+    _add_deployment(summary, exported, verified)
+    summary.seconds = round(time.perf_counter() - start, 1)
+    summary.write(run.summary)
     report_stage(cfg, run, data)  # reads summary.json for the headline numbers
     return cfg, summary
 
 
-def _format_summary(exported: dict, verified: dict) -> dict:
+def _add_deployment(summary: Summary, exported: ExportResult, verified: VerifyReport) -> None:
+    """The export's and verify's figures in the summary: int8 metrics, sizes, the device side,
+    every format, and their warnings."""
+    summary.int8, summary.delta = headline(verified.metrics), verified.delta or {}
+    summary.int8_bytes, summary.float_bytes = exported.int8_bytes, exported.float_bytes
+    summary.arena_bytes, summary.ops = verified.arena_bytes, exported.ops
+    summary.app, summary.firmware, summary.fit = verified.app, verified.firmware, verified.fit
+    summary.camera, summary.qat = verified.camera, verified.qat
+    summary.formats = _format_summary(exported, verified)
+    summary.warnings = summary.warnings + verified.warnings
+
+
+def _format_summary(exported: ExportResult, verified: VerifyReport) -> dict:
     """Every exported format with its bytes and verified headline metrics."""
-    formats = {"int8": {**exported["formats"]["int8"], "verified": True,
-                        "metrics": headline(verified["metrics"])}}
-    for fmt, entry in (verified.get("formats") or {}).items():
+    formats = {"int8": {**exported.formats["int8"], "verified": True,
+                        "metrics": headline(verified.metrics)}}
+    for fmt, entry in (verified.formats or {}).items():
         formats[fmt] = {key: entry[key] for key in ("file", "bytes", "verified", "metrics",
                                                     "max_abs_diff", "note") if key in entry}
     return formats
@@ -282,7 +288,7 @@ class Run:
 
     Example:
         run = tinyvision.train("snacks.yaml", model={"alpha": 0.5})
-        run.summary["int8"]["accuracy"], run.model.summary(), run.predict(["photo.jpg"])
+        run.summary.int8["accuracy"], run.model.summary(), run.predict(["photo.jpg"])
     """
 
     def __init__(self, folder: RunDir, config: RunConfig, trust_model_code: bool = False,
@@ -304,7 +310,8 @@ class Run:
         return cls(folder, load_config(folder.config), trust_model_code, tflm_source)
 
     def __repr__(self) -> str:
-        status = (self.summary or {}).get("status", "unfinished")
+        summary = self.summary
+        status = summary.status if summary is not None else "unfinished"
         return f"Run({str(self.path)!r}, {status})"
 
     @property
@@ -316,9 +323,9 @@ class Run:
         return self.folder.root
 
     @property
-    def summary(self) -> dict | None:
+    def summary(self) -> Summary | None:
         """summary.json: headline metrics, sizes, warnings, status (None before it is written)."""
-        return read_json(self.folder.summary)
+        return Summary.read(self.folder.summary)
 
     @property
     def metrics(self) -> dict | None:
@@ -343,7 +350,7 @@ class Run:
             cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"tta": tta})})
         return evaluate_stage(cfg, self.folder, self._data(), self.model)
 
-    def export(self, formats: list[str] | None = None) -> dict:
+    def export(self, formats: list[str] | None = None) -> ExportResult | dict:
         """int8 LiteRT model and C source in export/; returns sizes and quantisation.
 
         `formats` (e.g. ["onnx"]): instead, add these formats to a finished run without training
@@ -358,15 +365,15 @@ class Run:
         atomic_write_text(self.folder.config, self.config.to_yaml())
         return result
 
-    def verify(self) -> dict:
+    def verify(self) -> VerifyReport:
         """The int8 model on TFLM and LiteRT reference kernels: metrics, arena (verify.json)."""
         needs_keras = len(self.config.export.formats) > 1
         return verify_stage(self._tree_config(), self.folder, self._data(),
                             self.model if needs_keras else None)
 
-    def fit(self, board: str, firmware: bool = True) -> dict:
+    def fit(self, board: str, firmware: bool = True) -> BoardFit:
         """Flash, RAM and latency of the int8 model on `board` (a profile name or a YAML path),
-        as a dict with `fits`; writes nothing (`deploy.fit.fit_table` prints it). Measured from
+        with `fits`; writes nothing (`deploy.fit.fit_table` prints it). Measured from
         the firmware for the board's core where verify ran it or it can be built and run now
         (`firmware`, with the TFLM tree and the Arm toolchain), else estimated."""
         return run_fit(self._tree_config(), self.folder, board, firmware)

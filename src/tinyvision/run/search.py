@@ -33,14 +33,18 @@ from tinyvision.deploy.fit import fit_check
 from tinyvision.deploy.litert import export_int8
 from tinyvision.deploy.ops import model_ops
 from tinyvision.deploy.runners import find_arena_bytes
+from tinyvision.data.manifest import Manifest
 from tinyvision.errors import ConfigError, ExportError
 from tinyvision.models.build import build_model, settle_batchnorm
 from tinyvision.files import atomic_write_text
+from tinyvision.records import BoardFit, Summary
 from tinyvision.report import plots
 from tinyvision.run.device import PYTHON_ARENA, camera_format
+from tinyvision.run.folder import RunDir
 from tinyvision.run.registry import Registry
 from tinyvision.run.run import make_run_folder
-from tinyvision.run.stages import prepare_data, prepare_manifest, resolve_settings, train_stage
+from tinyvision.run.prepared import prepare_data, prepare_manifest, resolve_settings
+from tinyvision.run.stages import train_stage
 
 log = logging.getLogger("tinyvision")
 
@@ -158,12 +162,13 @@ class FitChecker:
         camera = camera_format(cfg) if cfg.deploy.camera is not None else None
         fit = fit_check(self.board, size, [u.op for u in uses], arena, PYTHON_ARENA,
                         sum(u.macs for u in uses), camera)
-        reasons = [part for part in ("flash", "ram") if not fit[part]["fits"]]
-        if self.latency_ms is not None and fit["latency_ms"] > self.latency_ms:
+        reasons = [part for part, table in (("flash", fit.flash), ("ram", fit.ram))
+                   if not table["fits"]]
+        if self.latency_ms is not None and fit.latency_ms > self.latency_ms:
             reasons.append("latency")
-        return {"fits": not reasons, "reasons": reasons, "flash": fit["flash"]["total"],
-                "ram": fit["ram"]["total"], "latency_ms": fit["latency_ms"],
-                "model_bytes": size}
+        return {"fits": not reasons, "reasons": reasons, "flash": fit.flash["total"],
+                "ram": fit.ram["total"], "latency_ms": fit.latency_ms, "int8_bytes": size,
+                "board_fit": fit.to_json()}
 
 
 # ---- trials ----------------------------------------------------------------------------------
@@ -202,6 +207,7 @@ def run_trial(trial, cfg: RunConfig, study: str, checker: FitChecker, registry: 
     trial_cfg, run = make_run_folder(trial_cfg)
     trial.set_user_attr("run", run.name)
     registry.start_run(run.name, run.root, trial_cfg.model_dump(mode="json"))
+    manifest = None
     try:
         manifest = prepare_manifest(trial_cfg, run)
         trial_cfg, _ = resolve_settings(trial_cfg, manifest)
@@ -216,14 +222,13 @@ def run_trial(trial, cfg: RunConfig, study: str, checker: FitChecker, registry: 
         result = train_stage(trial_cfg, run, data, callbacks=[pruning])
     except BaseException as exc:
         registry.fail_run(run.name, f"{type(exc).__name__}: {exc}",
-                          metrics={"study": study, "fit": fit})
+                          metrics=_trial_summary(run, manifest, study, fit, "failed").to_json())
         raise
     value = float(pruning.best if pruning.best is not None else 0.0)
     key = "iou_score" if manifest.task == "detection" else "accuracy"
-    metrics = {"study": study, "float": {key: value}, "fit": {
-        "board": checker.board.name, "fits": True, "latency_ms": fit["latency_ms"],
-        "flash": {"total": fit["flash"]}, "ram": {"total": fit["ram"]}},
-        "model_bytes": fit["model_bytes"], "best_epoch": result.best_epoch}
+    summary = _trial_summary(run, manifest, study, fit, "pruned" if pruning.pruned else "finished")
+    summary.float_metrics, summary.best_epoch = {key: value}, result.best_epoch
+    metrics = summary.to_json()
     if pruning.pruned:
         registry.fail_run(run.name, f"pruned by the search after {pruning.step} epochs",
                           metrics=metrics, status="pruned", config=trial_cfg.model_dump(mode="json"))
@@ -262,7 +267,7 @@ class SearchResult:
     rows: list[dict] | None = None  # every completed trial
     objective: str = "val accuracy"  # what `objective` in the rows is (val IoU for detection)
     report: Path | None = None
-    final: dict | None = None
+    final: Summary | None = None
 
 
 def search(cfg: RunConfig, board_name: str, trials: int | None = None,
@@ -426,7 +431,19 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return sorted(front, key=lambda r: -r["objective"])
 
 
-def retrain_best(cfg: RunConfig, best: dict, board: str, study: str, console=None) -> dict:
+def _trial_summary(run: RunDir, manifest: Manifest | None, study: str, fit: dict,
+                   status: str) -> Summary:
+    """A trial's registry record: the candidate's fit on the board (measured before training
+    on an untrained copy) and its study; the caller adds the objective."""
+    return Summary(run=str(run.root), status=status,
+                   task=manifest.task if manifest else "", study=study,
+                   classes=manifest.classes if manifest else [],
+                   images={split: sum(1 for s in manifest.samples if s.split == split)
+                           for split in ("train", "val", "test")} if manifest else {},
+                   int8_bytes=fit["int8_bytes"], fit=BoardFit.from_json(fit["board_fit"]))
+
+
+def retrain_best(cfg: RunConfig, best: dict, board: str, study: str, console=None) -> Summary:
     """The best fitting candidate with the full recipe: trained, exported for the board,
     verified on TFLM; returns its summary."""
     from tinyvision.run.run import full_run

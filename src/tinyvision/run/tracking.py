@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tinyvision.config import RunConfig
 from tinyvision.errors import ConfigError
+from tinyvision.records import Summary
 from tinyvision.run.folder import RunDir
 from tinyvision.run.registry import key_settings
 
@@ -28,7 +29,7 @@ def check_tracking(cfg: RunConfig) -> None:
                           '"tinyvision[mlflow]", or set tracking: none.') from None
 
 
-def log_run(cfg: RunConfig, run: RunDir, summary: dict) -> None:
+def log_run(cfg: RunConfig, run: RunDir, summary: Summary) -> None:
     """Log the run's key hyperparameters, headline metrics and artifacts to MLflow."""
     if cfg.tracking != "mlflow":
         return
@@ -52,10 +53,11 @@ def _params(cfg: RunConfig) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _metrics(summary: dict) -> dict:
-    out = {f"float_{k}": v for k, v in summary.get("float", {}).items()}
-    out.update({f"int8_{k}": v for k, v in summary.get("int8", {}).items()})
-    for key in ("int8_bytes", "arena_bytes", "macs", "params"):
-        if summary.get(key) is not None:
-            out[key] = summary[key]
-    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
+def _metrics(summary: Summary) -> dict:
+    """The summary's headline metrics (float_*, int8_*) and sizes, as numbers."""
+    out = {f"float_{k}": v for k, v in (summary.float_metrics or {}).items()}
+    out.update({f"int8_{k}": v for k, v in (summary.int8 or {}).items()})
+    out.update(int8_bytes=summary.int8_bytes, arena_bytes=summary.arena_bytes,
+               macs=summary.macs, params=summary.params)
+    return {k: float(v) for k, v in out.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}

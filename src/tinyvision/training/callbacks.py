@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from pathlib import Path
@@ -16,8 +15,7 @@ from tinyvision.data.sources.boxes import box_iou
 from tinyvision.errors import RunError
 from tinyvision.files import atomic_path, atomic_write_text
 from tinyvision.layout import RESUME_STATE_FILE
-
-RESUME_STATE_VERSION = 1  # checkpoints/state.json; readers refuse any other
+from tinyvision.records import ResumeState
 
 
 def monitor_mode(monitor: str) -> str:
@@ -240,6 +238,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
 def save_resume_state(folder: Path, target: keras.Model, optimizer, stage: str, stage_epochs: int,
                       epoch_offset: int, finished: bool, counters: dict) -> None:
+    """Weights and optimizer files, then state.json naming them (ResumeState, with `counters`:
+    its best, best_epoch, log, early_stopping, plateau, planned_steps and schedule fields)."""
     folder.mkdir(parents=True, exist_ok=True)
     tag = f"{stage}-{stage_epochs}{'-end' if finished else ''}"
     weights, opt = folder / f"last-{tag}.weights.h5", folder / f"last-{tag}.optimizer.npz"
@@ -249,32 +249,23 @@ def save_resume_state(folder: Path, target: keras.Model, optimizer, stage: str, 
         with atomic_path(opt, suffix=".npz") as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, *[np.asarray(v.numpy()) for v in optimizer.variables])
-    state = {"version": RESUME_STATE_VERSION, "stage": stage, "stage_epochs": stage_epochs,
-             "epoch_offset": epoch_offset, "finished": finished, "weights": weights.name,
-             "optimizer": opt.name if optimizer is not None else None, **counters}
-    atomic_write_text(folder / RESUME_STATE_FILE, json.dumps(state, indent=1))
+    ResumeState(stage=stage, stage_epochs=stage_epochs, epoch_offset=epoch_offset,
+                finished=finished, weights=weights.name,
+                optimizer=opt.name if optimizer is not None else None,
+                **counters).write(folder / RESUME_STATE_FILE)
     for old in folder.glob("last-*"):  # only the files state.json names are kept
         if old.name not in (weights.name, opt.name):
             old.unlink(missing_ok=True)
 
 
-def load_resume_state(folder: Path) -> dict | None:
+def load_resume_state(folder: Path) -> ResumeState | None:
     """The saved state of a killed run, or None; a state of another version (or unreadable) is
     refused with what to do, not half-read."""
     path = Path(folder) / RESUME_STATE_FILE
-    if not path.exists():
-        return None
     try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path} cannot be read ({exc}); the run cannot resume. Start a new run "
-                       "instead.") from None
-    if not isinstance(state, dict) or state.get("version") != RESUME_STATE_VERSION:
-        found = state.get("version") if isinstance(state, dict) else None
-        raise RunError(f"{path} is a resume state of version {found!r}; this tinyvision resumes "
-                       f"version {RESUME_STATE_VERSION}. Resume it with the tinyvision that "
-                       "started it, or start a new run.")
-    return state
+        return ResumeState.read(path)
+    except RunError as exc:
+        raise RunError(f"{exc} The run cannot resume.") from None
 
 
 def restore_optimizer(optimizer, variables_file: Path, trainable_variables) -> None:

@@ -33,6 +33,7 @@ from tinyvision.models.build import build_model, is_head_layer, resolve_unfreeze
 from tinyvision.models.heads import CLASS_OUTPUT, training_model
 from tinyvision.models.inference import predict_scores
 from tinyvision.models.outputs import BOX, CLASS, has_class_output, output_kinds
+from tinyvision.records import ResumeState
 from tinyvision.training.budget import STAGES, BudgetClock, StagePlan, StopAtStep, plan_stages
 from tinyvision.training.callbacks import (BestCheckpoint, BoxScore, EpochLog, EpochSeeds,
                                            ResumableEarlyStopping, ResumeCheckpoint, RichProgress,
@@ -116,7 +117,8 @@ def train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console=Non
     return result
 
 
-def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, state: dict | None,
+def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console,
+                 state: ResumeState | None,
                  start: float, extra: Sequence = (),
                  judge_start: StartJudge | None = None) -> TrainResult:
     keras.utils.set_random_seed(cfg.seed)
@@ -128,9 +130,9 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, s
     checkpoint = BestCheckpoint(run.best_weights, monitor)
     epoch_log = EpochLog(run.log)
     if state is not None:
-        checkpoint.best, checkpoint.best_epoch = state["best"], state["best_epoch"]
-        epoch_log.rows = state["log"]
-        _load_weights(model, run.checkpoints / state["weights"])
+        checkpoint.best, checkpoint.best_epoch = state.best, state.best_epoch
+        epoch_log.rows = state.log
+        _load_weights(model, run.checkpoints / state.weights)
     plans = plan_stages(cfg, len(data.train))
     timed = any(plan.seconds is not None for plan in plans)
     found = training_warnings(cfg, None if timed else sum(plan.total_steps for plan in plans))
@@ -144,16 +146,16 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console, s
         stage = plan.stage
         first, fitted = 0, []
         if state is not None:
-            if STAGES.index(stage) < STAGES.index(state["stage"]):
+            if STAGES.index(stage) < STAGES.index(state.stage):
                 continue  # finished before the run was killed
-            done_epochs = state["epoch_offset"]
-            if state["finished"]:
-                done_epochs += state["stage_epochs"]
+            done_epochs = state.epoch_offset
+            if state.finished:
+                done_epochs += state.stage_epochs
                 state = None
                 continue
-            first = state["stage_epochs"]
-            if state.get("planned_steps"):  # a minutes budget had sized the stage: keep its plan
-                plan.total_steps, plan.seconds = state["planned_steps"], None
+            first = state.stage_epochs
+            if state.planned_steps:  # a minutes budget had sized the stage: keep its plan
+                plan.total_steps, plan.seconds = state.planned_steps, None
         stage_start = time.perf_counter()
         clock = None
         # Killed after the stage's last epoch (or the one early stopping ended it at) but before
@@ -255,8 +257,8 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     fit_model, train_ds, val_ds, predict_val, grid = _stage_inputs(cfg, data, model, stage,
                                                                    epoch_offset + first, steps)
     schedule = stage_schedule(cfg, stage, plan.pass_steps, plan.total_steps)
-    if state is not None and state.get("schedule") and hasattr(schedule, "restore"):
-        schedule.restore(state["schedule"])  # a minutes budget had stretched it
+    if state is not None and state.schedule and hasattr(schedule, "restore"):
+        schedule.restore(state.schedule)  # a minutes budget had stretched it
     # A head on cached features takes microseconds per step, so Keras' per-step Python overhead
     # would dominate: run a whole epoch per call instead.
     fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, plan.pass_steps, 0, schedule),
@@ -265,17 +267,17 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
                       metrics=_metrics(data.task, n_classes, grid is not None),
                       steps_per_execution=steps if fit_model is not model else 1)
     if state is not None:
-        restore_optimizer(fit_model.optimizer, run.checkpoints / state["optimizer"],
+        restore_optimizer(fit_model.optimizer, run.checkpoints / state.optimizer,
                           fit_model.trainable_variables)
     checkpoint.target = model
     for callback in (checkpoint, epoch_log):
         callback.stage, callback.epoch_offset = stage, epoch_offset
     stopping = [] if cfg.train.patience is None else [ResumableEarlyStopping(
         monitor, patience=cfg.train.patience, mode=monitor_mode(monitor),
-        restore=state["early_stopping"] if state else None)]
+        restore=state.early_stopping if state else None)]
     stage_cfg = getattr(cfg.train, stage)
     plateau = schedule_callbacks(stage_cfg.schedule, monitor,
-                                 restore=state.get("plateau") if state else None)
+                                 restore=state.plateau if state else None)
     clock = None
     if plan.seconds is not None:
         clock = BudgetClock(plan, start + plan.seconds, resize_schedule(
@@ -300,20 +302,21 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     return history, clock
 
 
-def _stopped_early(state: dict, cfg: RunConfig) -> bool:
+def _stopped_early(state: ResumeState, cfg: RunConfig) -> bool:
     """Early stopping had ended the stage when the run was killed."""
-    stopping = state.get("early_stopping") or {}
+    stopping = state.early_stopping or {}
     return (cfg.train.patience is not None and stopping.get("wait", 0) >= cfg.train.patience
-            and state["stage_epochs"] > 1)
+            and state.stage_epochs > 1)
 
 
 def _counters(checkpoint: BestCheckpoint, epoch_log: EpochLog, stopping, plan: StagePlan,
               plateau=(), schedule=None) -> dict:
-    return {"best": checkpoint.best, "best_epoch": checkpoint.best_epoch, "log": epoch_log.rows,
-            "early_stopping": stopping.state() if stopping is not None else None,
-            "plateau": plateau[0].state() if plateau else None,
-            "planned_steps": plan.total_steps,
-            "schedule": schedule.state() if hasattr(schedule, "state") else None}
+    """The counters of ResumeState (records.py), by field name."""
+    return dict(best=checkpoint.best, best_epoch=checkpoint.best_epoch, log=epoch_log.rows,
+                early_stopping=stopping.state() if stopping is not None else None,
+                plateau=plateau[0].state() if plateau else None,
+                planned_steps=plan.total_steps,
+                schedule=schedule.state() if hasattr(schedule, "state") else None)
 
 
 def _first_outputs(outputs, n: int, grid):
