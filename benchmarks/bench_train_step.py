@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("keras3", "tinyvision", "tf_keras")
+VARIANTS = ("keras3", "tinyvision", "tinyvision_bf16", "tf_keras")
 
 
 def measure(variant: str, batch: int, images: int, epochs: int = 2) -> float:
@@ -39,13 +39,15 @@ def measure(variant: str, batch: int, images: int, epochs: int = 2) -> float:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (images, 96, 96, 3)).astype("float32")
     y = np.eye(10, dtype="float32")[rng.integers(0, 10, images)]
-    if variant == "tinyvision":
+    if variant.startswith("tinyvision"):
         import keras
 
         from tinyvision.config import ModelConfig
         from tinyvision.models.build import build_model
         from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 
+        if variant == "tinyvision_bf16":  # bfloat16 compute, float32 weights (AMX / AVX512-BF16)
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
         model = build_model(ModelConfig(weights="none", alpha=0.25, input_size=96,
                                         color_mode="rgb"), 10, "multiclass")
         use_fused_batchnorm(model)

@@ -12,7 +12,7 @@ summary, search, registry), `arena_bytes` the tensor arena the Python TFLM inter
 - `ExportResult`: the export stage's result (summary.json takes its figures).
 - `VerifyReport`: verify.json, the int8 model on TFLM and the reference kernels.
 - `BoardFit`: export/fit.json, and the fit inside verify.json and summary.json.
-- `Summary`: summary.json, the run's headline figures (docs/run-folder.md lists its keys).
+- `Summary`: summary.json, the run's headline figures (its fields are the documented keys).
 - `ResumeState`: checkpoints/state.json, where a killed run resumes.
 """
 

@@ -1,6 +1,7 @@
 import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +318,29 @@ def test_a_detection_run_never_reuses_a_classification_runs_cache_through_the_cl
     summary = json.loads((tmp_path / "runs" / "boxes" / "summary.json").read_text())
     # with the classification cache's NaN boxes the box metrics would be NaN
     assert summary["task"] == "detection" and 0.0 <= summary["float"]["mean_iou"] <= 1.0
+
+
+def test_cached_images_index_like_the_array_they_hold_and_keep_nothing_mapped(tmp_path):
+    """The cache file read by positioned reads gives what numpy indexing of the same array gives,
+    for every kind of index a stage uses; a copy survives pickling (worker processes)."""
+    import pickle
+
+    from tinyvision.data.cache import CachedImages
+
+    truth = np.random.default_rng(0).integers(0, 256, (23, 4, 5, 3), dtype=np.uint8)
+    path = tmp_path / "images.u8"
+    path.write_bytes(truth.tobytes())
+    images = CachedImages(path, truth.shape)
+    assert len(images) == 23 and images.shape == truth.shape and images.dtype == np.uint8
+    for key in (0, 22, -1, slice(3, 9), slice(None, None, 4), np.array([5, 1, 2, 3, 20, 5]),
+                np.array([], np.int64), np.array([[1, 2], [7, 0]]), truth[:, 0, 0, 0] > 128,
+                [4, 3, 2]):
+        np.testing.assert_array_equal(images[key], truth[key])
+    np.testing.assert_array_equal(np.asarray(images), truth)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(images))[[2, 9]], truth[[2, 9]])
+    with pytest.raises(IndexError):
+        images[23]
+    with pytest.raises(IndexError):
+        images[np.array([0, 40])]
+    maps = Path("/proc/self/maps").read_text()
+    assert str(path) not in maps  # nothing of the file is mapped into the process

@@ -1,6 +1,6 @@
 """tf.data datasets fed from the image cache: shuffle indices, gather a batch, augment, prefetch.
 
-Images are gathered from the memmap a batch at a time (sorted reads, one numpy call), so the input
+Images are gathered from the image cache a batch at a time (sorted positioned reads), so the input
 pipeline costs a memory copy per batch and the training step stays the bottleneck. Augmentation
 (training only: pass `augment` for the training split and never for val/test/calibration) runs in
 the same parallel map, vectorised over the batch and seeded per batch.
@@ -117,7 +117,7 @@ def _batch_reader(images: np.ndarray, indices: np.ndarray):
     def gather(batch_idx: np.ndarray) -> np.ndarray:
         order = np.argsort(batch_idx)
         out = np.empty((len(batch_idx), height, width, channels), np.uint8)
-        out[order] = images[batch_idx[order]]  # sorted reads are sequential in the memmap
+        out[order] = images[batch_idx[order]]  # sorted reads are sequential in the cache file
         return out
 
     def read(positions: tf.Tensor) -> tf.Tensor:

@@ -5,6 +5,10 @@ external file, so the page can be mailed or archived. It is built from what the 
 run directory (config.yaml, manifest, log.csv, lr_find.png, metrics.json, eval_scores.npz,
 thresholds.json, verify.json, summary.json) plus the image cache; a missing file leaves its
 section with a note on which command produces it.
+
+About 600 lines on purpose: one function per section of the page, in page order, sharing the
+escaping helpers (every value from a run folder goes through `_text`/`_num`, so a tampered run
+cannot inject markup); the pictures come from report/plots.py.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class TrainingFiles(Protocol):
 class TrainData:
     """Decoded images plus targets and the sample indices of each split (bad images removed)."""
 
-    images: np.ndarray  # uint8 (N, H, W, C), usually the cache memmap
+    images: np.ndarray  # uint8 (N, H, W, C): the image cache (data.cache.CachedImages) or an array
     targets: np.ndarray  # float32 (N, classes)
     train: np.ndarray
     val: np.ndarray
