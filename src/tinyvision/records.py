@@ -45,6 +45,7 @@ class Record:
 
     VERSION: ClassVar[int] = 1
     WHAT: ClassVar[str] = "record"
+    # what to do about a damaged file; {folder}: the folder of the file (the run, or its export/)
     ADVICE: ClassVar[str] = "run the stage that writes it again"
 
     def to_json(self) -> dict[str, Any]:
@@ -59,20 +60,25 @@ class Record:
         return out
 
     @classmethod
+    def _advice(cls, source: str) -> str:
+        return cls.ADVICE.format(folder=Path(source).parent if source else "RUN")
+
+    @classmethod
     def from_json(cls: type[_R], data: Any, source: str = "") -> _R:
         """The record from its JSON object; a RunError naming `source` when the object is not
         one, is of another version or lacks a required field."""
         where = source or cls.WHAT
+        advice = cls._advice(source)
         if not isinstance(data, dict):
             raise RunError(f"{where} holds a {type(data).__name__}, not a {cls.WHAT}; "
-                           f"{cls.ADVICE}.")
+                           f"{advice}.")
         version = data.get("version", 1)  # written before records carried versions: version 1
         if version != cls.VERSION:
             newer = isinstance(version, int) and version > cls.VERSION
             raise RunError(f"{where} is a {cls.WHAT} of version {version!r}; this tinyvision reads "
                            f"version {cls.VERSION}. "
                            + ("Use the newer tinyvision that wrote it, or " if newer else "")
-                           + f"{cls.ADVICE}.")
+                           + f"{advice}.")
         values: dict[str, Any] = {}
         missing = []
         for f in fields(cls):
@@ -87,7 +93,7 @@ class Record:
                 value = inner.from_json(value, f"{where}'s {key}")
             values[f.name] = value
         if missing:
-            raise RunError(f"{where} lacks {', '.join(missing)}; {cls.ADVICE}.")
+            raise RunError(f"{where} lacks {', '.join(missing)}; {advice}.")
         return cls(**values)
 
     @classmethod
@@ -101,7 +107,8 @@ class Record:
             data = json.loads(path.read_text())
         except (ValueError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
             reason = f"{type(exc).__name__}: {exc}"[:200]
-            raise RunError(f"{path} cannot be read ({reason}); {cls.ADVICE}.") from None
+            raise RunError(f"{path} cannot be read ({reason}); {cls._advice(str(path))}.") \
+                from None
         return cls.from_json(data, str(path))
 
     def write(self, path: Path) -> None:
@@ -176,7 +183,7 @@ class VerifyReport(Record):
     kernels (the whole split), its metrics, and the device side."""
 
     WHAT: ClassVar[str] = "verify report"
-    ADVICE: ClassVar[str] = "run `tinyvision verify RUN` again to rewrite it"
+    ADVICE: ClassVar[str] = "run `tinyvision verify {folder}` again to rewrite it"
 
     tflm_images: int
     reference_images: int

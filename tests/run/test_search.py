@@ -136,6 +136,6 @@ def test_a_search_continues_its_study_and_retrains_the_best(tmp_path):
     second = search(validate_config(raw), str(board))
     assert second.trials == 2 and second.completed == 2
     final = second.final
-    assert final["status"] == "finished" and final["fit"]["board"] == "tight"
-    assert final["fit"]["fits"] and final["int8_bytes"] > 0
-    assert Path(final["run"]).name == "colours-best"
+    assert final.status == "finished" and final.fit.board == "tight"
+    assert final.fit.fits and final.int8_bytes > 0
+    assert Path(final.run).name == "colours-best"
