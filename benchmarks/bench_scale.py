@@ -1,6 +1,6 @@
 """Scale: peak memory per stage against the number of images, and throughput (issue 23).
 
-For each N it writes a folder of N small JPEGs (two classes of the demo's shapes, 64x64; made
+For each N it writes a folder of N small JPEGs (the demo's three shapes, 64x64 pixels; made
 once per N and kept under --work), then runs a whole run's stages in a fresh child process:
 data (manifest + decoding into the cache, all cores), a short training, evaluation, int8 export
 and verification (reference kernels on the whole test split, TFLM on a sample). Before each stage
@@ -10,7 +10,8 @@ file's page cache). The table prints, per stage, the peak RSS at each N and its 
 between the smallest and the largest N, and the throughput of decoding, training and
 verification, and the cache's size on disk. Run it alone: the machine has two cores.
 
-    python benchmarks/bench_scale.py [--sizes 2000 20000] [--work DIR] [--steps 40]
+    python benchmarks/bench_scale.py [--sizes 2000 20000 100000] [--input 96] [--work DIR]
+        [--steps 40]
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def child(images: str, runs: str, cache: str, steps: int) -> None:
+def child(images: str, runs: str, cache: str, steps: int, size: int) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from tinyvision.config import validate_config
     from tinyvision.run.run import make_run_folder
@@ -89,7 +90,7 @@ def child(images: str, runs: str, cache: str, steps: int) -> None:
     raw = {"name": "scale", "seed": 0, "runs_dir": runs, "overwrite": True,
            "data": {"source": {"format": "folder", "root": images}, "cache_dir": cache,
                     "val_fraction": 0.1, "test_fraction": 0.1},
-           "model": {"weights": "none", "input_size": 64, "color_mode": "rgb"},
+           "model": {"weights": "none", "input_size": size, "color_mode": "rgb"},
            "train": {"budget": f"{steps} steps", "batch_size": 64, "min_steps": 0},
            "export": {"representative_samples": 64}, "verify": {"tflm_samples": 8}}
     cfg, run = make_run_folder(validate_config(raw))
@@ -121,10 +122,10 @@ def child(images: str, runs: str, cache: str, steps: int) -> None:
                       "verified_images": report.reference_images, "cache_bytes": cache_bytes}))
 
 
-def run_child(images: Path, work: Path, n: int, steps: int) -> dict:
-    runs, cache = work / f"runs-{n}", work / f"cache-{n}"
+def run_child(images: Path, work: Path, n: int, steps: int, size: int) -> dict:
+    runs, cache = work / f"runs-{n}-{size}", work / f"cache-{n}-{size}"
     out = subprocess.run([sys.executable, __file__, "--child", str(images), str(runs), str(cache),
-                          str(steps)], capture_output=True, text=True,
+                          str(steps), str(size)], capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if out.returncode:
         raise SystemExit(f"the run on {n} images failed:\n{out.stderr[-3000:]}")
@@ -136,10 +137,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--work", type=Path, default=None, help="images, caches and runs")
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=int, default=96, help="the model's input side")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.child[2], int(args.child[3]))
+        child(*args.child[:3], int(args.child[3]), int(args.child[4]))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -149,13 +151,14 @@ def main() -> None:
         start = time.perf_counter()
         images = make_images(work / f"images-{n}", n)
         made = time.perf_counter() - start
-        results[n] = run_child(images, work, n, args.steps)
+        results[n] = run_child(images, work, n, args.steps, args.input)
         got = results[n]
         f = got["figures"]
         print(f"N={got['images']}: images made in {made:.0f} s; decode "
               f"{got['images'] / f['data']['seconds']:.0f} images/s; train "
-              f"{got['steps'] * got['batch'] / f['train']['seconds']:.0f} images/s (tracing "
-              f"included); verify {got['verified_images'] / f['verify']['seconds']:.0f} images/s "
+              f"{got['steps'] * got['batch'] / f['train']['seconds']:.0f} images/s (model build "
+              f"and tracing included: bench_train_step.py times the step); verify "
+              f"{got['verified_images'] / f['verify']['seconds']:.0f} images/s "
               f"({got['verified_images']} images); cache {got['cache_bytes'] / 2**20:.0f} MiB",
               flush=True)
     sizes = sorted(results)

@@ -192,6 +192,8 @@ class VerifyReport(Record):
     int8_bytes: int
     ops: dict[str, int]  # op -> how many times the model uses it
     input_quantization: dict[str, Any]
+    reference_ms_per_image: float | None = None  # time to score one image, Python side
+    tflm_ms_per_image: float | None = None
     split: str | None = None
     tta: bool | None = None
     metrics: dict[str, Any] | None = None

@@ -72,7 +72,8 @@ def verify_command(
     headline = ", ".join(f"{key} {value:.4f}" for key, value in summary_headline(report.metrics)
                          .items())
     console.print(f"TFLM ran {report.tflm_images} images identically to the LiteRT reference "
-                  f"kernels ({report.reference_images} scored); arena {report.arena_bytes:,} "
+                  f"kernels ({report.reference_images} scored, "
+                  f"{report.reference_ms_per_image:.1f} ms each); arena {report.arena_bytes:,} "
                   f"bytes; int8 {headline}")
     print_device(report.app, report.firmware, report.camera, report.fit)
 

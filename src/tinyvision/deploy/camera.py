@@ -22,6 +22,7 @@ import numpy as np
 from tinyvision.config.run import CAMERA_BYTE_ORDERS as BYTE_ORDERS
 from tinyvision.data.cache import (LETTERBOX_FILL, DecodeSpec, decode_image, letterbox_placement,
                                    source_region)
+from tinyvision.deploy.outputs import input_lut
 from tinyvision.errors import ExportError
 
 BYTES_PER_PIXEL = {"rgb565": 2, "rgb888": 3, "grayscale": 1, "yuv422": 2}
@@ -126,12 +127,6 @@ def _axis_table(start: float, stop: float, count: int, size: int, interpolation:
     high = np.minimum(low + 1, size - 1)
     weight[low == size - 1] = 0
     return low.astype(np.int32), high.astype(np.int32), weight.astype(np.int32)
-
-
-def input_lut(scale: float, zero_point: int) -> np.ndarray:
-    """pixel 0..255 -> int8 input, as LiteRT quantises it: round(pixel / scale) + zero point."""
-    values = np.rint(np.arange(256, dtype=np.float64) / scale) + zero_point
-    return np.clip(values, -128, 127).astype(np.int8)
 
 
 # ---- the frame -> tensor function ------------------------------------------------------------

@@ -8,7 +8,9 @@ TFLM cannot run, is a `VerifyError`.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from tinyvision.deploy.tflm_build import build_app, build_library, run_app
 from tinyvision.errors import VerifyError
 from tinyvision.records import VerifyReport
 
+log = logging.getLogger("tinyvision")
+
 
 def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
                 max_arena_bytes: int, seed: int = 0, n_classes: int | None = None
@@ -35,11 +39,19 @@ def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
     model_path = Path(model_path)
     reference = ReferenceRunner(model_path, n_classes)
     int8_inputs = quantize_images(images, reference.input_q)
+    log.info("scoring %d images with the int8 model on the LiteRT reference kernels", len(images))
+    start = time.perf_counter()
     reference_out = reference.run_all(int8_inputs)
+    reference_seconds = time.perf_counter() - start
     arena = find_arena_bytes(model_path, int8_inputs[0], max_arena_bytes)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(images))[:tflm_samples])
+    start = time.perf_counter()
     tflm_out = run_tflm(model_path, int8_inputs[sample], arena, reference.file_positions)
+    tflm_seconds = time.perf_counter() - start
+    log.info("reference kernels: %.1f ms per image (%d images); TFLM: %.1f ms per image (%d)",
+             1e3 * reference_seconds / len(images), len(images),
+             1e3 * tflm_seconds / max(len(sample), 1), len(sample))
     for number, (tflm, ref) in enumerate(zip(tflm_out, reference_out)):
         flat_tflm, flat_ref = tflm.reshape(len(sample), -1), ref[sample].reshape(len(sample), -1)
         mismatched = np.flatnonzero(np.any(flat_tflm != flat_ref, axis=1))
@@ -53,6 +65,8 @@ def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
     return scores[0] if len(scores) == 1 else scores, VerifyReport(
         tflm_images=int(len(sample)), reference_images=int(len(images)),
         tflm_equals_reference=True, arena_bytes=int(arena),
+        reference_ms_per_image=round(1e3 * reference_seconds / len(images), 3),
+        tflm_ms_per_image=round(1e3 * tflm_seconds / max(len(sample), 1), 3),
         int8_bytes=model_path.stat().st_size, ops=dict(Counter(op_names(model_path))),
         input_quantization={"scale": reference.input_q.scale,
                             "zero_point": reference.input_q.zero_point})

@@ -20,6 +20,7 @@ from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.errors import VerifyError
 from tinyvision.layout import FORMAT_FILES, PTQ_FILE, QAT_FILE
 from tinyvision.evaluate.metrics import task_score
+from tinyvision.models.inference import predict_scores
 from tinyvision.models.outputs import split_outputs
 from tinyvision.run.folder import RunDir
 
@@ -116,7 +117,8 @@ def quantisation_aware(cfg: RunConfig, run: RunDir, data, model, calibration: np
         return task_score(targets[val], split_outputs(outputs, task, n_classes),
                           data.cache.boxes[val], task)
 
-    float_val = val_score(model(images.astype(np.float32), training=False))
+    # in batches: the whole split at once held every layer's activations of every image
+    float_val = val_score(predict_scores(model, data.cache.images, val))
     ptq_val = val_score(ReferenceRunner(run.int8_model, n_classes).scores(images))
     result = {"float_val": float_val, "ptq_val": ptq_val}
     if cfg.export.qat == "auto" and float_val - ptq_val <= cfg.export.qat_threshold:
