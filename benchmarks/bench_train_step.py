@@ -8,7 +8,9 @@ with its ratio to Keras 3 `fit`:
 
 - keras3: keras.applications.MobileNet, `model.fit` (Keras 3, unfused BatchNorm);
 - tinyvision: the model `tinyvision.models.build` makes, trained as the trainer trains it
-  (fused BatchNorm, training/fused_batchnorm.py);
+  (fused BatchNorm, training/fused_batchnorm.py; jit_compile as training.trainer.JIT_COMPILE);
+- tinyvision_bf16: the same with Keras' mixed_bfloat16 policy (bfloat16 compute on the CPU's
+  AVX512-BF16/AMX units, float32 weights);
 - tf_keras: tf_keras.applications.MobileNet, `model.fit` (Keras 2; `pip install tf-keras`).
 
     python benchmarks/bench_train_step.py [--rounds 3] [--batch 64] [--images 1536]
@@ -59,8 +61,14 @@ def measure(variant: str, batch: int, images: int, epochs: int = 2) -> float:
                                          alpha=0.25).output
         h = keras.layers.GlobalAveragePooling2D()(h)
         model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    # tinyvision compiles as its trainer does (training.trainer.JIT_COMPILE); the peers with
+    # their defaults
+    options = {}
+    if variant.startswith("tinyvision"):
+        from tinyvision.training.trainer import JIT_COMPILE
+        options["jit_compile"] = JIT_COMPILE
     model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+                  loss="categorical_crossentropy", metrics=["accuracy"], **options)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat().prefetch(2)
     steps = images // batch
     model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)

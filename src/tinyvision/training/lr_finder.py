@@ -31,7 +31,7 @@ from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 from tinyvision.training.imbalance import balance_training_data
 from tinyvision.training.losses import build_loss, build_loss_weights
 from tinyvision.training.optimizers import lr_multiplier_map, make_optimizer
-from tinyvision.training.trainer import set_trainable
+from tinyvision.training.trainer import JIT_COMPILE, set_trainable
 
 log = logging.getLogger("tinyvision")
 
@@ -126,7 +126,8 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     multipliers = lr_multiplier_map(cfg, model) if settings.stage == "fine_tune" else None
     model.compile(optimizer=make_optimizer(cfg.train, float(settings.start), multipliers),
                   loss=build_loss(cfg.train, data.task, len(data.classes), class_weight),
-                  loss_weights=build_loss_weights(cfg.train, data.task, len(data.classes)))
+                  loss_weights=build_loss_weights(cfg.train, data.task, len(data.classes)),
+                  jit_compile=JIT_COMPILE)
     boxes = data.boxes  # detection: (N, 4) normalised xyxy
     class_targets = (data.targets[data.train] if has_class_output(data.task, len(data.classes))
                      else None)

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tinyvision.data.pipeline import cache_dataset
 from tinyvision.models.outputs import has_class_output
 from tinyvision.training.losses import build_loss, build_loss_weights
+from tinyvision.training.trainer import JIT_COMPILE
 
 # layers whose output keeps its input's quantisation, or that the converter folds away
 _PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Dropout, keras.layers.Reshape,
@@ -117,7 +118,8 @@ def qat_fine_tune(model: keras.Model, images: np.ndarray, train: np.ndarray, tar
                              steps_per_epoch=steps)
         qat.compile(optimizer=keras.optimizers.Adam(learning_rate),
                     loss=build_loss(train_cfg, task, n_classes),
-                    loss_weights=build_loss_weights(train_cfg, task, n_classes))
+                    loss_weights=build_loss_weights(train_cfg, task, n_classes),
+                    jit_compile=JIT_COMPILE)
         history = qat.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     finally:
         for layer, trainable in zip(frozen, was):

@@ -51,6 +51,10 @@ from tinyvision.training.schedules import resize_schedule, schedule_callbacks
 
 
 log = logging.getLogger("tinyvision")
+# Keras 3's default jit_compile="auto" trains the same weights (bit for bit) but slower and
+# more erratically on CPU: MobileNet V1 0.25 at 96x96, batch 64, 1,250 / 1,330 / 600 against
+# 1,450 / 1,420 / 1,420 images/s with False (benchmarks/bench_train_step.py).
+JIT_COMPILE = False
 
 
 class TrainingFiles(Protocol):
@@ -265,7 +269,8 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
                       loss=build_loss(cfg.train, data.task, n_classes, class_weight, grid),
                       loss_weights=build_loss_weights(cfg.train, data.task, n_classes, grid),
                       metrics=_metrics(data.task, n_classes, grid is not None),
-                      steps_per_execution=steps if fit_model is not model else 1)
+                      steps_per_execution=steps if fit_model is not model else 1,
+                      jit_compile=JIT_COMPILE)
     if state is not None:
         restore_optimizer(fit_model.optimizer, run.checkpoints / state.optimizer,
                           fit_model.trainable_variables)
