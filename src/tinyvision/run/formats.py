@@ -20,7 +20,6 @@ from tinyvision.deploy.runners import ReferenceRunner
 from tinyvision.errors import VerifyError
 from tinyvision.layout import FORMAT_FILES, PTQ_FILE, QAT_FILE
 from tinyvision.evaluate.metrics import task_score
-from tinyvision.models.inference import predict_scores
 from tinyvision.models.outputs import split_outputs
 from tinyvision.run.folder import RunDir
 
@@ -103,6 +102,7 @@ def quantisation_aware(cfg: RunConfig, run: RunDir, data, model, calibration: np
     model_int8.tflite (the other stays beside it: model_int8_ptq.tflite or _qat.tflite)."""
     import keras
 
+    from tinyvision.models.inference import predict_scores
     from tinyvision.training.qat import qat_fine_tune
 
     if cfg.export.qat == "off":
