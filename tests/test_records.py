@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tinyvision.errors import RunError
-from tinyvision.records import (BoardFit, ExportResult, FitEstimate, ResumeState, Summary,
-                                VerifyReport)
+from tinyvision.records import (BoardFit, Evaluation, ExportResult, FitEstimate, ResumeState,
+                                Summary, VerifyReport)
 
-RECORDS = (Summary, VerifyReport, ExportResult, BoardFit, FitEstimate, ResumeState)
+RECORDS = (Summary, Evaluation, VerifyReport, ExportResult, BoardFit, FitEstimate, ResumeState)
 SRC = Path(__file__).resolve().parents[1] / "src" / "tinyvision"
 
 

@@ -9,6 +9,7 @@ half-reading it (files written before versions existed have the layout of versio
 One name per quantity: `int8_bytes` is the int8 model's size everywhere (export, verify,
 summary, search, registry), `arena_bytes` the tensor arena the Python TFLM interpreter needs.
 
+- `Evaluation`: metrics.json, the float model on the evaluation split.
 - `ExportResult`: the export stage's result (summary.json takes its figures).
 - `VerifyReport`: verify.json, the int8 model on TFLM and the reference kernels.
 - `BoardFit`: export/fit.json, and the fit inside verify.json and summary.json.
@@ -154,6 +155,21 @@ class BoardFit(Record):
     estimate: FitEstimate | None = field(default=None, metadata=nested(FitEstimate))
     firmware: dict[str, Any] | None = None  # the measured firmware: core, instructions, ...
     cycles_per_instruction: float | None = None
+
+
+@dataclass
+class Evaluation(Record):
+    """metrics.json: the float model's metrics on the evaluation split (evaluate/metrics.py's
+    dict, with split, images, tta and, for a box, "boxes" with its constant baselines), the
+    worst predictions and boxes, and the learnt-nothing warnings."""
+
+    WHAT: ClassVar[str] = "evaluation"
+    ADVICE: ClassVar[str] = "run `tinyvision eval {folder}` again to rewrite it"
+
+    float_metrics: dict[str, Any] = field(metadata=json_key("float"))
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    worst_predictions: dict[str, list[dict[str, Any]]] | None = None  # per class
+    worst_boxes: list[dict[str, Any]] | None = None  # lowest IoU first
 
 
 @dataclass

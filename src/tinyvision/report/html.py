@@ -33,7 +33,7 @@ from tinyvision.files import atomic_path, atomic_write_text
 from tinyvision.errors import RunError
 from tinyvision.layout import (EVAL_SCORES_FILE, FIT_FILE, INT8_SCORES_FILE, LR_FIND_PLOT,
                                REPORT_FILE)
-from tinyvision.records import BoardFit, Record, Summary, VerifyReport
+from tinyvision.records import BoardFit, Evaluation, Record, Summary, VerifyReport
 
 class RunFolder(Protocol):
     """The files of a run the report reads (run/folder.py's RunDir has them)."""
@@ -153,12 +153,13 @@ class _RunFiles:
         verify = _record(VerifyReport, run.verify, unreadable)
         fit = (verify.fit if verify is not None and verify.fit is not None
                else _record(BoardFit, run.export_dir / FIT_FILE, unreadable))
-        return cls(_json(run.metrics), verify, _record(Summary, run.summary, unreadable),
+        return cls(_record(Evaluation, run.metrics, unreadable), verify,
+                   _record(Summary, run.summary, unreadable),
                    load_eval_scores(run), load_eval_scores(run, "int8"), fit, unreadable)
 
     @property
     def float_metrics(self) -> dict | None:
-        return (self.metrics or {}).get("float")
+        return self.metrics.float_metrics if self.metrics else None
 
 
 def _json(path: Path) -> dict | None:
@@ -434,7 +435,7 @@ def _pr_section(manifest: Manifest, files: _RunFiles, metrics: dict) -> str:
 
 
 def _worst_section(manifest: Manifest, cache: ImageCache, files: _RunFiles) -> str:
-    worst = (files.metrics or {}).get("worst_predictions")
+    worst = files.metrics.worst_predictions if files.metrics else None
     if worst is None:
         if (files.float_metrics or {}).get("boxes") is not None:
             return ""  # a one-class box model: its worst boxes are in the Boxes section

@@ -29,7 +29,7 @@ from tinyvision.evaluate.tta import tta_outputs
 from tinyvision.files import atomic_write_text
 from tinyvision.layout import FORMAT_FILES, THRESHOLDS_FILE
 from tinyvision.models.outputs import ModelOutputs, output_kinds
-from tinyvision.records import ExportResult, VerifyReport
+from tinyvision.records import Evaluation, ExportResult, VerifyReport
 from tinyvision.report.html import save_eval_scores
 from tinyvision.run.device import camera_boxes, camera_format, camera_inputs, export_device, \
     verify_device
@@ -39,7 +39,7 @@ from tinyvision.run.formats import (class_drops, export_format, quantisation_awa
 from tinyvision.run.prepared import PreparedData, eval_split
 from tinyvision.run.scoring import (float_metrics_of, headline_scorer, model_outputs,
                                     output_metrics, run_thresholds)
-from tinyvision.run.summary import headline, metric_delta, read_json
+from tinyvision.run.summary import headline, metric_delta
 
 log = logging.getLogger("tinyvision")
 
@@ -192,8 +192,9 @@ def _int8_warnings(cfg: RunConfig, run: RunDir, data: PreparedData, indices: np.
     float model was already flagged: said once), classes whose F1 fell by more than
     export.max_class_drop."""
     warnings = []
-    float_flagged = any(w["code"] == BOX_WARNING for w in (read_json(run.metrics) or {}).get(
-        "warnings", []))
+    evaluation = Evaluation.read(run.metrics)
+    float_flagged = any(w["code"] == BOX_WARNING for w in (evaluation.warnings if evaluation
+                                                            else []))
     if outputs.boxes is not None and not float_flagged:
         split, _ = eval_split(data)
         warnings.append(box_warning(data.cache.boxes[data.indices("train")],

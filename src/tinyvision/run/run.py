@@ -22,7 +22,7 @@ from tinyvision.deploy.formats import check_formats
 from tinyvision.deploy.tflm_build import SOURCE_ENV
 from tinyvision.errors import ExportError, RunError, VerifyError
 from tinyvision.files import atomic_write_text
-from tinyvision.records import BoardFit, ExportResult, Summary, VerifyReport
+from tinyvision.records import BoardFit, Evaluation, ExportResult, Summary, VerifyReport
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
 from tinyvision.run.predict import collect_images, load_predictor
 from tinyvision.run.registry import Registry
@@ -30,7 +30,7 @@ from tinyvision.run.device import check_device_settings, run_fit
 from tinyvision.run.deploy_stages import export_formats, export_stage, verify_stage
 from tinyvision.run.prepared import prepare_data, prepare_manifest, resolve_settings, train_data
 from tinyvision.run.stages import evaluate_stage, report_stage, train_stage
-from tinyvision.run.summary import headline, read_json
+from tinyvision.run.summary import headline
 from tinyvision.run.tracking import check_tracking, log_run
 
 log = logging.getLogger("tinyvision")
@@ -328,9 +328,9 @@ class Run:
         return Summary.read(self.folder.summary)
 
     @property
-    def metrics(self) -> dict | None:
-        """metrics.json: the float model on the test split."""
-        return read_json(self.folder.metrics)
+    def metrics(self) -> Evaluation | None:
+        """metrics.json: the float model on the test split (an `Evaluation` record)."""
+        return Evaluation.read(self.folder.metrics)
 
     @property
     def model(self):

@@ -14,9 +14,10 @@ from tinyvision.evaluate.health import box_baselines
 from tinyvision.evaluate.tta import keras_scorer, tta_outputs
 from tinyvision.layout import THRESHOLDS_FILE
 from tinyvision.models.outputs import ModelOutputs, class_task, output_kinds, split_outputs
+from tinyvision.records import Evaluation
 from tinyvision.run.folder import RunDir
 from tinyvision.run.prepared import PreparedData
-from tinyvision.run.summary import headline, read_json
+from tinyvision.run.summary import headline
 
 log = logging.getLogger("tinyvision")
 
@@ -89,4 +90,5 @@ def headline_scorer(cfg: RunConfig, data: PreparedData, indices: np.ndarray, thr
 
 def float_metrics_of(run: RunDir) -> dict | None:
     """The float model's metrics in metrics.json (None before evaluate ran)."""
-    return (read_json(run.metrics) or {}).get("float")
+    evaluation = Evaluation.read(run.metrics)
+    return evaluation.float_metrics if evaluation else None

@@ -18,9 +18,10 @@ import numpy as np
 
 from tinyvision.config import RunConfig
 from tinyvision.evaluate.health import box_warning, collapse_warning
-from tinyvision.files import atomic_path, atomic_write_json
+from tinyvision.files import atomic_path
 from tinyvision.layout import THRESHOLDS_FILE
 from tinyvision.models.outputs import ModelOutputs, class_task
+from tinyvision.records import Evaluation
 from tinyvision.report.html import save_eval_scores, write_report
 from tinyvision.run.deploy_stages import export_formats, export_stage, verify_stage
 from tinyvision.run.folder import RunDir
@@ -108,28 +109,27 @@ def evaluate_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     metrics = {"split": split, "images": int(len(indices)), "tta": tta, **metrics}
     save_eval_scores(run, split, indices, outputs.scores, outputs.boxes)
     warnings = _health_warnings(cfg, data, model, split, indices, outputs, thresholds)
-    atomic_write_json(run.metrics, {"float": metrics,
-                                    **_worst(cfg, data, indices, outputs, thresholds),
-                                    "warnings": warnings})
+    Evaluation(float_metrics=metrics, warnings=warnings,
+               **_worst(cfg, data, indices, outputs, thresholds)).write(run.metrics)
     return {**metrics, "warnings": warnings}
 
 
 def _worst(cfg: RunConfig, data: PreparedData, indices: np.ndarray, outputs: ModelOutputs,
            thresholds: np.ndarray | None) -> dict:
-    """metrics.json's `worst_predictions` (most confident wrong classes, per class) and, for a box
-    model, `worst_boxes` (lowest IoU first)."""
+    """Evaluation's `worst_predictions` (most confident wrong classes, per class) and, for a box
+    model, `worst_boxes` (lowest IoU first), by field name."""
     from tinyvision.evaluate.metrics import worst_boxes, worst_predictions
 
     manifest = data.manifest
     paths = [manifest.samples[i].path for i in indices]
     out = {}
     if outputs.scores is not None:
-        out["worst_predictions"] = worst_predictions(
+        out.update(worst_predictions=worst_predictions(
             manifest.label_matrix()[indices], outputs.scores, paths, manifest.classes,
-            class_task(manifest.task), cfg.evaluate.worst_n, thresholds)
+            class_task(manifest.task), cfg.evaluate.worst_n, thresholds))
     if outputs.boxes is not None:
-        out["worst_boxes"] = worst_boxes(data.cache.boxes[indices], outputs.boxes, paths,
-                                         cfg.evaluate.worst_n)
+        out.update(worst_boxes=worst_boxes(data.cache.boxes[indices], outputs.boxes, paths,
+                                           cfg.evaluate.worst_n))
     return out
 
 
