@@ -93,3 +93,13 @@ def test_each_record_key_is_spelled_in_one_place():
             if re.search(rf"[\"']{key}[\"']", text):
                 found.setdefault(key, []).append(name)
     assert found == {}
+
+
+def test_the_console_says_when_the_start_check_switched_the_recipe():
+    from tinyvision.cli.train import _recipe
+
+    summary = Summary(run="r", status="finished", task="multiclass", classes=["a"], images={},
+                      recipe="pretrained", start={"decision": "switched", "useful": True})
+    assert _recipe(summary) == "pretrained (switched by the start check)"
+    summary.start = {"decision": "kept"}
+    assert _recipe(summary) == "pretrained"

@@ -124,6 +124,12 @@ def print_firmware(firmware: dict) -> None:
                       f"{escape(firmware['reason'])}", highlight=False)
 
 
+def _recipe(summary: Summary) -> str:
+    """The recipe, and whether the start check switched its fine-tuning (warned below)."""
+    switched = (summary.start or {}).get("decision") == "switched"
+    return f"{summary.recipe or '-'}{' (switched by the start check)' if switched else ''}"
+
+
 def print_summary(summary: Summary) -> None:
     """The float and int8 figures side by side, the baselines of a box, sizes, the device side
     and the warnings, at the end of a run."""
@@ -147,7 +153,7 @@ def print_summary(summary: Summary) -> None:
     console.print(table)
     images = ", ".join(f"{k} {v}" for k, v in summary.images.items())
     console.print(f"images: {images}; bad images skipped: {summary.bad_images}; "
-                  f"recipe {summary.recipe or '-'}; best epoch {summary.best_epoch}; "
+                  f"recipe {_recipe(summary)}; best epoch {summary.best_epoch}; "
                   f"{summary.seconds} s")
     print_device(summary.app, summary.firmware, summary.camera, summary.fit)
     for warning in summary.warnings:  # said when found; repeated where it is seen
