@@ -55,3 +55,4 @@ VERIFY_FILE = "verify.json"
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
 REGISTRY_FILE = "registry.sqlite"  # in the runs folder, beside the runs
+WORKERS_DIR = ".workers"  # in the runs folder: multi_worker workers other than the chief

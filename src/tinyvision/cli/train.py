@@ -133,6 +133,10 @@ def _recipe(summary: Summary) -> str:
 def print_summary(summary: Summary) -> None:
     """The float and int8 figures side by side, the baselines of a box, sizes, the device side
     and the warnings, at the end of a run."""
+    if summary.status == "worker":  # multi_worker, not the chief: the chief prints the run
+        console.print(f"worker trained its share of the run in {summary.training['seconds']} s "
+                      f"({summary.run}); worker 0 evaluates, exports and registers the run")
+        return
     table = Table(title=f"run {summary.run}")
     table.add_column("")
     table.add_column("float (Keras)", justify="right")

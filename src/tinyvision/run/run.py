@@ -22,6 +22,7 @@ from tinyvision.deploy.formats import check_formats
 from tinyvision.deploy.tflm_build import SOURCE_ENV
 from tinyvision.errors import ExportError, RunError, VerifyError
 from tinyvision.files import atomic_write_text
+from tinyvision.layout import WORKERS_DIR
 from tinyvision.records import BoardFit, Evaluation, ExportResult, Summary, VerifyReport
 from tinyvision.run.folder import RunDir, new_run_dir, open_run_dir
 from tinyvision.run.predict import collect_images, load_predictor
@@ -55,10 +56,44 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
 
     The run is registered in runs/registry.sqlite as running, then finished with its metrics, or
     failed with the error (the error is re-raised). A model that the int8 export or its check
-    refuses keeps its evaluation, report and summary (status export_failed)."""
+    refuses keeps its evaluation, report and summary (status export_failed).
+
+    With `train.strategy: multi_worker` and a TF_CONFIG cluster of several workers, worker 0 (the
+    chief) does all of this; every other worker trains its share of each batch with it and keeps
+    only its training, in `<runs_dir>/.workers/<name>-worker<i>` (status `worker`, not
+    registered)."""
+    if cfg.train.strategy == "multi_worker":
+        from tinyvision.training.distribute import make_strategy, worker_role
+
+        make_strategy("multi_worker")  # before any TensorFlow op: it configures TensorFlow
+        role = worker_role()
+        if role is not None and not role.chief:
+            return _worker_run(cfg, role.index, progress)
     check_before_work(cfg)
     cfg, run = make_run_folder(cfg)
     return _run_and_register(cfg, run, console, progress, resume=False)
+
+
+def _worker_run(cfg: RunConfig, index: int, progress: bool) -> tuple[RunDir, Summary]:
+    """A worker other than the chief: the data and the training (its part of every batch, the
+    gradients averaged with the others'), in a folder of its own; the chief evaluates, exports
+    and registers the run."""
+    cfg = cfg.model_copy(update={"name": f"{cfg.name}-worker{index}", "overwrite": True,
+                                 "runs_dir": cfg.runs_dir / WORKERS_DIR})
+    cfg, run = make_run_folder(cfg)
+    manifest = prepare_manifest(cfg, run)
+    cfg, _ = resolve_settings(cfg, manifest)
+    data = prepare_data(cfg, run, manifest, progress=progress)
+    result = train_stage(cfg, run, data)
+    summary = Summary(run=str(run.root), status="worker", recipe=cfg.train.recipe,
+                      task=manifest.task, classes=manifest.classes,
+                      images={split: int(len(data.indices(split)))
+                              for split in ("train", "val", "test")},
+                      best_epoch=result.best_epoch,
+                      training={"seconds": result.seconds, "stages": result.stages},
+                      warnings=result.warnings)
+    summary.write(run.summary)
+    return run, summary
 
 
 def check_before_work(cfg: RunConfig) -> None:
@@ -79,6 +114,14 @@ def resume_run(path: str | Path, console=None, progress: bool = True
     from tinyvision.training.callbacks import load_resume_state
 
     cfg, run, _ = load_run(path)
+    if cfg.train.strategy == "multi_worker":
+        from tinyvision.training.distribute import worker_role
+
+        if worker_role() is not None:
+            raise RunError(f"{run.root} trained with train.strategy: multi_worker across "
+                           "several workers; resuming such a run is not supported yet. Start it "
+                           "again on every worker with `tinyvision train` (or resume it on one "
+                           "machine without TF_CONFIG).")
     cfg = without_run_tree(cfg, run)  # its build.sh would run: a run folder never chooses it
     if load_resume_state(run.checkpoints) is None:
         raise RunError(f"{run.root} has no saved training state (checkpoints/state.json): it was "

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 import keras
+import tensorflow as tf
 import numpy as np
 
 from tinyvision.config import RunConfig
@@ -339,14 +340,18 @@ def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: st
     split, the box cells' grid or None) for a stage.
 
     The head stage without augmentation fits only the head, on backbone features computed once
-    (`train.head.cache_features`); otherwise the whole model is fitted on images from the cache.
+    (`train.head.cache_features`; not under a distribution strategy); otherwise the whole model
+    is fitted on images from the cache.
     A detection model is fitted with its cells' proposals as an extra output (models.heads.
     training_model), whose target is the box again.
     """
     batch, seed = cfg.train.batch_size, cfg.seed
     stream = {"shuffle": True, "repeat": True, "seed": seed, "steps_per_epoch": steps,
               "first_epoch": first_epoch}
-    if stage == "head" and cfg.train.head.cache_features and not cfg.train.augment:
+    # under a distribution strategy the head trains on images too: its features would be
+    # computed on one worker and its many-steps-per-call fit does not distribute
+    if (stage == "head" and cfg.train.head.cache_features and not cfg.train.augment
+            and not tf.distribute.has_strategy()):
         # split the training model (not `model`): its extra cell output must be reachable from
         # the head's own inputs
         fit_full, grid = training_model(model)
