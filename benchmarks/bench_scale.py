@@ -11,7 +11,11 @@ between the smallest and the largest N, and the throughput of decoding, training
 verification, and the cache's size on disk. Run it alone: the machine has two cores.
 
     python benchmarks/bench_scale.py [--sizes 2000 20000 100000] [--input 96] [--work DIR]
-        [--steps 40]
+        [--steps 40] [--coco]
+
+`--coco` lists the same images in a generated COCO instances file and reads them as the presence
+path does (circle and square present or not, with area thresholds and a cap; triangles the
+negative class).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def _write_chunk(args: tuple[str, int, int, int]) -> None:
 
 
 def make_images(folder: Path, n: int, size: int = 64) -> Path:
-    """`folder/<shape>/...` with n images in all (the demo's shapes, as class folders)."""
+    """`folder/<shape>/...` with n images in all (the demo's shapes, as class folders), and
+    `folder/boxes.csv` with each image's shape box (pixels)."""
     done = folder / ".complete"
     if done.exists():
         return folder
@@ -50,7 +55,12 @@ def make_images(folder: Path, n: int, size: int = 64) -> Path:
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         list(pool.map(_write_chunk, [(str(folder), i, per_class, size) for i in range(parts)]))
     # class folders at the top: part*/shape/x.jpg -> shape/part*_x.jpg
+    rows = ["path,x1,y1,x2,y2,label"]
     for part in sorted(folder.glob("part*")):
+        for line in (part / "boxes.csv").read_text().splitlines()[1:]:
+            path, rest = line.split(",", 1)
+            shape, name = path.split("/")
+            rows.append(f"{shape}/{part.name}_{name},{rest}")
         for shape_dir in part.iterdir():
             if shape_dir.is_dir():
                 target = folder / shape_dir.name
@@ -61,8 +71,32 @@ def make_images(folder: Path, n: int, size: int = 64) -> Path:
         for leftover in part.iterdir():
             leftover.unlink()
         part.rmdir()
+    (folder / "boxes.csv").write_text("\n".join(rows) + "\n")
     done.write_text(str(n))
     return folder
+
+
+def write_coco(folder: Path, size: int = 64) -> Path:
+    """`folder/instances.json`: the images of `folder` as a COCO instances file, one object per
+    image (its shape, with its box), for the presence path: circle and square present or not,
+    triangles the negative class."""
+    from tinyvision.data.demo import SHAPES
+
+    path = folder / "instances.json"
+    if path.exists():
+        return path
+    images, annotations = [], []
+    for number, line in enumerate((folder / "boxes.csv").read_text().splitlines()[1:], 1):
+        name, x1, y1, x2, y2, label = line.split(",")
+        x1, y1, x2, y2 = map(float, (x1, y1, x2, y2))
+        images.append({"id": number, "file_name": name, "width": size, "height": size})
+        annotations.append({"id": number, "image_id": number,
+                            "category_id": SHAPES.index(label) + 1, "iscrowd": 0,
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+    categories = [{"id": i + 1, "name": shape} for i, shape in enumerate(SHAPES)]
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": categories}))
+    return path
 
 
 # ---- one run, in a child -----------------------------------------------------------------------
@@ -79,7 +113,7 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def child(images: str, runs: str, cache: str, steps: int, size: int) -> None:
+def child(images: str, runs: str, cache: str, steps: int, size: int, coco: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from tinyvision.config import validate_config
     from tinyvision.run.run import make_run_folder
@@ -87,8 +121,14 @@ def child(images: str, runs: str, cache: str, steps: int, size: int) -> None:
                                        prepare_manifest, resolve_settings, train_stage,
                                        verify_stage)
 
+    source = {"format": "folder", "root": images}
+    if coco:  # presence labels with area thresholds, a capped class and a negative class
+        source = {"format": "coco", "annotations": str(Path(images) / "instances.json"),
+                  "images": images, "mode": "presence", "classes": ["circle", "square"],
+                  "min_area": {"circle": 0.02, "square": 0.05}, "negative": {"name": "none"},
+                  "max_per_class": {"square": 20_000}}
     raw = {"name": "scale", "seed": 0, "runs_dir": runs, "overwrite": True,
-           "data": {"source": {"format": "folder", "root": images}, "cache_dir": cache,
+           "data": {"source": source, "cache_dir": cache,
                     "val_fraction": 0.1, "test_fraction": 0.1},
            "model": {"weights": "none", "input_size": size, "color_mode": "rgb"},
            "train": {"budget": f"{steps} steps", "batch_size": 64, "min_steps": 0},
@@ -122,10 +162,11 @@ def child(images: str, runs: str, cache: str, steps: int, size: int) -> None:
                       "verified_images": report.reference_images, "cache_bytes": cache_bytes}))
 
 
-def run_child(images: Path, work: Path, n: int, steps: int, size: int) -> dict:
-    runs, cache = work / f"runs-{n}-{size}", work / f"cache-{n}-{size}"
+def run_child(images: Path, work: Path, n: int, steps: int, size: int, coco: bool) -> dict:
+    kind = "coco" if coco else "folder"
+    runs, cache = work / f"runs-{kind}-{n}-{size}", work / f"cache-{kind}-{n}-{size}"
     out = subprocess.run([sys.executable, __file__, "--child", str(images), str(runs), str(cache),
-                          str(steps), str(size)], capture_output=True, text=True,
+                          str(steps), str(size), kind], capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if out.returncode:
         raise SystemExit(f"the run on {n} images failed:\n{out.stderr[-3000:]}")
@@ -138,10 +179,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="images, caches and runs")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--input", type=int, default=96, help="the model's input side")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--coco", action="store_true",
+                        help="read the images through a generated COCO instances file as "
+                             "presence labels (area thresholds, a cap, a negative class)")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child[:3], int(args.child[3]), int(args.child[4]))
+        child(*args.child[:3], int(args.child[3]), int(args.child[4]), args.child[5] == "coco")
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -149,9 +193,11 @@ def main() -> None:
     results = {}
     for n in sorted(args.sizes):
         start = time.perf_counter()
-        images = make_images(work / f"images-{n}", n)
+        images = make_images(work / f"images-{n}{'-coco' if args.coco else ''}", n)
+        if args.coco:
+            write_coco(images)
         made = time.perf_counter() - start
-        results[n] = run_child(images, work, n, args.steps, args.input)
+        results[n] = run_child(images, work, n, args.steps, args.input, args.coco)
         got = results[n]
         f = got["figures"]
         print(f"N={got['images']}: images made in {made:.0f} s; decode "
