@@ -115,10 +115,8 @@ def _batch_reader(images: np.ndarray, indices: np.ndarray):
     rows_of = tf.constant(indices)
 
     def gather(batch_idx: np.ndarray) -> np.ndarray:
-        order = np.argsort(batch_idx)
-        out = np.empty((len(batch_idx), height, width, channels), np.uint8)
-        out[order] = images[batch_idx[order]]  # sorted reads are sequential in the cache file
-        return out
+        # the cache (data.cache.CachedImages) sorts the reads itself, one read per run of indices
+        return np.asarray(images[batch_idx], np.uint8)
 
     def read(positions: tf.Tensor) -> tf.Tensor:
         batch = tf.numpy_function(gather, [tf.gather(rows_of, positions)], tf.uint8,

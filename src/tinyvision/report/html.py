@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
@@ -160,10 +159,6 @@ class _RunFiles:
     @property
     def float_metrics(self) -> dict | None:
         return self.metrics.float_metrics if self.metrics else None
-
-
-def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _record(kind: type[Record], path: Path, unreadable: list[str]):

@@ -37,7 +37,7 @@ from tinyvision.run.folder import RunDir
 from tinyvision.run.formats import (class_drops, export_format, quantisation_aware, side_by_side,
                                     verify_formats)
 from tinyvision.run.prepared import PreparedData, eval_split
-from tinyvision.run.scoring import (float_metrics_of, headline_scorer, model_outputs,
+from tinyvision.run.scoring import (headline_scorer, model_outputs,
                                     output_metrics, run_thresholds)
 from tinyvision.run.summary import headline, metric_delta
 
@@ -147,12 +147,14 @@ def verify_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     outputs, thresholds = _int8_outputs(cfg, data, model_path, images, raw, thresholds)
     metrics = output_metrics(cfg, data, indices, outputs, thresholds)
     save_eval_scores(run, split, indices, outputs.scores, outputs.boxes, kind="int8")
-    float_metrics = float_metrics_of(run)
+    evaluation = Evaluation.read(run.metrics)  # the float model's: read once
+    float_metrics = evaluation.float_metrics if evaluation else None
     report.split, report.tta, report.metrics = split, cfg.evaluate.tta, metrics
     if float_metrics:
         report.delta = metric_delta(float_metrics, metrics)
     report.class_drops = class_drops(float_metrics, metrics, cfg.export.max_class_drop)
-    report.warnings = _int8_warnings(cfg, run, data, indices, outputs, report.class_drops)
+    report.warnings = _int8_warnings(cfg, data, split, indices, outputs, report.class_drops,
+                                     evaluation.warnings if evaluation else [])
     scorer = headline_scorer(cfg, data, indices, thresholds)
     if len(cfg.export.formats) > 1:
         if model is None:
@@ -186,17 +188,15 @@ def _int8_outputs(cfg: RunConfig, data: PreparedData, model_path: Path, images: 
     return model_outputs(data, raw), thresholds
 
 
-def _int8_warnings(cfg: RunConfig, run: RunDir, data: PreparedData, indices: np.ndarray,
-                   outputs: ModelOutputs, drops: list[dict]) -> list[dict]:
+def _int8_warnings(cfg: RunConfig, data: PreparedData, split: str, indices: np.ndarray,
+                   outputs: ModelOutputs, drops: list[dict], float_warnings: list[dict]
+                   ) -> list[dict]:
     """What the int8 model lost, each logged: a box no better than the constant (unless the
-    float model was already flagged: said once), classes whose F1 fell by more than
-    export.max_class_drop."""
+    float model was already flagged, in `float_warnings`: said once), classes whose F1 fell by
+    more than export.max_class_drop."""
     warnings = []
-    evaluation = Evaluation.read(run.metrics)
-    float_flagged = any(w["code"] == BOX_WARNING for w in (evaluation.warnings if evaluation
-                                                            else []))
+    float_flagged = any(w["code"] == BOX_WARNING for w in float_warnings)
     if outputs.boxes is not None and not float_flagged:
-        split, _ = eval_split(data)
         warnings.append(box_warning(data.cache.boxes[data.indices("train")],
                                     data.cache.boxes[indices], outputs.boxes, split,
                                     "int8 model"))

@@ -28,6 +28,10 @@ class PreparedData:
         return np.array([i for i, s in enumerate(self.manifest.samples)
                          if s.split == split and self.cache.valid[i]], np.int64)
 
+    def split_sizes(self) -> dict[str, int]:
+        """Decodable images per split, as summary.json lists them."""
+        return {split: int(len(self.indices(split))) for split in ("train", "val", "test")}
+
 
 def decode_spec(cfg: RunConfig) -> DecodeSpec:
     """How the run's images are decoded. An unresolved color_mode "auto" (a config used without

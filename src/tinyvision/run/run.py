@@ -87,8 +87,7 @@ def _worker_run(cfg: RunConfig, index: int, progress: bool) -> tuple[RunDir, Sum
     result = train_stage(cfg, run, data)
     summary = Summary(run=str(run.root), status="worker", recipe=cfg.train.recipe,
                       task=manifest.task, classes=manifest.classes,
-                      images={split: int(len(data.indices(split)))
-                              for split in ("train", "val", "test")},
+                      images=data.split_sizes(),
                       best_epoch=result.best_epoch,
                       training={"seconds": result.seconds, "stages": result.stages},
                       warnings=result.warnings)
@@ -207,7 +206,7 @@ def _all_stages(cfg: RunConfig, run: RunDir, console, progress: bool, resume: bo
     summary = Summary(
         run=str(run.root), status="finished", recipe=cfg.train.recipe,
         classes=data.manifest.classes, task=data.manifest.task,
-        images={split: int(len(data.indices(split))) for split in ("train", "val", "test")},
+        images=data.split_sizes(),
         bad_images=len(data.cache.bad), best_epoch=result.best_epoch,
         start=({k: v for k, v in result.start.items() if k != "warnings"}
                if result.start else None),

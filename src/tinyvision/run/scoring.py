@@ -14,7 +14,6 @@ from tinyvision.evaluate.health import box_baselines
 from tinyvision.evaluate.tta import keras_scorer, tta_outputs
 from tinyvision.layout import THRESHOLDS_FILE
 from tinyvision.models.outputs import ModelOutputs, class_task, output_kinds, split_outputs
-from tinyvision.records import Evaluation
 from tinyvision.run.folder import RunDir
 from tinyvision.run.prepared import PreparedData
 from tinyvision.run.summary import headline
@@ -86,9 +85,3 @@ def run_thresholds(run: RunDir, manifest: Manifest) -> np.ndarray | None:
 def headline_scorer(cfg: RunConfig, data: PreparedData, indices: np.ndarray, thresholds):
     """outputs of a model on `indices` -> their headline metrics (other formats, QAT)."""
     return lambda outputs: headline(output_metrics(cfg, data, indices, outputs, thresholds))
-
-
-def float_metrics_of(run: RunDir) -> dict | None:
-    """The float model's metrics in metrics.json (None before evaluate ran)."""
-    evaluation = Evaluation.read(run.metrics)
-    return evaluation.float_metrics if evaluation else None

@@ -1,10 +1,6 @@
-"""The headline figures of a run, as summary.json, the registry and the console show them, and
-reading a run's JSON files."""
+"""The headline figures of a run, as summary.json, the registry and the console show them."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 HEADLINE_KEYS = ("accuracy", "macro_f1")
 HEADLINE_BOX_KEYS = ("mean_iou", "accuracy_iou50", "iou_score")
@@ -23,8 +19,3 @@ def metric_delta(before: dict, after: dict) -> dict:
     """after - before for each headline metric both have (int8 - float, camera - training)."""
     a, b = headline(before), headline(after)
     return {key: b[key] - a[key] for key in a if key in b}
-
-
-def read_json(path: Path) -> dict | None:
-    """A run's JSON file (metrics.json, summary.json, ...), or None when it is not there."""
-    return json.loads(path.read_text()) if path.exists() else None
