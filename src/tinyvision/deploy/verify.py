@@ -26,6 +26,7 @@ from tinyvision.errors import VerifyError
 from tinyvision.records import VerifyReport
 
 log = logging.getLogger("tinyvision")
+LONG_SPLIT = 1000  # images; a split this large takes seconds or more on the reference kernels
 
 
 def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
@@ -39,7 +40,9 @@ def verify_int8(model_path: str | Path, images: np.ndarray, tflm_samples: int,
     model_path = Path(model_path)
     reference = ReferenceRunner(model_path, n_classes)
     int8_inputs = quantize_images(images, reference.input_q)
-    log.info("scoring %d images with the int8 model on the LiteRT reference kernels", len(images))
+    if len(images) >= LONG_SPLIT:  # seconds or minutes: say what is running
+        log.info("scoring %d images with the int8 model on the LiteRT reference kernels",
+                 len(images))
     start = time.perf_counter()
     reference_out = reference.run_all(int8_inputs)
     reference_seconds = time.perf_counter() - start

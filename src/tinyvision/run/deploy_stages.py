@@ -56,7 +56,9 @@ def export_stage(cfg: RunConfig, run: RunDir, data: PreparedData, model=None,
     start = time.perf_counter()
     per_channel = cfg.export.weight_quantization == "per_channel"
     min_images = min(cfg.train.batch_size, len(train))
-    model_bytes = export_int8(model, calibration, run.int8_model, per_channel, min_images)
+    # a training split smaller than the draw was said already (_calibration_images)
+    model_bytes = export_int8(model, calibration, run.int8_model, per_channel, min_images,
+                              warn_few=len(chosen) >= cfg.export.representative_samples)
     qat = quantisation_aware(cfg, run, data, model, calibration, per_channel, min_images)
     if qat.get("used") == "qat":
         model_bytes = run.int8_model.read_bytes()
