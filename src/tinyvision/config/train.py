@@ -24,6 +24,7 @@ Monitor = Literal["auto", "val_accuracy", "val_iou", "val_loss"]
 Keep = Literal["best", "last"]
 StartCheck = Literal["switch", "warn", "off"]
 Strategy = Literal["none", "mirrored", "multi_worker"]
+Precision = Literal["float32", "mixed"]
 OPTIMIZERS, SCHEDULES, LOSSES = choices(Optimizer), choices(Schedule), choices(Loss)
 BOX_LOSSES, CLASS_WEIGHT_MODES = choices(BoxLoss), choices(ClassWeightMode)
 STAGES, STRATEGIES = get_args(Stage), choices(Strategy)
@@ -279,6 +280,11 @@ class TrainConfig(Section):
         "none",
         description="tf.distribute strategy: none | mirrored (GPUs, or logical CPUs) | "
                     "multi_worker (TF_CONFIG).")
+    precision: Precision = Field(
+        "float32",
+        description="Training compute dtype: float32, or mixed (float16 on a GPU with loss "
+                    "scaling, bfloat16 on a CPU; weights stay float32). The run keeps, "
+                    "evaluates and exports a float32 model either way.")
     head: HeadStage = Field(default_factory=HeadStage)
     fine_tune: FineTuneStage = Field(default_factory=FineTuneStage)
     augment: AugmentList = Field(

@@ -25,6 +25,9 @@ OUTPUT_NAME = "head_output"  # the single output of the classification heads
 CLASS_OUTPUT = "head_class_output"  # detection: class probabilities, first output
 BOX_OUTPUT = "head_box_output"  # detection: normalised xyxy box, second output
 BOX_CELLS = "head_box_cells"  # detection: every cell's proposal, read by the training loss only
+# The output layers compute in float32 whatever the dtype policy: under mixed precision
+# (train.precision) probabilities, boxes and the losses on them keep float32's range and steps.
+OUTPUT_DTYPE = "float32"
 BOX_FEATURE_CHANNELS = 64  # detection: 1x1-conv width of the box branch's per-cell features
 
 
@@ -77,9 +80,9 @@ def detection_head(features: keras.KerasTensor, num_classes: int, dropout: float
     b = keras.layers.Dropout(dropout, name="head_box_dropout")(b)
     where = keras.layers.Conv2D(1, 1, name="head_box_where")(b)
     sides = keras.layers.Conv2D(4, 1, activation="sigmoid", name="head_box_sides")(b)
-    cells = CellBoxes(name=BOX_CELLS)(sides)
+    cells = CellBoxes(name=BOX_CELLS, dtype=OUTPUT_DTYPE)(sides)
     where = keras.layers.Reshape((height * width,), name="head_box_where_flat")(where)
-    box = CellBoxPool(name=BOX_OUTPUT)(cells, where)
+    box = CellBoxPool(name=BOX_OUTPUT, dtype=OUTPUT_DTYPE)(cells, where)
     if num_classes == 1:
         return (box,)
     classes = _class_branch(features, num_classes, dropout, "softmax", "head_class_", CLASS_OUTPUT)
@@ -154,7 +157,7 @@ def _class_branch(features: keras.KerasTensor, num_classes: int, dropout: float,
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Conv2D(num_classes, 1, name=f"{prefix}logits")(x)
     x = keras.layers.Reshape((num_classes,), name=f"{prefix}reshape")(x)
-    return keras.layers.Activation(activation, name=output_name)(x)
+    return keras.layers.Activation(activation, name=output_name, dtype=OUTPUT_DTYPE)(x)
 
 
 def training_model(model: keras.Model) -> tuple[keras.Model, tuple[int, int] | None]:
@@ -169,7 +172,7 @@ def training_model(model: keras.Model) -> tuple[keras.Model, tuple[int, int] | N
     grid = (int(sides.shape[1]), int(sides.shape[2]))
     where = keras.layers.Reshape((grid[0] * grid[1], 1), name="head_box_where_cells")(
         model.get_layer("head_box_where_flat").output)
-    cells = keras.layers.Concatenate(name="head_box_cells_train")(
+    cells = keras.layers.Concatenate(name="head_box_cells_train", dtype=OUTPUT_DTYPE)(
         [model.get_layer(BOX_CELLS).output, where])
     return keras.Model(model.inputs, list(model.outputs) + [cells],
                        name=f"{model.name}_training"), grid

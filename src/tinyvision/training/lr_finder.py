@@ -27,7 +27,9 @@ from tinyvision.files import atomic_path, atomic_write_text
 from tinyvision.models.build import build_model
 from tinyvision.models.outputs import has_class_output
 from tinyvision.layout import BEST_WEIGHTS_FILE, CHECKPOINTS_DIR, LR_FIND_PLOT, LR_FIND_TABLE
+from tinyvision.training.folded_padding import folded_padding
 from tinyvision.training.fused_batchnorm import use_fused_batchnorm
+from tinyvision.training.precision import build_in, policy_name
 from tinyvision.training.imbalance import balance_training_data
 from tinyvision.training.losses import build_loss, build_loss_weights
 from tinyvision.training.optimizers import lr_multiplier_map, make_optimizer
@@ -117,7 +119,8 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
     oversampling."""
     settings = cfg.train.lr_find
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg.model, len(data.classes), data.task)
+    model = build_in(policy_name(cfg.train.precision),
+                     lambda: build_model(cfg.model, len(data.classes), data.task))
     use_fused_batchnorm(model)
     data, class_weight = balance_training_data(cfg, data)
     if settings.weights:
@@ -136,7 +139,8 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
                             augment=cfg.train.augment,
                             boxes=None if boxes is None else boxes[data.train])
     rates = sweep_rates(settings.start, settings.end, settings.steps)
-    return lr_sweep(model, iter(dataset.as_numpy_iterator()), rates, on_step)
+    with folded_padding(model):
+        return lr_sweep(model, iter(dataset.as_numpy_iterator()), rates, on_step)
 
 
 def start_weights_file(source: str | Path) -> Path:
