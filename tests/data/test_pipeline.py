@@ -87,3 +87,46 @@ def test_two_output_model_trains_on_class_and_box_targets(tmp_path):
                        repeat=True, boxes=boxes, augment=[{"op": "zoom", "range": 0.2}])
     history = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
+
+
+class _RecordingImages:
+    """An image cache that records which rows each read asked for."""
+
+    def __init__(self, images: np.ndarray):
+        self.images, self.rows = images, []
+        self.shape, self.dtype = images.shape, images.dtype
+
+    def __getitem__(self, rows):
+        self.rows.append(np.asarray(rows).tolist())
+        return self.images[rows]
+
+
+def test_each_worker_reads_only_its_part_of_every_training_batch(tmp_path):
+    images = _memmap(tmp_path)
+    indices = np.arange(N)
+    stream = {"shuffle": True, "repeat": True, "seed": 4, "steps_per_epoch": 3}
+    whole = [y.numpy().argmax(1) for _, y in
+             cache_dataset(images, indices, np.eye(N), 4, **stream).take(6)]
+    parts, read = [], []
+    for worker in (0, 1):
+        recording = _RecordingImages(images)
+        ds = cache_dataset(recording, indices, np.eye(N), 4, shard=(worker, 2), **stream)
+        batches = list(ds.take(6))
+        parts.append([y.numpy().argmax(1) for _, y in batches])
+        for x, y in batches:  # the pixels are the rows of the targets' samples
+            np.testing.assert_array_equal(x.numpy(), images[y.numpy().argmax(1)])
+        read.append(recording.rows)
+    for step in range(6):  # the two halves make up the batch one worker would read
+        np.testing.assert_array_equal(np.concatenate([parts[0][step], parts[1][step]]),
+                                      whole[step])
+    # every read of either worker asked for its 2 images, never the whole batch of 4
+    assert read[0] and read[1] and {len(rows) for rows in read[0] + read[1]} == {2}
+
+
+def test_workers_augment_their_parts_differently(tmp_path):
+    images = np.zeros((N, H, W, 3), np.uint8) + 100
+    augment = [{"op": "brightness", "delta": 0.3}]
+    stream = {"shuffle": True, "repeat": True, "seed": 4, "steps_per_epoch": 3, "augment": augment}
+    first = [next(iter(cache_dataset(images, np.arange(N), np.eye(N), 4, shard=(w, 2),
+                                     **stream)))[0].numpy() for w in (0, 1)]
+    assert not np.allclose(first[0], first[1])

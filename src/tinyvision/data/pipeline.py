@@ -21,7 +21,7 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray |
                   shuffle: bool = False, seed: int = 0, repeat: bool = False,
                   augment: Sequence | None = None,
                   boxes: np.ndarray | None = None, steps_per_epoch: int | None = None,
-                  first_epoch: int = 0) -> tf.data.Dataset:
+                  first_epoch: int = 0, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
     """Batches of (float32 images 0..255, targets) for the samples `indices` of `images`.
 
     The model normalises its own input, so pixels stay in 0..255 here. With `shuffle`, the order
@@ -33,6 +33,9 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray |
     With `steps_per_epoch` (training: shuffle and repeat), epoch e's batches and augmentation
     depend only on (seed, e), and the stream starts at `first_epoch`: a resumed run sees exactly
     the batches an uninterrupted one would (`training_batches`).
+    `shard` (index, count): one of `count` workers training together; each batch of `batch_size`
+    is cut into `count` equal parts and this dataset reads only part `index` from the cache (the
+    parts of all workers make up the batch one worker would read).
     """
     indices = np.asarray(indices, np.int64)
     columns = {} if targets is None else {"targets": np.asarray(targets, np.float32)}
@@ -60,12 +63,23 @@ def cache_dataset(images: np.ndarray, indices: np.ndarray, targets: np.ndarray |
 
     ds = position_batches(len(indices), batch_size, shuffle, seed, repeat, steps_per_epoch,
                           first_epoch)
+    if shard is not None:
+        ds = ds.map(lambda positions, batch_seed: shard_of_batch(positions, batch_seed, *shard))
     if augmenter is None:
         ds = ds.map(lambda positions, batch_seed: positions)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def shard_of_batch(positions: tf.Tensor, batch_seed: tf.Tensor, index: int, count: int
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Worker `index` of `count`'s equal part of a batch of positions, with a seed of its own (the
+    workers' parts would otherwise be augmented alike)."""
+    size = tf.shape(positions)[0] // count
+    part = positions[index * size:(index + 1) * size]
+    return part, batch_seed * count + index
 
 
 def position_batches(n: int, batch_size: int, shuffle: bool = False, seed: int = 0,

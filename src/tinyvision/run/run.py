@@ -63,10 +63,11 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
     only its training, in `<runs_dir>/.workers/<name>-worker<i>` (status `worker`, not
     registered)."""
     if cfg.train.strategy == "multi_worker":
-        from tinyvision.training.distribute import make_strategy, worker_role
+        from tinyvision.training.distribute import check_worker_batch, make_strategy, worker_role
 
         make_strategy("multi_worker")  # before any TensorFlow op: it configures TensorFlow
         role = worker_role()
+        check_worker_batch(cfg.train.batch_size, role)
         if role is not None and not role.chief:
             return _worker_run(cfg, role.index, progress)
     check_before_work(cfg)

@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from tinyvision.errors import ConfigError
+
 _MULTI_WORKER: list[tf.distribute.Strategy] = []  # one per process: it configures TensorFlow
 
 
@@ -38,6 +40,13 @@ def worker_role() -> WorkerRole | None:
     if len(workers) < 2:
         return None
     return WorkerRole(int((config.get("task") or {}).get("index", 0)), len(workers))
+
+
+def check_worker_batch(batch_size: int, role: WorkerRole | None) -> None:
+    """Each worker trains an equal part of every batch: the batch must split evenly."""
+    if role is not None and batch_size % role.count:
+        raise ConfigError(f"train.batch_size {batch_size} does not split evenly between "
+                          f"{role.count} workers (TF_CONFIG): give a multiple of {role.count}.")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

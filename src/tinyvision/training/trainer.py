@@ -40,7 +40,7 @@ from tinyvision.training.callbacks import (BestCheckpoint, BoxScore, EpochLog, E
                                            ResumableEarlyStopping, ResumeCheckpoint, RichProgress,
                                            load_resume_state, monitor_mode, restore_optimizer,
                                            save_resume_state)
-from tinyvision.training.distribute import make_strategy
+from tinyvision.training.distribute import make_strategy, worker_role
 from tinyvision.training.features import extract_features, feature_dataset, split_at_features
 from tinyvision.training.folded_padding import folded_padding
 from tinyvision.training.fused_batchnorm import use_fused_batchnorm
@@ -380,13 +380,33 @@ def _stage_inputs(cfg: RunConfig, data: TrainData, model: keras.Model, stage: st
                                        n_outputs, grid), grid)
     fit_model, grid = training_model(model)
     boxes = (lambda idx: None) if data.boxes is None else (lambda idx: data.boxes[idx])
-    train_ds = cache_dataset(data.images, data.train, _class_targets(data, data.train), batch,
-                             augment=cfg.train.augment, boxes=boxes(data.train), **stream)
-    val_ds = (cache_dataset(data.images, data.val, _class_targets(data, data.val), batch,
-                            boxes=boxes(data.val)) if len(data.val) else None)
-    if grid is not None:  # the cells' target is the box again
-        train_ds, val_ds = (None if ds is None else ds.map(_box_twice) for ds in (train_ds, val_ds))
+
+    def cells_target(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds if grid is None else ds.map(_box_twice)  # the cells' target is the box again
+
+    def train_images(shard: tuple[int, int] | None) -> tf.data.Dataset:
+        return cells_target(cache_dataset(
+            data.images, data.train, _class_targets(data, data.train), batch,
+            augment=cfg.train.augment, boxes=boxes(data.train), shard=shard, **stream))
+
+    train_ds = _read_by_worker(cfg, train_images)
+    val_ds = (cells_target(cache_dataset(data.images, data.val, _class_targets(data, data.val),
+                                         batch, boxes=boxes(data.val)))
+              if len(data.val) else None)
     return fit_model, train_ds, val_ds, lambda: predict_scores(model, data.images, data.val), grid
+
+
+def _read_by_worker(cfg: RunConfig, make: Callable[[tuple[int, int] | None], tf.data.Dataset]):
+    """The training dataset `make(None)` gives; with several workers of one replica each
+    (`train.strategy: multi_worker`), each worker's own, which reads from its cache only its
+    part of every batch (`make((worker, workers))`, through tf.distribute's
+    distribute_datasets_from_function) instead of reading the whole batch and keeping its part."""
+    role = worker_role() if cfg.train.strategy == "multi_worker" else None
+    strategy = tf.distribute.get_strategy()
+    if role is None or strategy.num_replicas_in_sync != role.count:
+        return make(None)
+    return strategy.distribute_datasets_from_function(
+        lambda context: make((context.input_pipeline_id, context.num_input_pipelines)))
 
 
 def _box_twice(x, y):
