@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import make_class_folders, tiny_config
@@ -23,8 +25,11 @@ pytestmark = pytest.mark.slow
 SCRIPT = textwrap.dedent("""
     import json, sys
     from tinyvision.config import validate_config
-    from tinyvision.run.run import full_run
-    run, summary = full_run(validate_config(json.loads(sys.argv[1])), progress=False)
+    from tinyvision.run.run import full_run, resume_run
+    if sys.argv[1] == "--resume":
+        run, summary = resume_run(sys.argv[2], progress=False)
+    else:
+        run, summary = full_run(validate_config(json.loads(sys.argv[1])), progress=False)
     print(json.dumps({"run": str(run.root), "status": summary.status,
                       "float": summary.float_metrics, "int8": summary.int8}))
 """)
@@ -36,13 +41,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(raw: dict, tf_config: dict | None) -> subprocess.Popen:
+def _start(raw: dict | str, tf_config: dict | None) -> subprocess.Popen:
+    """A worker process: a new run of the config `raw`, or a resume of the run folder `raw`."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(raw)], env=env, text=True,
+    args = ["--resume", raw] if isinstance(raw, str) else [json.dumps(raw)]
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _two_workers(raw: dict | str) -> list[subprocess.Popen]:
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return [_start(raw, {"cluster": cluster, "task": {"type": "worker", "index": i}})
+            for i in range(2)]
 
 
 def _result(process: subprocess.Popen) -> dict:
@@ -66,12 +80,8 @@ def test_two_workers_on_loopback_train_one_run_as_one_worker_does(tmp_path):
     raw["data"]["cache_dir"] = str(tmp_path / "cache")
     single = _result(_start({**raw, "name": "one"}, None))
 
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     two = {**raw, "name": "two", "train": {**raw["train"], "strategy": "multi_worker"}}
-    workers = [_start(two, {"cluster": cluster, "task": {"type": "worker", "index": i}})
-               for i in range(2)]
-    chief, other = (_result(w) for w in workers)
+    chief, other = (_result(w) for w in _two_workers(two))
 
     assert chief["status"] == "finished" and other["status"] == "worker"
     assert os.path.basename(chief["run"]) == "two"
@@ -85,3 +95,50 @@ def test_two_workers_on_loopback_train_one_run_as_one_worker_does(tmp_path):
     assert len(losses[0]) == 10 and losses[0] == losses[1]
     names = [row["name"] for row in Registry(tmp_path / "runs").rows()]
     assert sorted(names) == ["one", "two"]  # the other worker registers nothing
+
+
+def _losses(run: Path) -> list[float]:
+    log = (run / "log.csv").read_text().splitlines()
+    return [float(row.split(",")[_column(log, "loss")]) for row in log[1:]]
+
+
+def test_two_workers_killed_mid_training_resume_to_the_same_end(tmp_path):
+    root = make_class_folders(tmp_path / "images", per_class=20)
+    raw = tiny_config(root, tmp_path / "runs", train={
+        "batch_size": 16, "max_steps_per_epoch": None, "head": {"epochs": 0},
+        "strategy": "multi_worker",
+        "fine_tune": {"epochs": 8, "learning_rate": 0.01, "unfreeze_from": 0}},
+        model={"backbone": "plain_cnn", "alpha": 1.0, "plain_cnn": {"filters": [8, 16]}})
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    whole, _ = (_result(w) for w in _two_workers({**raw, "name": "whole"}))
+
+    killed = _two_workers({**raw, "name": "killed"})
+    state_file = tmp_path / "runs" / "killed" / "checkpoints" / "state.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and killed[0].poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["stage_epochs"] >= 3:
+            break
+        time.sleep(0.05)
+    assert killed[0].poll() is None, "the run ended before it could be killed"
+    for worker in killed:
+        worker.kill()
+        worker.communicate()
+
+    chief, other = (_result(w) for w in _two_workers(str(tmp_path / "runs" / "killed")))
+    assert chief["status"] == "finished" and other["status"] == "worker"
+    assert os.path.basename(chief["run"]) == "killed"
+    np.testing.assert_allclose(_losses(Path(chief["run"])), _losses(Path(whole["run"])),
+                               rtol=1e-4, atol=1e-5)
+    assert _losses(Path(other["run"])) == _losses(Path(chief["run"]))
+    assert chief["float"]["accuracy"] == pytest.approx(whole["float"]["accuracy"], abs=1e-6)
+
+
+def test_a_worker_that_cannot_read_the_chief_run_folder_is_told_what_to_do(tmp_path, monkeypatch):
+    from tinyvision.errors import RunError
+    from tinyvision.run.run import resume_run
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+        "task": {"type": "worker", "index": 1}}))
+    with pytest.raises(RunError, match=r"chief's run folder: give its path, on a disk every"):
+        resume_run(tmp_path / "runs" / "missing", progress=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -75,17 +76,21 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
     return _run_and_register(cfg, run, console, progress, resume=False)
 
 
-def _worker_run(cfg: RunConfig, index: int, progress: bool) -> tuple[RunDir, Summary]:
+def _worker_run(cfg: RunConfig, index: int, progress: bool, resume_from: RunDir | None = None
+                ) -> tuple[RunDir, Summary]:
     """A worker other than the chief: the data and the training (its part of every batch, the
     gradients averaged with the others'), in a folder of its own; the chief evaluates, exports
-    and registers the run."""
+    and registers the run. `resume_from`: the chief's run folder, whose last saved training
+    state (the same weights on every worker) this worker continues from."""
     cfg = cfg.model_copy(update={"name": f"{cfg.name}-worker{index}", "overwrite": True,
                                  "runs_dir": cfg.runs_dir / WORKERS_DIR})
     cfg, run = make_run_folder(cfg)
+    if resume_from is not None:
+        shutil.copytree(resume_from.checkpoints, run.checkpoints, dirs_exist_ok=True)
     manifest = prepare_manifest(cfg, run)
     cfg, _ = resolve_settings(cfg, manifest)
     data = prepare_data(cfg, run, manifest, progress=progress)
-    result = train_stage(cfg, run, data)
+    result = train_stage(cfg, run, data, resume=resume_from is not None)
     summary = Summary(run=str(run.root), status="worker", recipe=cfg.train.recipe,
                       task=manifest.task, classes=manifest.classes,
                       images=data.split_sizes(),
@@ -110,22 +115,34 @@ def resume_run(path: str | Path, console=None, progress: bool = True
                ) -> tuple[RunDir, Summary]:
     """Continue a killed `tinyvision train` from its last saved epoch, then finish every stage.
 
-    The result equals an uninterrupted run with the same seed (within float tolerance)."""
+    The result equals an uninterrupted run with the same seed (within float tolerance). With
+    `train.strategy: multi_worker` every worker runs it with the chief's run folder (and its
+    TF_CONFIG): all continue from the chief's last saved state, which holds the weights every
+    worker had."""
     from tinyvision.training.callbacks import load_resume_state
 
-    cfg, run, _ = load_run(path)
-    if cfg.train.strategy == "multi_worker":
+    role = None
+    try:
+        cfg, run, _ = load_run(path)
+    except RunError as exc:
         from tinyvision.training.distribute import worker_role
 
-        if worker_role() is not None:
-            raise RunError(f"{run.root} trained with train.strategy: multi_worker across "
-                           "several workers; resuming such a run is not supported yet. Start it "
-                           "again on every worker with `tinyvision train` (or resume it on one "
-                           "machine without TF_CONFIG).")
+        if worker_role() is None:
+            raise
+        raise RunError(f"{exc} With several workers (TF_CONFIG) every worker resumes from the "
+                       "chief's run folder: give its path, on a disk every worker reads.") from exc
     cfg = without_run_tree(cfg, run)  # its build.sh would run: a run folder never chooses it
+    if cfg.train.strategy == "multi_worker":
+        from tinyvision.training.distribute import check_worker_batch, make_strategy, worker_role
+
+        make_strategy("multi_worker")  # before any TensorFlow op: it configures TensorFlow
+        role = worker_role()
+        check_worker_batch(cfg.train.batch_size, role)
     if load_resume_state(run.checkpoints) is None:
         raise RunError(f"{run.root} has no saved training state (checkpoints/state.json): it was "
                        "killed before its first epoch ended. Start it again with `tinyvision train`.")
+    if role is not None and not role.chief:
+        return _worker_run(cfg, role.index, progress, resume_from=run)
     check_before_work(cfg)  # e.g. tracking: mlflow on a machine without it, before training
     return _run_and_register(cfg, run, console, progress, resume=True)
 
