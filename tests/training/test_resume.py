@@ -179,3 +179,30 @@ def test_a_manifest_of_another_version_is_refused(tmp_path):
                     '"classes": ["a"]}\n{"path": "a.png", "labels": ["a"], "split": "train"}\n')
     with pytest.raises(DataError, match="is version 2; this tinyvision reads version 1"):
         Manifest.load(path)
+
+
+def test_resume_weights_round_trip_and_a_changed_model_is_refused(tmp_path):
+    """The per-epoch weights are plain arrays (fast to write); they load back exactly, and into
+    a model of another shape they are refused with what to do."""
+    import keras
+
+    from tinyvision.errors import RunError
+    from tinyvision.training.callbacks import load_resume_weights, save_resume_state
+
+    def model(width: int) -> keras.Model:
+        inputs = keras.Input((4,))
+        hidden = keras.layers.BatchNormalization()(keras.layers.Dense(width)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(2)(hidden))
+
+    keras.utils.set_random_seed(3)
+    saved = model(3)
+    save_resume_state(tmp_path, saved, None, "head", 2, 0, finished=False, counters={})
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["weights"].endswith(".weights.npz")
+    keras.utils.set_random_seed(4)
+    loaded = model(3)
+    load_resume_weights(loaded, tmp_path / state["weights"])
+    for a, b in zip(saved.get_weights(), loaded.get_weights()):  # moving statistics too
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RunError, match="(?i)start a new run"):
+        load_resume_weights(model(5), tmp_path / state["weights"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 import time
 from pathlib import Path
 
@@ -242,9 +243,12 @@ def save_resume_state(folder: Path, target: keras.Model, optimizer, stage: str, 
     its best, best_epoch, log, early_stopping, plateau, planned_steps and schedule fields)."""
     folder.mkdir(parents=True, exist_ok=True)
     tag = f"{stage}-{stage_epochs}{'-end' if finished else ''}"
-    weights, opt = folder / f"last-{tag}.weights.h5", folder / f"last-{tag}.optimizer.npz"
-    with atomic_path(weights, suffix=".weights.h5") as tmp:
-        target.save_weights(tmp)
+    # plain arrays in get_weights() order: 8 ms a save against 80 for Keras' .weights.h5, which
+    # a tiny set (hundreds of short epochs) paid after every epoch (load_resume_weights reads both)
+    weights, opt = folder / f"last-{tag}.weights.npz", folder / f"last-{tag}.optimizer.npz"
+    with atomic_path(weights, suffix=".npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, *target.get_weights())
     if optimizer is not None:
         with atomic_path(opt, suffix=".npz") as tmp:
             with open(tmp, "wb") as handle:
@@ -266,6 +270,25 @@ def load_resume_state(folder: Path) -> ResumeState | None:
         return ResumeState.read(path)
     except RunError as exc:
         raise RunError(f"{exc} The run cannot resume.") from None
+
+
+def load_resume_weights(model: keras.Model, path: Path) -> None:
+    """The weights a resume state names: arrays in `get_weights()` order (.npz), or a Keras
+    weights file (.weights.h5: a best checkpoint, or a state saved before the arrays)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        with warnings.catch_warnings():  # the file's optimizer state is not needed, only weights
+            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+            model.load_weights(path)
+        return
+    with np.load(path) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    shapes = [tuple(w.shape) for w in model.weights]
+    if [v.shape for v in values] != shapes:
+        raise RunError(f"{path} holds {len(values)} weights that do not fit the model's "
+                       f"{len(shapes)}; the run's config changed since it was killed. Start a "
+                       "new run instead of resuming.")
+    model.set_weights(values)
 
 
 def restore_optimizer(optimizer, variables_file: Path, trainable_variables) -> None:

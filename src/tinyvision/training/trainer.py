@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -38,8 +37,8 @@ from tinyvision.records import ResumeState
 from tinyvision.training.budget import STAGES, BudgetClock, StagePlan, StopAtStep, plan_stages
 from tinyvision.training.callbacks import (BestCheckpoint, BoxScore, EpochLog, EpochSeeds,
                                            ResumableEarlyStopping, ResumeCheckpoint, RichProgress,
-                                           load_resume_state, monitor_mode, restore_optimizer,
-                                           save_resume_state)
+                                           load_resume_state, load_resume_weights, monitor_mode,
+                                           restore_optimizer, save_resume_state)
 from tinyvision.training.distribute import make_strategy, worker_role
 from tinyvision.training.features import extract_features, feature_dataset, split_at_features
 from tinyvision.training.folded_padding import folded_padding
@@ -143,7 +142,7 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console,
     if state is not None:
         checkpoint.best, checkpoint.best_epoch = state.best, state.best_epoch
         epoch_log.rows = state.log
-        _load_weights(model, run.checkpoints / state.weights)
+        load_resume_weights(model, run.checkpoints / state.weights)
     plans = plan_stages(cfg, len(data.train))
     timed = any(plan.seconds is not None for plan in plans)
     found = training_warnings(cfg, None if timed else sum(plan.total_steps for plan in plans))
@@ -178,7 +177,7 @@ def _train_model(cfg: RunConfig, data: TrainData, run: TrainingFiles, console,
             fitted = history.epoch
         stage_epochs = first + len(fitted)
         if cfg.train.keep == "best" and run.best_weights.exists():
-            _load_weights(model, run.best_weights)  # the next stage starts from the best so far
+            load_resume_weights(model, run.best_weights)  # the next stage starts from the best so far
         save_resume_state(run.checkpoints, model, None, stage, stage_epochs, done_epochs,
                           finished=True, counters=_counters(checkpoint, epoch_log, None, plan))
         stages.append({"stage": stage, "steps": plan.total_steps, "epochs": stage_epochs,
@@ -431,10 +430,6 @@ def _class_targets(data: TrainData, indices: np.ndarray) -> np.ndarray | None:
     return data.targets[indices] if has_class_output(data.task, len(data.classes)) else None
 
 
-def _load_weights(model: keras.Model, path) -> None:
-    with warnings.catch_warnings():  # the file's optimizer state is not needed, only the weights
-        warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
-        model.load_weights(path)
 
 
 def set_trainable(model: keras.Model, cfg: RunConfig, stage: str) -> None:
