@@ -41,6 +41,25 @@ import time
 VARIANTS = ("keras3", "tinyvision", "tinyvision_bf16", "tf_keras")
 
 
+def epoch_clock(keras):
+    """A callback of `keras` (Keras 3 or tf_keras) keeping each epoch's wall time in `.seconds`,
+    from its first step to its last: the steps alone, without what `fit` does before the first
+    epoch and after the last (see the module docstring)."""
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    return EpochClock()
+
+
 def measure(variant: str, batch: int, images: int, epochs: int = 3) -> dict[str, float]:
     """Best images/s of `epochs` timed epochs of one `fit` call, after one epoch that traces the
     step; and the seconds that call spent outside its epochs (set-up and tear-down)."""
@@ -84,21 +103,7 @@ def measure(variant: str, batch: int, images: int, epochs: int = 3) -> dict[str,
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat().prefetch(2)
     steps = images // batch
 
-    class EpochClock(keras.callbacks.Callback):
-        """Wall time of each epoch, from its first step to its last: the steps alone, without
-        what `fit` does before the first epoch and after the last (see the module docstring)."""
-
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
-
-    clock = EpochClock()
+    clock = epoch_clock(keras)
     fold = contextlib.nullcontext()
     if variant.startswith("tinyvision"):  # as the trainer fits
         from tinyvision.training.folded_padding import folded_padding

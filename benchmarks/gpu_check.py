@@ -43,6 +43,8 @@ def measure_step(backbone: str, alpha: float, size: int, precision: str, batch: 
     import numpy as np
     import tensorflow as tf
 
+    from bench_train_step import epoch_clock  # this folder is the script's: on sys.path
+
     from tinyvision.config import ModelConfig
     from tinyvision.models.build import build_model
     from tinyvision.training.folded_padding import folded_padding
@@ -63,18 +65,7 @@ def measure_step(backbone: str, alpha: float, size: int, precision: str, batch: 
     data = (tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch)
             .map(lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(2))
 
-    class EpochClock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
-
-    clock = EpochClock()
+    clock = epoch_clock(keras)
     with folded_padding(model):
         model.fit(data, epochs=4, steps_per_epoch=steps, verbose=0, callbacks=[clock])
     return {"images_per_s": steps * batch / min(clock.seconds[1:]), "policy": policy}
