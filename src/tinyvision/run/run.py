@@ -63,17 +63,26 @@ def full_run(cfg: RunConfig, console=None, progress: bool = True) -> tuple[RunDi
     chief) does all of this; every other worker trains its share of each batch with it and keeps
     only its training, in `<runs_dir>/.workers/<name>-worker<i>` (status `worker`, not
     registered)."""
-    if cfg.train.strategy == "multi_worker":
-        from tinyvision.training.distribute import check_worker_batch, make_strategy, worker_role
-
-        make_strategy("multi_worker")  # before any TensorFlow op: it configures TensorFlow
-        role = worker_role()
-        check_worker_batch(cfg.train.batch_size, role)
-        if role is not None and not role.chief:
-            return _worker_run(cfg, role.index, progress)
+    role = _worker_role(cfg)
+    if role is not None and not role.chief:
+        return _worker_run(cfg, role.index, progress)
     check_before_work(cfg)
     cfg, run = make_run_folder(cfg)
     return _run_and_register(cfg, run, console, progress, resume=False)
+
+
+def _worker_role(cfg: RunConfig):
+    """With `train.strategy: multi_worker`: the strategy made (before any TensorFlow op: it
+    configures TensorFlow) and this process's WorkerRole from TF_CONFIG, its batch checked; None
+    for one worker or another strategy."""
+    if cfg.train.strategy != "multi_worker":
+        return None
+    from tinyvision.training.distribute import check_worker_batch, make_strategy, worker_role
+
+    make_strategy("multi_worker")
+    role = worker_role()
+    check_worker_batch(cfg.train.batch_size, role)
+    return role
 
 
 def _worker_run(cfg: RunConfig, index: int, progress: bool, resume_from: RunDir | None = None
@@ -121,7 +130,6 @@ def resume_run(path: str | Path, console=None, progress: bool = True
     worker had."""
     from tinyvision.training.callbacks import load_resume_state
 
-    role = None
     try:
         cfg, run, _ = load_run(path)
     except RunError as exc:
@@ -132,12 +140,7 @@ def resume_run(path: str | Path, console=None, progress: bool = True
         raise RunError(f"{exc} With several workers (TF_CONFIG) every worker resumes from the "
                        "chief's run folder: give its path, on a disk every worker reads.") from exc
     cfg = without_run_tree(cfg, run)  # its build.sh would run: a run folder never chooses it
-    if cfg.train.strategy == "multi_worker":
-        from tinyvision.training.distribute import check_worker_batch, make_strategy, worker_role
-
-        make_strategy("multi_worker")  # before any TensorFlow op: it configures TensorFlow
-        role = worker_role()
-        check_worker_batch(cfg.train.batch_size, role)
+    role = _worker_role(cfg)
     if load_resume_state(run.checkpoints) is None:
         raise RunError(f"{run.root} has no saved training state (checkpoints/state.json): it was "
                        "killed before its first epoch ended. Start it again with `tinyvision train`.")
