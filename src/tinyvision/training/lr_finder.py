@@ -32,7 +32,7 @@ from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 from tinyvision.training.precision import build_in, policy_name
 from tinyvision.training.imbalance import balance_training_data
 from tinyvision.training.losses import build_loss, build_loss_weights
-from tinyvision.training.optimizers import lr_multiplier_map, make_optimizer
+from tinyvision.training.optimizers import build_optimizer_state, lr_multiplier_map, make_optimizer
 from tinyvision.training.trainer import JIT_COMPILE, set_trainable
 
 log = logging.getLogger("tinyvision")
@@ -131,6 +131,7 @@ def find_lr(cfg: RunConfig, data, on_step: Callable[[int, float, float], None] |
                   loss=build_loss(cfg.train, data.task, len(data.classes), class_weight),
                   loss_weights=build_loss_weights(cfg.train, data.task, len(data.classes)),
                   jit_compile=JIT_COMPILE)
+    build_optimizer_state(model)
     boxes = data.boxes  # detection: (N, 4) normalised xyxy
     class_targets = (data.targets[data.train] if has_class_output(data.task, len(data.classes))
                      else None)

@@ -166,3 +166,12 @@ def lr_multiplier_map(cfg: RunConfig, model: keras.Model) -> dict[str, float] | 
                 if scale[group] != 1.0:
                     out[variable.path] = scale[group]
     return out or None
+
+
+def build_optimizer_state(model: keras.Model) -> None:
+    """Create the compiled optimizer's variables (moments, iteration count) now, eagerly, inside
+    the caller's distribution scope. Keras otherwise creates them inside the first trace of the
+    train step, and TensorFlow traces a function that creates variables twice: building first
+    traces the step once (the tests' tiny fine-tune fit: 10.2 s -> 6.2 s)."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)

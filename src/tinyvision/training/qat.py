@@ -18,6 +18,7 @@ import tensorflow as tf
 from tinyvision.data.pipeline import cache_dataset
 from tinyvision.models.outputs import has_class_output
 from tinyvision.training.losses import build_loss, build_loss_weights
+from tinyvision.training.optimizers import build_optimizer_state
 from tinyvision.training.trainer import JIT_COMPILE
 
 # layers whose output keeps its input's quantisation, or that the converter folds away
@@ -120,6 +121,7 @@ def qat_fine_tune(model: keras.Model, images: np.ndarray, train: np.ndarray, tar
                     loss=build_loss(train_cfg, task, n_classes),
                     loss_weights=build_loss_weights(train_cfg, task, n_classes),
                     jit_compile=JIT_COMPILE)
+        build_optimizer_state(qat)
         history = qat.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     finally:
         for layer, trainable in zip(frozen, was):

@@ -46,7 +46,7 @@ from tinyvision.training.fused_batchnorm import use_fused_batchnorm
 from tinyvision.training.precision import build_in, float32_copy, policy_name
 from tinyvision.training.imbalance import balance_training_data
 from tinyvision.training.losses import build_loss, build_loss_weights
-from tinyvision.training.optimizers import build_optimizer, stage_schedule
+from tinyvision.training.optimizers import build_optimizer, build_optimizer_state, stage_schedule
 from tinyvision.training.recipes import (FEW_STEPS, switched_settings, training_warnings,
                                         with_settings)
 from tinyvision.training.schedules import resize_schedule, schedule_callbacks
@@ -277,6 +277,7 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
                       metrics=_metrics(data.task, n_classes, grid is not None),
                       steps_per_execution=steps if fit_model is not model else 1,
                       jit_compile=JIT_COMPILE)
+    build_optimizer_state(fit_model)
     if state is not None:
         restore_optimizer(fit_model.optimizer, run.checkpoints / state.optimizer,
                           fit_model.trainable_variables)
