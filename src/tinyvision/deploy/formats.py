@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyvision.deploy.litert import quiet_converter
+from tinyvision.deploy.litert import litert_bytes, quiet_converter
 from tinyvision.errors import ExportError
 from tinyvision.files import atomic_path
 from tinyvision.layout import FORMAT_FILES
@@ -53,16 +53,14 @@ def export_float16(model, path: Path) -> int:
     """A LiteRT model with float16 weights (half the float size; float compute)."""
     import tensorflow as tf
 
-    height, width, channels = model.input_shape[1:]
-    with atomic_path(path, suffix=".tflite") as tmp, quiet_converter():
-        try:
-            model.export(str(tmp), format="litert", verbose=False,
-                         input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32)],
-                         optimizations=[tf.lite.Optimize.DEFAULT],
-                         target_spec={"supported_types": [tf.float16]})
-        except Exception as exc:
-            raise ExportError(f"float16 conversion of {model.name} failed: {str(exc)[:2000]}") \
-                from None
+    try:
+        data = litert_bytes(model, optimizations=[tf.lite.Optimize.DEFAULT],
+                            target_spec={"supported_types": [tf.float16]})
+    except Exception as exc:
+        raise ExportError(f"float16 conversion of {model.name} failed: {str(exc)[:2000]}") \
+            from None
+    with atomic_path(path, suffix=".tflite") as tmp:
+        Path(tmp).write_bytes(data)
     return path.stat().st_size
 
 
