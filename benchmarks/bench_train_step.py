@@ -9,7 +9,8 @@ round), and the median of each is printed with its ratio to Keras 3 `fit`:
 - keras3: keras.applications.MobileNet, `model.fit` (Keras 3, unfused BatchNorm);
 - tinyvision: the model `tinyvision.models.build` makes, trained as the trainer trains it
   (fused BatchNorm, training/fused_batchnorm.py; the strided convolutions' ZeroPadding2D folded
-  into "same" padding, training/folded_padding.py; jit_compile as training.trainer.JIT_COMPILE);
+  into "same" padding, training/folded_padding.py; groups of steps per call of the train
+  function, training/step_groups.py; jit_compile as training.trainer.JIT_COMPILE);
 - tinyvision_bf16: the same with Keras' mixed_bfloat16 policy (bfloat16 compute on the CPU's
   AVX512-BF16/AMX units, float32 weights);
 - tf_keras: tf_keras.applications.MobileNet, `model.fit` (Keras 2; `pip install tf-keras`).
@@ -94,23 +95,32 @@ def measure(variant: str, batch: int, images: int, epochs: int = 3) -> dict[str,
         model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
     # tinyvision compiles as its trainer does (training.trainer.JIT_COMPILE); the peers with
     # their defaults
+    steps = images // batch
     options = {}
     if variant.startswith("tinyvision"):
+        from tinyvision.training.step_groups import group_size
         from tinyvision.training.trainer import JIT_COMPILE
-        options["jit_compile"] = JIT_COMPILE
+        options.update(jit_compile=JIT_COMPILE, steps_per_execution=group_size(steps, JIT_COMPILE))
     model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
                   loss="categorical_crossentropy", metrics=["accuracy"], **options)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat().prefetch(2)
-    steps = images // batch
 
-    clock = epoch_clock(keras)
+    callbacks = [epoch_clock(keras)]
     fold = contextlib.nullcontext()
     if variant.startswith("tinyvision"):  # as the trainer fits
         from tinyvision.training.folded_padding import folded_padding
+        from tinyvision.training.optimizers import build_optimizer_state
+        from tinyvision.training.step_groups import StepGroups
+
+        build_optimizer_state(model)
         fold = folded_padding(model)
+        if options["steps_per_execution"] > 1:
+            callbacks.insert(0, StepGroups(model, options["steps_per_execution"], steps,
+                                           lambda: 10**9))
+    clock = callbacks[-1]
     start = time.perf_counter()
     with fold:
-        model.fit(data, epochs=1 + epochs, steps_per_epoch=steps, verbose=0, callbacks=[clock])
+        model.fit(data, epochs=1 + epochs, steps_per_epoch=steps, verbose=0, callbacks=callbacks)
     fit_seconds = time.perf_counter() - start
     timed = clock.seconds[1:]  # the first epoch traces the step
     return {"images_per_s": steps * batch / min(timed),

@@ -173,19 +173,20 @@ class BudgetClock(keras.callbacks.Callback):
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        # a "batch" here is one call of the train function: one step, or a group of steps
+        # (training/step_groups.py)
         now = time.perf_counter()
         seconds = now - self._batch_start
-        self.done = _iterations(self.model)
-        if self.done > PROBE_SKIP:
-            self.timed_steps += 1
+        before, self.done = self.done, _iterations(self.model)
+        self._epoch_batch_seconds += seconds
+        if before >= PROBE_SKIP:  # the group holds no traced step
+            probing = self.timed_steps < PROBE_STEPS
+            self.timed_steps += self.done - before
             self.step_seconds += seconds
-            self._epoch_batch_seconds += seconds
             self._epoch_timed_seconds += seconds  # the mean step time leaves out traced steps
-            self._epoch_batches += 1
-            if self.timed_steps == PROBE_STEPS:
+            self._epoch_batches += self.done - before
+            if probing and self.timed_steps >= PROBE_STEPS:
                 self._fit(now)
-        else:
-            self._epoch_batch_seconds += seconds
         if now - self.deadline > LATE_GRACE * (self.plan.seconds or 0.0):
             self.late = True
             self.model.stop_training = True

@@ -147,7 +147,10 @@ class RichProgress(keras.callbacks.Callback):
                                            metrics="")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.progress.update(self.task, completed=batch + 1, metrics=_format(logs))
+        # `batch` is a group's last step (training/step_groups.py), which the epoch's last
+        # group may pass
+        self.progress.update(self.task, completed=min(batch + 1, self.plan.steps_per_epoch),
+                             metrics=_format(logs))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.progress.remove_task(self.task)

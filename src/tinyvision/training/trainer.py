@@ -50,6 +50,7 @@ from tinyvision.training.optimizers import build_optimizer, build_optimizer_stat
 from tinyvision.training.recipes import (FEW_STEPS, switched_settings, training_warnings,
                                         with_settings)
 from tinyvision.training.schedules import resize_schedule, schedule_callbacks
+from tinyvision.training.step_groups import StepGroups, group_size
 
 
 log = logging.getLogger("tinyvision")
@@ -266,17 +267,19 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     steps = plan.steps_per_epoch
     fit_model, train_ds, val_ds, predict_val, grid = _stage_inputs(cfg, data, model, stage,
                                                                    epoch_offset + first, steps)
+    on_features = fit_model.inputs[0].shape[1:] != model.inputs[0].shape[1:]
     schedule = stage_schedule(cfg, stage, plan.pass_steps, plan.total_steps)
     if state is not None and state.schedule and hasattr(schedule, "restore"):
         schedule.restore(state.schedule)  # a minutes budget had stretched it
     # A head on cached features takes microseconds per step, so Keras' per-step Python overhead
-    # would dominate: run a whole epoch per call instead.
+    # would dominate: run a whole epoch per call instead. On images, groups of steps that end
+    # with the epoch and the stage (training/step_groups.py).
+    group = steps if on_features else group_size(steps, JIT_COMPILE)
     fit_model.compile(optimizer=build_optimizer(cfg, stage, fit_model, plan.pass_steps, 0, schedule),
                       loss=build_loss(cfg.train, data.task, n_classes, class_weight, grid),
                       loss_weights=build_loss_weights(cfg.train, data.task, n_classes, grid),
                       metrics=_metrics(data.task, n_classes, grid is not None),
-                      steps_per_execution=steps if fit_model is not model else 1,
-                      jit_compile=JIT_COMPILE)
+                      steps_per_execution=group, jit_compile=JIT_COMPILE)
     build_optimizer_state(fit_model)
     if state is not None:
         restore_optimizer(fit_model.optimizer, run.checkpoints / state.optimizer,
@@ -300,7 +303,9 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
         labels = data.targets[data.val].argmax(axis=1) if has_class_output(
             data.task, n_classes) else None
         scores = [BoxScore(predict_val, data.boxes[data.val], labels)]
-    callbacks = [EpochSeeds(model, cfg.seed, epoch_offset), *([clock] if clock else []),
+    groups = [] if on_features or group == 1 else [
+        StepGroups(fit_model, group, steps, lambda: plan.total_steps)]
+    callbacks = [*groups, EpochSeeds(model, cfg.seed, epoch_offset), *([clock] if clock else []),
                  StopAtStep(plan), *scores, checkpoint, epoch_log, *stopping, *plateau, *extra]
     if console is not None:
         callbacks.append(RichProgress(console, plan))
