@@ -267,6 +267,7 @@ def _fit_stage(cfg, data, model, plan: StagePlan, epoch_offset, first, class_wei
     steps = plan.steps_per_epoch
     fit_model, train_ds, val_ds, predict_val, grid = _stage_inputs(cfg, data, model, stage,
                                                                    epoch_offset + first, steps)
+    # the fast head's model takes the backbone's features, not images
     on_features = fit_model.inputs[0].shape[1:] != model.inputs[0].shape[1:]
     schedule = stage_schedule(cfg, stage, plan.pass_steps, plan.total_steps)
     if state is not None and state.schedule and hasattr(schedule, "restore"):
