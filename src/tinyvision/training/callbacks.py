@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -284,8 +284,7 @@ def load_resume_weights(model: keras.Model, path: Path) -> None:
             warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
             model.load_weights(path)
         return
-    with np.load(path) as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    values = _saved_arrays(path)
     shapes = [tuple(w.shape) for w in model.weights]
     if [v.shape for v in values] != shapes:
         raise RunError(f"{path} holds {len(values)} weights that do not fit the model's "
@@ -294,11 +293,16 @@ def load_resume_weights(model: keras.Model, path: Path) -> None:
     model.set_weights(values)
 
 
+def _saved_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays `np.savez(handle, *arrays)` wrote, in their order."""
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
 def restore_optimizer(optimizer, variables_file: Path, trainable_variables) -> None:
     """Give a freshly compiled optimizer the saved state (moments, iteration count)."""
     optimizer.build(trainable_variables)
-    with np.load(variables_file) as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    values = _saved_arrays(variables_file)
     if len(values) != len(optimizer.variables):
         raise RunError(f"{variables_file} holds {len(values)} optimizer variables but the "
                        f"optimizer has {len(optimizer.variables)}; the run's config changed since "

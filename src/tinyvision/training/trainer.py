@@ -437,8 +437,6 @@ def _class_targets(data: TrainData, indices: np.ndarray) -> np.ndarray | None:
     return data.targets[indices] if has_class_output(data.task, len(data.classes)) else None
 
 
-
-
 def set_trainable(model: keras.Model, cfg: RunConfig, stage: str) -> None:
     """Stage "head": only head layers train. Stage "fine_tune": layers from the unfreeze point on
     train too; BatchNorm follows `fine_tune.batchnorm` (Keras runs a frozen BN in inference mode)."""
